@@ -1,0 +1,50 @@
+//! Configuration of one peer runtime.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long shutdown waits for tasks to finish before it reports the ones that
+/// ignored cancellation. The desktop app waits at most 2 s on exit, so the
+/// runtime must be done well inside that.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// A game folder must see no change for this long before a new or changed
+/// game is (re-)indexed and announced: a game still being copied in is not
+/// announced half-copied.
+pub const DEFAULT_LIBRARY_QUIET_PERIOD: Duration = Duration::from_secs(3);
+
+/// Everything a peer runtime needs to start.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The folder of games this peer shares (one game per top-level folder).
+    pub games_dir: PathBuf,
+    /// Identity, SQLite state and caches live here.
+    pub data_dir: PathBuf,
+    /// The name other peers show for this one.
+    pub display_name: String,
+    /// See [`DEFAULT_SHUTDOWN_DEADLINE`].
+    pub shutdown_deadline: Duration,
+    /// See [`DEFAULT_LIBRARY_QUIET_PERIOD`].
+    pub library_quiet_period: Duration,
+}
+
+impl PeerConfig {
+    pub fn new(games_dir: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            games_dir: games_dir.into(),
+            data_dir: data_dir.into(),
+            display_name: default_display_name(),
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            library_quiet_period: DEFAULT_LIBRARY_QUIET_PERIOD,
+        }
+    }
+}
+
+/// The machine's host name, or a generic name when it has none we can read.
+pub fn default_display_name() -> String {
+    std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "lanspread peer".to_owned())
+}

@@ -1,0 +1,27 @@
+//! The lanspread peer runtime.
+//!
+//! [`start_peer`] starts a supervised tokio runtime that shares a folder of
+//! games and talks to other peers; the returned [`PeerRuntimeHandle`] is the
+//! only way in (commands) and out (events, health, shutdown). Both front ends,
+//! the desktop app and the headless `lanspread-peer`, drive it the same way.
+//!
+//! This crate knows nothing of any UI toolkit; it only speaks in
+//! [`PeerEvent`]s.
+
+pub mod config;
+pub mod events;
+pub mod fsx;
+pub mod health;
+pub mod library;
+pub mod runtime;
+pub mod store;
+pub mod supervisor;
+
+pub use config::PeerConfig;
+pub use events::PeerEvent;
+pub use health::{HealthSnapshot, ServiceHealth, ServiceState};
+pub use runtime::{
+    start_peer, PeerCommand, PeerCommandSender, PeerRuntimeHandle, RuntimeStopped, StartError,
+    StopReport,
+};
+pub use supervisor::{Backoff, BackoffState, ServiceContext, SupervisionPolicy};

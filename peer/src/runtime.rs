@@ -1,0 +1,341 @@
+//! The supervised peer runtime and its handle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::PeerConfig;
+use crate::events::PeerEvent;
+use crate::health::{HealthBoard, HealthSnapshot};
+use crate::library::monitor::{self, Library};
+use crate::library::scan::ScanError;
+use crate::library::{Indexer, LibrarySnapshot};
+use crate::store::{Store, StoreError};
+use crate::supervisor::{Backoff, ServiceContext, SupervisionPolicy, Supervisor};
+
+/// Events buffered per subscriber before a slow one starts missing some
+/// (it then sees `RecvError::Lagged` and can resynchronise from snapshots).
+const EVENT_CAPACITY: usize = 1024;
+/// Commands waiting for the command loop; senders wait when it is full.
+const COMMAND_CAPACITY: usize = 64;
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("games folder {0} does not exist or is not a folder; create it or choose another")]
+    GamesDirMissing(std::path::PathBuf),
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request to the running peer.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Reply with the health of every service.
+    Health(oneshot::Sender<HealthSnapshot>),
+}
+
+/// The cloneable way to send commands to a running peer.
+#[derive(Debug, Clone)]
+pub struct PeerCommandSender(mpsc::Sender<PeerCommand>);
+
+impl PeerCommandSender {
+    /// Queue a command. Fails only once the runtime has stopped.
+    pub async fn send(&self, command: PeerCommand) -> Result<(), RuntimeStopped> {
+        self.0.send(command).await.map_err(|_| RuntimeStopped)
+    }
+}
+
+/// The runtime has stopped and takes no more commands.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the peer runtime has stopped")]
+pub struct RuntimeStopped;
+
+/// How the runtime ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    /// True when the stop followed [`PeerRuntimeHandle::shutdown`]; false after a
+    /// failure (a `Required` service, or the command channel closing unasked).
+    pub requested: bool,
+    /// Services that ignored cancellation past the deadline and were aborted.
+    pub stuck_services: Vec<String>,
+}
+
+/// The front of a running peer: commands in, events out, health, shutdown.
+pub struct PeerRuntimeHandle {
+    commands: PeerCommandSender,
+    events: broadcast::Sender<PeerEvent>,
+    health: HealthBoard,
+    library: Arc<Library>,
+    runtime_token: CancellationToken,
+    shutdown_requested: Arc<AtomicBool>,
+    stopped: watch::Receiver<Option<StopReport>>,
+}
+
+impl PeerRuntimeHandle {
+    pub fn sender(&self) -> PeerCommandSender {
+        self.commands.clone()
+    }
+
+    /// Receive every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
+    }
+
+    /// The games this peer shares (only games with a complete manifest).
+    pub fn library(&self) -> Arc<LibrarySnapshot> {
+        self.library.snapshot()
+    }
+
+    /// Watch the shared library change.
+    pub fn subscribe_library(&self) -> watch::Receiver<Arc<LibrarySnapshot>> {
+        self.library.subscribe()
+    }
+
+    /// Problems of the last scan (unreadable files, bad metadata, ...).
+    pub fn scan_errors(&self) -> Vec<ScanError> {
+        self.library.scan_errors()
+    }
+
+    /// Bytes read for hashing since start (the hash cache keeps it low).
+    pub fn bytes_hashed(&self) -> u64 {
+        self.library.indexer.bytes_hashed()
+    }
+
+    /// Ask the runtime to stop. Returns at once; see [`Self::wait_stopped`].
+    pub fn shutdown(&self) {
+        self.shutdown_requested.store(true, Ordering::SeqCst);
+        self.runtime_token.cancel();
+    }
+
+    /// Resolves once every task has finished (or was aborted after the
+    /// deadline). Cancel-safe: dropping it and calling again is fine.
+    pub async fn wait_stopped(&self) -> StopReport {
+        wait_for_stop(self.stopped.clone()).await
+    }
+
+    #[cfg(test)]
+    fn stop_watch(&self) -> watch::Receiver<Option<StopReport>> {
+        self.stopped.clone()
+    }
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<Option<StopReport>>) -> StopReport {
+    if let Ok(report) = stopped.wait_for(Option::is_some).await {
+        return report.clone().expect("checked by wait_for");
+    }
+    // The sender is dropped only after it published a report.
+    stopped.borrow().clone().unwrap_or(StopReport {
+        requested: false,
+        stuck_services: Vec::new(),
+    })
+}
+
+type ServiceFn =
+    Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// A long-lived service the runtime starts under the supervisor.
+pub(crate) struct ServiceSpec {
+    name: &'static str,
+    policy: SupervisionPolicy,
+    run: ServiceFn,
+}
+
+impl ServiceSpec {
+    pub(crate) fn new<F, Fut>(name: &'static str, policy: SupervisionPolicy, run: F) -> Self
+    where
+        F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self {
+            name,
+            policy,
+            run: Arc::new(move |ctx| Box::pin(run(ctx))),
+        }
+    }
+}
+
+/// Waits for cancellation: the slot of a service whose work is not built yet.
+async fn idle_until_cancelled(ctx: ServiceContext) -> anyhow::Result<()> {
+    ctx.token().cancelled().await;
+    Ok(())
+}
+
+fn default_services(library: &Arc<Library>) -> Vec<ServiceSpec> {
+    let library = library.clone();
+    vec![
+        ServiceSpec::new(
+            "quic-server",
+            SupervisionPolicy::Required,
+            idle_until_cancelled,
+        ),
+        ServiceSpec::new(
+            "discovery",
+            SupervisionPolicy::Restart(Backoff::DEFAULT),
+            idle_until_cancelled,
+        ),
+        ServiceSpec::new(
+            "liveness",
+            SupervisionPolicy::Restart(Backoff::DEFAULT),
+            idle_until_cancelled,
+        ),
+        ServiceSpec::new(
+            "library-monitor",
+            SupervisionPolicy::Restart(Backoff::DEFAULT),
+            move |ctx| monitor::run(ctx, library.clone()),
+        ),
+    ]
+}
+
+/// Start a peer runtime on the current tokio runtime.
+pub async fn start_peer(config: PeerConfig) -> Result<PeerRuntimeHandle, StartError> {
+    start_with_services(config, default_services)
+}
+
+pub(crate) fn start_with_services(
+    config: PeerConfig,
+    services: impl FnOnce(&Arc<Library>) -> Vec<ServiceSpec>,
+) -> Result<PeerRuntimeHandle, StartError> {
+    if !config.games_dir.is_dir() {
+        return Err(StartError::GamesDirMissing(config.games_dir));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    let library = Arc::new(Library::new(
+        Indexer::new(config.games_dir.clone(), store),
+        events.clone(),
+        config.library_quiet_period,
+    ));
+    let runtime_token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let health = HealthBoard::new(events.clone());
+    let supervisor = Supervisor::new(
+        tasks.clone(),
+        runtime_token.clone(),
+        health.clone(),
+        events.clone(),
+    );
+    for spec in services(&library) {
+        let run = spec.run;
+        supervisor.spawn_supervised_service(spec.name, spec.policy, move |ctx| run(ctx));
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let shutdown_requested = Arc::new(AtomicBool::new(false));
+    let (stopped_tx, stopped_rx) = watch::channel(None);
+    let command_loop = CommandLoop {
+        commands: command_rx,
+        runtime_token: runtime_token.clone(),
+        shutdown_requested: shutdown_requested.clone(),
+        supervisor,
+        tasks,
+        events: events.clone(),
+        health: health.clone(),
+        shutdown_deadline: config.shutdown_deadline,
+    };
+    // The command loop outlives every service: it runs the shutdown sequence
+    // and publishes the stop report, so it is the runtime's last join point.
+    let root = TaskTracker::new();
+    root.spawn(async move {
+        let report = command_loop.run().await;
+        stopped_tx.send_replace(Some(report));
+    });
+    root.close();
+
+    Ok(PeerRuntimeHandle {
+        commands: PeerCommandSender(command_tx),
+        events,
+        health,
+        library,
+        runtime_token,
+        shutdown_requested,
+        stopped: stopped_rx,
+    })
+}
+
+struct CommandLoop {
+    commands: mpsc::Receiver<PeerCommand>,
+    runtime_token: CancellationToken,
+    shutdown_requested: Arc<AtomicBool>,
+    supervisor: Supervisor,
+    tasks: TaskTracker,
+    events: broadcast::Sender<PeerEvent>,
+    health: HealthBoard,
+    shutdown_deadline: Duration,
+}
+
+impl CommandLoop {
+    async fn run(mut self) -> StopReport {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.runtime_token.cancelled() => break,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None if self.shutdown_requested.load(Ordering::SeqCst) => break,
+                    None => {
+                        let _ = self.events.send(PeerEvent::RuntimeFailed {
+                            component: "command-loop".into(),
+                            error: "the command channel closed without a shutdown request".into(),
+                        });
+                        break;
+                    }
+                },
+            }
+        }
+        self.shutdown().await
+    }
+
+    fn handle_command(&mut self, command: PeerCommand) {
+        match command {
+            PeerCommand::Health(reply) => {
+                // The asker may have given up; that is not our failure.
+                let _ = reply.send(self.health.snapshot());
+            }
+        }
+    }
+
+    async fn shutdown(self) -> StopReport {
+        // Shutdown order:
+        // 1. Stop accepting: cancel the runtime token. Every service holds a
+        //    child of it and stops taking new work.
+        self.runtime_token.cancel();
+        // 2. Refuse new commands; queued ones are dropped with their reply
+        //    channels, which their senders see as `RuntimeStopped`.
+        drop(self.commands);
+        // 3. Wait for every task under the deadline, then abort and report the
+        //    services that ignored cancellation.
+        self.tasks.close();
+        let stuck_services =
+            match tokio::time::timeout(self.shutdown_deadline, self.tasks.wait()).await {
+                Ok(()) => Vec::new(),
+                Err(_) => self.supervisor.abort_stragglers(),
+            };
+        StopReport {
+            requested: self.shutdown_requested.load(Ordering::SeqCst),
+            stuck_services,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

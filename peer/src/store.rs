@@ -1,0 +1,247 @@
+//! The peer's SQLite database: hash cache now; download state and known peers
+//! share it. One file in the data dir, WAL mode, schema versioned through
+//! `PRAGMA user_version` with forward-only migrations.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use lanspread_proto::{Hash, Manifest};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The database file's name inside the data dir.
+pub const DB_FILE: &str = "lanspread.db";
+
+/// Migrations, in order; `user_version` counts how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the hash cache. A game's last manifest, and the size and mtime each
+    //    of its files had when hashed; a file whose stamp still matches need
+    //    not be read again.
+    "CREATE TABLE game_manifest (
+        game TEXT PRIMARY KEY,
+        version_id BLOB NOT NULL,
+        manifest BLOB NOT NULL
+    );
+    CREATE TABLE file_stamp (
+        game TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        PRIMARY KEY (game, path)
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database schema version {found} is newer than this lanspread understands ({known}); upgrade lanspread")]
+    TooNew { found: usize, known: usize },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// What the cache remembers about one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch; [`FileStamp::UNTRUSTED`] when the file
+    /// was modified too recently to trust its mtime.
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    /// Matches no real mtime: the file is hashed again next time.
+    pub const UNTRUSTED: i64 = i64::MIN;
+}
+
+/// A game's cached manifest and the stamps its files had.
+#[derive(Debug, Clone)]
+pub struct CachedGame {
+    pub manifest: Manifest,
+    pub stamps: std::collections::HashMap<String, FileStamp>,
+}
+
+pub struct Store {
+    // A std Mutex: callers run on blocking threads and never await under it.
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL + NORMAL is durable against process crashes, which is what
+        // resume needs; an OS crash may lose the last commits, never corrupt.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    pub fn cached_game(&self, game: &str) -> Result<Option<CachedGame>, StoreError> {
+        let conn = self.conn();
+        let manifest: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT manifest FROM game_manifest WHERE game = ?1",
+                [game],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(bytes) = manifest else {
+            return Ok(None);
+        };
+        let Ok(manifest) = postcard::from_bytes::<Manifest>(&bytes) else {
+            // An unreadable cache entry is just a cache miss.
+            return Ok(None);
+        };
+        let mut stmt =
+            conn.prepare_cached("SELECT path, size, mtime_ns FROM file_stamp WHERE game = ?1")?;
+        let stamps = stmt
+            .query_map([game], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    FileStamp {
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(CachedGame { manifest, stamps }))
+    }
+
+    /// Replace the game's cache entry in one transaction.
+    pub fn save_game(
+        &self,
+        game: &str,
+        manifest: &Manifest,
+        version_id: &Hash,
+        stamps: &[(String, FileStamp)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO game_manifest (game, version_id, manifest) VALUES (?1, ?2, ?3)",
+            params![game, &version_id.0[..], manifest.canonical_bytes()],
+        )?;
+        tx.execute("DELETE FROM file_stamp WHERE game = ?1", [game])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO file_stamp (game, path, size, mtime_ns) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (path, stamp) in stamps {
+                insert.execute(params![game, path, stamp.size as i64, stamp.mtime_ns])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn forget_game(&self, game: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM game_manifest WHERE game = ?1", [game])?;
+        tx.execute("DELETE FROM file_stamp WHERE game = ?1", [game])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanspread_proto::FileEntry;
+
+    #[test]
+    fn migrates_and_round_trips_a_game() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len());
+        let manifest = Manifest {
+            piece_size: 1 << 20,
+            files: vec![FileEntry {
+                path: "a".into(),
+                size: 3,
+                executable: true,
+            }],
+            empty_dirs: vec![],
+            pieces: vec![Hash([1; 32])],
+        };
+        let stamp = FileStamp {
+            size: 3,
+            mtime_ns: 42,
+        };
+        store
+            .save_game(
+                "g",
+                &manifest,
+                &manifest.version_id(),
+                &[("a".into(), stamp)],
+            )
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let cached = store.cached_game("g").unwrap().unwrap();
+        assert_eq!(cached.manifest, manifest);
+        assert_eq!(cached.stamps["a"], stamp);
+        store.forget_game("g").unwrap();
+        assert!(store.cached_game("g").unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

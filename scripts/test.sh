@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test of the project: set-up, formatting, lints, the workspace tests,
+# the UI tests. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+source scripts/env.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "front end: type check and build (the app embeds ui/dist)"
+npm run --silent ui:build
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "workspace tests (nextest)"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "UI tests (vitest)"
+npm run --silent ui:test
