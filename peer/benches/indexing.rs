@@ -64,9 +64,28 @@ mod bench {
                 .unwrap();
             assert!(g.is_some());
         });
+        // 2. Piece size: read + hash one file positionally, one thread,
+        //    piece by piece, at several piece sizes.
+        let mut piece_rows = Vec::new();
+        let sample = fs::File::open(&files[0]).unwrap();
+        let sample_len = (per_file << 20).min(512 << 20);
+        for piece_size in [64usize << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20] {
+            let mut buf = vec![0u8; piece_size];
+            let t0 = Instant::now();
+            let mut at = 0;
+            while at < sample_len {
+                lanspread_peer::fsx::read_exact_at(&sample, &mut buf, at as u64).unwrap();
+                std::hint::black_box(blake3::hash(&buf));
+                at += piece_size;
+            }
+            piece_rows.push((
+                piece_size,
+                sample_len as f64 / t0.elapsed().as_secs_f64() / 1e6,
+            ));
+        }
         fs::remove_dir_all(&game).unwrap();
 
-        // 2. Rescan of an unchanged library: 100 games of 100 small files.
+        // 3. Rescan of an unchanged library: 100 games of 100 small files.
         let (n_games, per_game) = (100, 100);
         for g in 0..n_games {
             let dir = games.join(format!("game{g:03}"));
@@ -122,6 +141,12 @@ mod bench {
             n_games * per_game,
             rescan.as_secs_f64() * 1000.0
         );
+        println!();
+        println!("| piece size | read + hash MB/s, one thread |");
+        println!("|---|---|");
+        for (piece_size, mbs) in piece_rows {
+            println!("| {} KiB | {mbs:.0} |", piece_size >> 10);
+        }
     }
 
     struct Cost {

@@ -7,8 +7,10 @@
 
 pub mod manifest;
 pub mod path;
+pub mod wire;
 
 pub use manifest::{FileEntry, FileSpan, Hash, Layout, Manifest, ManifestError, VersionId};
+pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, Request, Response};
 
 /// Version of the peer-to-peer protocol. Peers only talk to peers with the same
 /// version; the version travels in the QUIC ALPN (see [`alpn`]).

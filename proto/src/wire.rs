@@ -1,0 +1,567 @@
+//! Messages and their framing.
+//!
+//! Every message travels as one frame: a 4-byte big-endian length `n`, then
+//! `n` bytes: one kind byte and the message body in postcard. postcard is
+//! compact (varints, no field names), deterministic for our types, and needs
+//! no schema compiler; the kind byte lets a receiver check the per-kind size
+//! limit before it buffers a byte of the body. Piece data is not a frame: a
+//! [`Response::Piece`] header is followed by exactly `len` raw bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Hash, Manifest, VersionId};
+
+/// Bytes before every frame body: the length.
+pub const LEN_BYTES: usize = 4;
+/// Requests are small: ids, indexes, a name. 64 KiB is far above any honest
+/// request and small enough that garbage cannot make us buffer much.
+pub const MAX_REQUEST_FRAME: u32 = 64 << 10;
+/// A catalog of a big library (hundreds of games with descriptions).
+pub const MAX_GAMES_FRAME: u32 = 4 << 20;
+/// A manifest of [`crate::manifest::MAX_FILES`] files at ~100 bytes each
+/// plus 32 bytes per piece.
+pub const MAX_MANIFEST_FRAME: u32 = 32 << 20;
+/// A thumbnail (2 MiB cap) and its header.
+pub const MAX_THUMBNAIL_FRAME: u32 = (2 << 20) + 1024;
+/// Everything else: handshakes, errors, acks, have-sets (32 Ki pieces = 4 KiB).
+pub const MAX_SMALL_FRAME: u32 = 64 << 10;
+/// Pieces one `GetPieces` may ask for. With 1-16 MiB pieces this is 32-512 MiB
+/// of data per stream: enough to keep a stream busy, small enough that a
+/// cancelled download wastes little.
+pub const MAX_PIECES_PER_REQUEST: usize = 32;
+/// Longest display name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Error codes carried by [`Response::Error`]. The receiver branches on these,
+/// never on the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request could not be decoded or breaks a limit.
+    BadRequest,
+    /// The first request of a connection must be `Hello`.
+    HandshakeRequired,
+    /// Protocol versions differ.
+    IncompatibleVersion,
+    /// The party key proof is missing or wrong.
+    PartyKey,
+    /// No such game version, thumbnail or download here.
+    NotFound,
+    /// A piece or file index outside the manifest.
+    OutOfRange,
+    /// Too many concurrent requests or uploads from this peer; retry later.
+    Busy,
+    /// Reading local data failed.
+    Internal,
+}
+
+/// The first message on a connection, both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    /// The sender's peer id (the display form; it must match its certificate).
+    pub peer_id: String,
+    pub display_name: String,
+    /// Changes whenever the sender's library changes: a peer re-lists games
+    /// only when the digest it last saw differs.
+    pub library_digest: Hash,
+    /// With a party key: proof bound to this TLS session (docs/PROTOCOL.md).
+    pub party_proof: Option<Hash>,
+}
+
+/// What the catalog shows of one game version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameSummary {
+    /// The folder name.
+    pub game_id: String,
+    pub version_id: VersionId,
+    pub title: String,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub min_players: Option<u32>,
+    pub max_players: Option<u32>,
+    pub version_label: Option<String>,
+    pub total_size: u64,
+    pub n_files: u64,
+    pub thumbnail: Option<Hash>,
+    /// False for a download in progress that serves the pieces it has.
+    pub complete: bool,
+}
+
+/// A request: the first frame on a stream the client opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Hello(Hello),
+    ListGames,
+    GetManifest {
+        version_id: VersionId,
+    },
+    /// Pieces come back in the order asked, each as a `Piece` header and raw bytes.
+    GetPieces {
+        version_id: VersionId,
+        pieces: Vec<u32>,
+    },
+    GetThumbnail {
+        hash: Hash,
+    },
+    /// Which pieces of a version the server has (complete or in progress).
+    GetHaveSet {
+        version_id: VersionId,
+    },
+    /// The sender's library changed; its new digest.
+    LibraryChanged {
+        library_digest: Hash,
+    },
+    Goodbye,
+    Ping {
+        nonce: u64,
+    },
+}
+
+/// A response frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Hello(Hello),
+    Games(Vec<GameSummary>),
+    Manifest(Box<Manifest>),
+    /// Followed by `len` raw bytes of piece `piece_idx`.
+    Piece {
+        piece_idx: u32,
+        len: u32,
+    },
+    Thumbnail {
+        mime: String,
+        bytes: Vec<u8>,
+    },
+    /// Bit `i` (LSB first within each byte) set when piece `i` is present.
+    HaveSet {
+        n_pieces: u32,
+        bits: Vec<u8>,
+    },
+    Ok,
+    Pong {
+        nonce: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of {len} bytes is over the {max}-byte limit for its kind")]
+    TooLarge { len: u32, max: u32 },
+    #[error("malformed {kind} message: {reason}")]
+    Malformed { kind: &'static str, reason: String },
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const LIST_GAMES: u8 = 2;
+    pub const GET_MANIFEST: u8 = 3;
+    pub const GET_PIECES: u8 = 4;
+    pub const GET_THUMBNAIL: u8 = 5;
+    pub const GET_HAVE_SET: u8 = 6;
+    pub const LIBRARY_CHANGED: u8 = 7;
+    pub const GOODBYE: u8 = 8;
+    pub const PING: u8 = 9;
+
+    pub const R_HELLO: u8 = 101;
+    pub const R_GAMES: u8 = 102;
+    pub const R_MANIFEST: u8 = 103;
+    pub const R_PIECE: u8 = 104;
+    pub const R_THUMBNAIL: u8 = 105;
+    pub const R_HAVE_SET: u8 = 106;
+    pub const R_OK: u8 = 107;
+    pub const R_PONG: u8 = 108;
+    pub const R_ERROR: u8 = 109;
+}
+
+fn frame<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
+    let mut out = vec![0u8; LEN_BYTES + 1];
+    out[LEN_BYTES] = kind;
+    let out = postcard::to_extend(body, out).expect("our messages always serialize");
+    let len = (out.len() - LEN_BYTES) as u32;
+    let mut out = out;
+    out[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Split off one frame: `Ok(None)` until `buf` holds a whole one. Checks the
+/// size limit `max_for(kind)` as soon as the header is in.
+fn split_frame(
+    buf: &[u8],
+    max_for: impl Fn(u8) -> Option<u32>,
+) -> Result<Option<(u8, &[u8], usize)>, DecodeError> {
+    if buf.len() < LEN_BYTES + 1 {
+        if buf.len() >= LEN_BYTES && buf[..LEN_BYTES] == [0; LEN_BYTES] {
+            return Err(DecodeError::Empty);
+        }
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[..LEN_BYTES].try_into().expect("4 bytes"));
+    if len == 0 {
+        return Err(DecodeError::Empty);
+    }
+    let kind = buf[LEN_BYTES];
+    let max = max_for(kind).ok_or(DecodeError::UnknownKind(kind))?;
+    if len > max {
+        return Err(DecodeError::TooLarge { len, max });
+    }
+    let total = LEN_BYTES + len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((kind, &buf[LEN_BYTES + 1..total], total)))
+}
+
+fn body<'a, T: Deserialize<'a>>(kind: &'static str, bytes: &'a [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(DecodeError::Malformed {
+            kind,
+            reason: format!("{} trailing bytes", rest.len()),
+        }),
+        Err(e) => Err(DecodeError::Malformed {
+            kind,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The size limit of a request frame, `None` for an unknown kind.
+pub fn request_limit(kind: u8) -> Option<u32> {
+    (kind::HELLO..=kind::PING)
+        .contains(&kind)
+        .then_some(MAX_REQUEST_FRAME)
+}
+
+/// The size limit of a response frame, `None` for an unknown kind.
+pub fn response_limit(kind: u8) -> Option<u32> {
+    match kind {
+        kind::R_GAMES => Some(MAX_GAMES_FRAME),
+        kind::R_MANIFEST => Some(MAX_MANIFEST_FRAME),
+        kind::R_THUMBNAIL => Some(MAX_THUMBNAIL_FRAME),
+        kind::R_HELLO
+        | kind::R_PIECE
+        | kind::R_HAVE_SET
+        | kind::R_OK
+        | kind::R_PONG
+        | kind::R_ERROR => Some(MAX_SMALL_FRAME),
+        _ => None,
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Hello(h) => frame(kind::HELLO, h),
+            Request::ListGames => frame(kind::LIST_GAMES, &()),
+            Request::GetManifest { version_id } => frame(kind::GET_MANIFEST, version_id),
+            Request::GetPieces { version_id, pieces } => {
+                frame(kind::GET_PIECES, &(version_id, pieces))
+            }
+            Request::GetThumbnail { hash } => frame(kind::GET_THUMBNAIL, hash),
+            Request::GetHaveSet { version_id } => frame(kind::GET_HAVE_SET, version_id),
+            Request::LibraryChanged { library_digest } => {
+                frame(kind::LIBRARY_CHANGED, library_digest)
+            }
+            Request::Goodbye => frame(kind::GOODBYE, &()),
+            Request::Ping { nonce } => frame(kind::PING, nonce),
+        }
+    }
+
+    /// Decode one request from the front of `buf`; returns it and the bytes
+    /// it used. `Ok(None)`: incomplete, read more.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Request, usize)>, DecodeError> {
+        let Some((k, bytes, used)) = split_frame(buf, request_limit)? else {
+            return Ok(None);
+        };
+        let request = match k {
+            kind::HELLO => Request::Hello(body("Hello", bytes)?),
+            kind::LIST_GAMES => {
+                body::<()>("ListGames", bytes)?;
+                Request::ListGames
+            }
+            kind::GET_MANIFEST => Request::GetManifest {
+                version_id: body("GetManifest", bytes)?,
+            },
+            kind::GET_PIECES => {
+                let (version_id, pieces): (VersionId, Vec<u32>) = body("GetPieces", bytes)?;
+                if pieces.is_empty() || pieces.len() > MAX_PIECES_PER_REQUEST {
+                    return Err(DecodeError::Malformed {
+                        kind: "GetPieces",
+                        reason: format!(
+                            "{} pieces (1..={MAX_PIECES_PER_REQUEST} allowed)",
+                            pieces.len()
+                        ),
+                    });
+                }
+                Request::GetPieces { version_id, pieces }
+            }
+            kind::GET_THUMBNAIL => Request::GetThumbnail {
+                hash: body("GetThumbnail", bytes)?,
+            },
+            kind::GET_HAVE_SET => Request::GetHaveSet {
+                version_id: body("GetHaveSet", bytes)?,
+            },
+            kind::LIBRARY_CHANGED => Request::LibraryChanged {
+                library_digest: body("LibraryChanged", bytes)?,
+            },
+            kind::GOODBYE => {
+                body::<()>("Goodbye", bytes)?;
+                Request::Goodbye
+            }
+            kind::PING => Request::Ping {
+                nonce: body("Ping", bytes)?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        if let Request::Hello(hello) = &request {
+            if hello.display_name.len() > MAX_NAME_LEN {
+                return Err(DecodeError::Malformed {
+                    kind: "Hello",
+                    reason: format!("display name over {MAX_NAME_LEN} bytes"),
+                });
+            }
+        }
+        Ok(Some((request, used)))
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Response::Hello(h) => frame(kind::R_HELLO, h),
+            Response::Games(g) => frame(kind::R_GAMES, g),
+            Response::Manifest(m) => frame(kind::R_MANIFEST, m),
+            Response::Piece { piece_idx, len } => frame(kind::R_PIECE, &(piece_idx, len)),
+            Response::Thumbnail { mime, bytes } => frame(kind::R_THUMBNAIL, &(mime, bytes)),
+            Response::HaveSet { n_pieces, bits } => frame(kind::R_HAVE_SET, &(n_pieces, bits)),
+            Response::Ok => frame(kind::R_OK, &()),
+            Response::Pong { nonce } => frame(kind::R_PONG, nonce),
+            Response::Error { code, message } => frame(kind::R_ERROR, &(code, message)),
+        }
+    }
+
+    /// Decode one response from the front of `buf`, like [`Request::decode`].
+    pub fn decode(buf: &[u8]) -> Result<Option<(Response, usize)>, DecodeError> {
+        let Some((k, bytes, used)) = split_frame(buf, response_limit)? else {
+            return Ok(None);
+        };
+        let response = match k {
+            kind::R_HELLO => Response::Hello(body("Hello", bytes)?),
+            kind::R_GAMES => Response::Games(body("Games", bytes)?),
+            kind::R_MANIFEST => Response::Manifest(Box::new(body("Manifest", bytes)?)),
+            kind::R_PIECE => {
+                let (piece_idx, len) = body("Piece", bytes)?;
+                Response::Piece { piece_idx, len }
+            }
+            kind::R_THUMBNAIL => {
+                let (mime, bytes) = body("Thumbnail", bytes)?;
+                Response::Thumbnail { mime, bytes }
+            }
+            kind::R_HAVE_SET => {
+                let (n_pieces, bits): (u32, Vec<u8>) = body("HaveSet", bytes)?;
+                if bits.len() != (n_pieces as usize).div_ceil(8) {
+                    return Err(DecodeError::Malformed {
+                        kind: "HaveSet",
+                        reason: "bit count does not match the piece count".into(),
+                    });
+                }
+                Response::HaveSet { n_pieces, bits }
+            }
+            kind::R_OK => {
+                body::<()>("Ok", bytes)?;
+                Response::Ok
+            }
+            kind::R_PONG => Response::Pong {
+                nonce: body("Pong", bytes)?,
+            },
+            kind::R_ERROR => {
+                let (code, message) = body("Error", bytes)?;
+                Response::Error { code, message }
+            }
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        Ok(Some((response, used)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileEntry;
+    use proptest::prelude::*;
+
+    fn hash() -> impl Strategy<Value = Hash> {
+        any::<[u8; 32]>().prop_map(Hash)
+    }
+
+    fn hello() -> impl Strategy<Value = Hello> {
+        (
+            any::<u16>(),
+            "[a-z2-7]{26}",
+            ".{0,16}",
+            hash(),
+            proptest::option::of(hash()),
+        )
+            .prop_map(
+                |(protocol_version, peer_id, display_name, library_digest, party_proof)| Hello {
+                    protocol_version,
+                    peer_id,
+                    display_name,
+                    library_digest,
+                    party_proof,
+                },
+            )
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            hello().prop_map(Request::Hello),
+            Just(Request::ListGames),
+            hash().prop_map(|version_id| Request::GetManifest { version_id }),
+            (
+                hash(),
+                proptest::collection::vec(any::<u32>(), 1..=MAX_PIECES_PER_REQUEST)
+            )
+                .prop_map(|(version_id, pieces)| Request::GetPieces { version_id, pieces }),
+            hash().prop_map(|hash| Request::GetThumbnail { hash }),
+            hash().prop_map(|version_id| Request::GetHaveSet { version_id }),
+            hash().prop_map(|library_digest| Request::LibraryChanged { library_digest }),
+            Just(Request::Goodbye),
+            any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
+        ]
+    }
+
+    fn summary() -> impl Strategy<Value = GameSummary> {
+        ("[a-z]{1,8}", hash(), ".{0,12}", any::<u64>(), any::<bool>()).prop_map(
+            |(game_id, version_id, title, total_size, complete)| GameSummary {
+                game_id,
+                version_id,
+                title,
+                description: Some("d".into()),
+                genre: None,
+                min_players: Some(2),
+                max_players: None,
+                version_label: None,
+                total_size,
+                n_files: 3,
+                thumbnail: None,
+                complete,
+            },
+        )
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let codes = prop_oneof![
+            Just(ErrorCode::BadRequest),
+            Just(ErrorCode::NotFound),
+            Just(ErrorCode::OutOfRange),
+            Just(ErrorCode::PartyKey),
+            Just(ErrorCode::Busy),
+        ];
+        prop_oneof![
+            hello().prop_map(Response::Hello),
+            proptest::collection::vec(summary(), 0..4).prop_map(Response::Games),
+            (proptest::collection::vec(hash(), 0..4)).prop_map(|pieces| {
+                Response::Manifest(Box::new(Manifest {
+                    piece_size: 1 << 20,
+                    files: vec![FileEntry {
+                        path: "a/b".into(),
+                        size: 9,
+                        executable: true,
+                    }],
+                    empty_dirs: vec!["e".into()],
+                    pieces,
+                }))
+            }),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(piece_idx, len)| Response::Piece { piece_idx, len }),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(|bytes| Response::Thumbnail {
+                mime: "image/png".into(),
+                bytes
+            }),
+            (0u32..200).prop_map(|n| Response::HaveSet {
+                n_pieces: n,
+                bits: vec![0xa5; (n as usize).div_ceil(8)]
+            }),
+            Just(Response::Ok),
+            any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
+            (codes, ".{0,20}").prop_map(|(code, message)| Response::Error { code, message }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_request_round_trips(req in request()) {
+            let bytes = req.encode();
+            prop_assert_eq!(Request::decode(&bytes), Ok(Some((req, bytes.len()))));
+            // Every strict prefix is incomplete, never an error.
+            for cut in 0..bytes.len() {
+                prop_assert_eq!(Request::decode(&bytes[..cut]), Ok(None));
+            }
+        }
+
+        #[test]
+        fn every_response_round_trips(resp in response()) {
+            let bytes = resp.encode();
+            prop_assert_eq!(Response::decode(&bytes), Ok(Some((resp, bytes.len()))));
+            prop_assert_eq!(Response::decode(&bytes[..bytes.len() - 1]), Ok(None));
+        }
+
+        /// Any bytes decode to a message, `None` or an error; never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Request::decode(&bytes);
+            let _ = Response::decode(&bytes);
+        }
+
+        #[test]
+        fn frames_concatenate(a in request(), b in request()) {
+            let mut bytes = a.encode();
+            let first = bytes.len();
+            bytes.extend(b.encode());
+            let (decoded, used) = Request::decode(&bytes).unwrap().unwrap();
+            prop_assert_eq!((decoded, used), (a, first));
+            prop_assert_eq!(Request::decode(&bytes[used..]).unwrap().unwrap().0, b);
+        }
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let mut big = (MAX_REQUEST_FRAME + 1).to_be_bytes().to_vec();
+        big.push(2);
+        assert_eq!(
+            Request::decode(&big),
+            Err(DecodeError::TooLarge {
+                len: MAX_REQUEST_FRAME + 1,
+                max: MAX_REQUEST_FRAME
+            })
+        );
+        assert_eq!(
+            Request::decode(&[0, 0, 0, 1, 200]),
+            Err(DecodeError::UnknownKind(200))
+        );
+        assert_eq!(Request::decode(&[0, 0, 0, 0]), Err(DecodeError::Empty));
+        // ListGames with a trailing byte.
+        assert!(matches!(
+            Request::decode(&[0, 0, 0, 2, 2, 7]),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let too_many = Request::GetPieces {
+            version_id: Hash([0; 32]),
+            pieces: (0..=MAX_PIECES_PER_REQUEST as u32).collect(),
+        };
+        assert!(matches!(
+            Request::decode(&too_many.encode()),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+}
