@@ -1,5 +1,6 @@
 //! Configuration of one peer runtime.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_millis(1500);
 /// game is (re-)indexed and announced: a game still being copied in is not
 /// announced half-copied.
 pub const DEFAULT_LIBRARY_QUIET_PERIOD: Duration = Duration::from_secs(3);
+
+/// The UDP port peers listen on unless told otherwise: a fixed port makes a
+/// manual `host:port` easy to type and a firewall rule easy to write.
+pub const DEFAULT_PORT: u16 = 27_600;
 
 /// Everything a peer runtime needs to start.
 #[derive(Debug, Clone)]
@@ -26,6 +31,12 @@ pub struct PeerConfig {
     pub shutdown_deadline: Duration,
     /// See [`DEFAULT_LIBRARY_QUIET_PERIOD`].
     pub library_quiet_period: Duration,
+    /// Where the QUIC server listens (UDP).
+    pub listen: SocketAddr,
+    /// A shared secret: only peers that know it may connect. `None`: any peer.
+    pub party_key: Option<String>,
+    /// Upload limit in bytes per second for everything this peer serves; 0 = none.
+    pub upload_limit: u64,
 }
 
 impl PeerConfig {
@@ -36,6 +47,9 @@ impl PeerConfig {
             display_name: default_display_name(),
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             library_quiet_period: DEFAULT_LIBRARY_QUIET_PERIOD,
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT)),
+            party_key: None,
+            upload_limit: 0,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod fsx;
 pub mod health;
 pub mod library;
+pub mod net;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

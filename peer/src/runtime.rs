@@ -15,6 +15,10 @@ use crate::health::{HealthBoard, HealthSnapshot};
 use crate::library::monitor::{self, Library};
 use crate::library::scan::ScanError;
 use crate::library::{Indexer, LibrarySnapshot};
+use crate::net::identity::{Identity, IdentityError, PeerId};
+use crate::net::limiter::UploadLimiter;
+use crate::net::server::{self, ServerState};
+use crate::net::{bind_endpoint, tls};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Backoff, ServiceContext, SupervisionPolicy, Supervisor};
 
@@ -36,6 +40,17 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another lanspread running? Choose another address"
+    )]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A request to the running peer.
@@ -77,6 +92,8 @@ pub struct PeerRuntimeHandle {
     events: broadcast::Sender<PeerEvent>,
     health: HealthBoard,
     library: Arc<Library>,
+    server: Arc<ServerState>,
+    local_addr: std::net::SocketAddr,
     runtime_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
     stopped: watch::Receiver<Option<StopReport>>,
@@ -94,6 +111,21 @@ impl PeerRuntimeHandle {
 
     pub fn health(&self) -> HealthSnapshot {
         self.health.snapshot()
+    }
+
+    /// This install's peer id.
+    pub fn peer_id(&self) -> &PeerId {
+        self.server.identity.peer_id()
+    }
+
+    /// The address the QUIC server is bound to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// Change the upload limit (bytes per second, 0 = none) at once.
+    pub fn set_upload_limit(&self, bytes_per_sec: u64) {
+        self.server.limiter.set_rate(bytes_per_sec);
     }
 
     /// The games this peer shares (only games with a complete manifest).
@@ -175,14 +207,20 @@ async fn idle_until_cancelled(ctx: ServiceContext) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn default_services(library: &Arc<Library>) -> Vec<ServiceSpec> {
-    let library = library.clone();
+/// What the default services are built from.
+pub(crate) struct Parts {
+    library: Arc<Library>,
+    endpoint: quinn::Endpoint,
+    server: Arc<ServerState>,
+}
+
+fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
+    let library = parts.library.clone();
+    let (endpoint, server) = (parts.endpoint.clone(), parts.server.clone());
     vec![
-        ServiceSpec::new(
-            "quic-server",
-            SupervisionPolicy::Required,
-            idle_until_cancelled,
-        ),
+        ServiceSpec::new("quic-server", SupervisionPolicy::Required, move |ctx| {
+            server::run(ctx, endpoint.clone(), server.clone())
+        }),
         ServiceSpec::new(
             "discovery",
             SupervisionPolicy::Restart(Backoff::DEFAULT),
@@ -208,7 +246,7 @@ pub async fn start_peer(config: PeerConfig) -> Result<PeerRuntimeHandle, StartEr
 
 pub(crate) fn start_with_services(
     config: PeerConfig,
-    services: impl FnOnce(&Arc<Library>) -> Vec<ServiceSpec>,
+    services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
 ) -> Result<PeerRuntimeHandle, StartError> {
     if !config.games_dir.is_dir() {
         return Err(StartError::GamesDirMissing(config.games_dir));
@@ -219,6 +257,7 @@ pub(crate) fn start_with_services(
     })?;
 
     let store = Arc::new(Store::open(&config.data_dir)?);
+    let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let library = Arc::new(Library::new(
         Indexer::new(config.games_dir.clone(), store),
@@ -234,7 +273,31 @@ pub(crate) fn start_with_services(
         health.clone(),
         events.clone(),
     );
-    for spec in services(&library) {
+    let server_state = Arc::new(ServerState::new(
+        identity.clone(),
+        config.display_name.clone(),
+        library.clone(),
+        config.party_key.as_deref().map(tls::party_key),
+        Arc::new(UploadLimiter::new(config.upload_limit)),
+    ));
+    let endpoint =
+        bind_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(|source| {
+            StartError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+    let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
+    let parts = Parts {
+        library: library.clone(),
+        endpoint,
+        server: server_state.clone(),
+    };
+    for spec in services(&parts) {
         let run = spec.run;
         supervisor.spawn_supervised_service(spec.name, spec.policy, move |ctx| run(ctx));
     }
@@ -266,6 +329,8 @@ pub(crate) fn start_with_services(
         events,
         health,
         library,
+        server: server_state,
+        local_addr,
         runtime_token,
         shutdown_requested,
         stopped: stopped_rx,

@@ -192,12 +192,15 @@ fn frame<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
     out
 }
 
+/// A whole frame inside a buffer: its kind, its body, and the bytes it used.
+type RawFrame<'a> = (u8, &'a [u8], usize);
+
 /// Split off one frame: `Ok(None)` until `buf` holds a whole one. Checks the
 /// size limit `max_for(kind)` as soon as the header is in.
 fn split_frame(
     buf: &[u8],
     max_for: impl Fn(u8) -> Option<u32>,
-) -> Result<Option<(u8, &[u8], usize)>, DecodeError> {
+) -> Result<Option<RawFrame<'_>>, DecodeError> {
     if buf.len() < LEN_BYTES + 1 {
         if buf.len() >= LEN_BYTES && buf[..LEN_BYTES] == [0; LEN_BYTES] {
             return Err(DecodeError::Empty);

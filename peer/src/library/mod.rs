@@ -445,5 +445,17 @@ pub fn is_game_folder_name(name: &str) -> bool {
     !name.starts_with('.')
 }
 
+/// A digest of the whole library: changes whenever a game is added, removed
+/// or changes version. Peers compare it to know when to list games again.
+pub fn library_digest(snapshot: &LibrarySnapshot) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    for (id, game) in snapshot {
+        hasher.update(&(id.len() as u64).to_le_bytes());
+        hasher.update(id.as_bytes());
+        hasher.update(&game.version_id.0);
+    }
+    Hash::from(hasher.finalize())
+}
+
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ fn config(deadline: Duration) -> (PeerConfig, tempfile_dirs::Dirs) {
     let dirs = tempfile_dirs::Dirs::new();
     let mut config = PeerConfig::new(dirs.games(), dirs.data());
     config.shutdown_deadline = deadline;
+    config.listen = "127.0.0.1:0".parse().unwrap();
     (config, dirs)
 }
 

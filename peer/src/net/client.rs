@@ -1,0 +1,223 @@
+//! The client side: connect to a peer, check who it is, and make requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
+use lanspread_proto::{Hash, PROTOCOL_VERSION};
+use quinn::{Connection, ConnectionError, Endpoint, VarInt};
+
+use super::framing::{read_exact, read_frame, FrameError};
+use super::identity::{Identity, PeerId};
+use super::server::close_code;
+use super::tls::{client_config, party_proof, Role, SeenServer, SERVER_NAME};
+
+/// Why a connection could not be made; each variant is something the UI can
+/// say plainly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{addr} is peer {actual}, not the expected {expected}; it may be another machine now")]
+    WrongPeer {
+        addr: SocketAddr,
+        expected: PeerId,
+        actual: PeerId,
+    },
+    #[error("{addr} refused us: the party key is missing or wrong")]
+    PartyKeyRefused { addr: SocketAddr },
+    #[error("{addr} is not in our party: it did not prove our party key")]
+    NotInParty { addr: SocketAddr },
+    #[error("{addr} speaks another lanspread protocol version")]
+    IncompatibleVersion { addr: SocketAddr },
+    #[error("cannot connect to {addr}: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("handshake with {addr} failed: {reason}")]
+    Handshake { addr: SocketAddr, reason: String },
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the peer answered {code:?}: {message}")]
+    Remote { code: ErrorCode, message: String },
+    #[error("connection lost: {0}")]
+    Connection(#[from] ConnectionError),
+    #[error("sending failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// An open, handshaken connection to a peer.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    pub connection: Connection,
+    pub peer_id: PeerId,
+    pub hello: Hello,
+}
+
+/// Our side of the handshake.
+pub struct ClientHello<'a> {
+    pub identity: &'a Identity,
+    pub display_name: String,
+    pub library_digest: Hash,
+    pub party_key: Option<[u8; 32]>,
+}
+
+/// Connect to `addr`; when `expected` is given the peer must prove that id.
+pub async fn connect(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    expected: Option<PeerId>,
+    ours: ClientHello<'_>,
+) -> Result<PeerConnection, ConnectError> {
+    let seen = Arc::new(SeenServer::default());
+    let config = client_config(ours.identity, expected.clone(), seen.clone()).map_err(|e| {
+        ConnectError::Unreachable {
+            addr,
+            reason: e.to_string(),
+        }
+    })?;
+    let connecting = endpoint
+        .connect_with(config, addr, SERVER_NAME)
+        .map_err(|e| ConnectError::Unreachable {
+            addr,
+            reason: e.to_string(),
+        })?;
+    let connection = match connecting.await {
+        Ok(c) => c,
+        Err(e) => {
+            let actual = seen
+                .peer_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            return Err(match (expected, actual) {
+                (Some(expected), Some(actual)) if expected != actual => ConnectError::WrongPeer {
+                    addr,
+                    expected,
+                    actual,
+                },
+                _ => ConnectError::Unreachable {
+                    addr,
+                    reason: e.to_string(),
+                },
+            });
+        }
+    };
+    let peer_id = seen
+        .peer_id
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| ConnectError::Handshake {
+            addr,
+            reason: "no certificate".into(),
+        })?;
+
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        peer_id: ours.identity.peer_id().to_string(),
+        display_name: ours.display_name,
+        library_digest: ours.library_digest,
+        party_proof: ours
+            .party_key
+            .as_ref()
+            .and_then(|key| party_proof(&connection, key, Role::Client)),
+    };
+    let handshake_error = |reason: String| ConnectError::Handshake { addr, reason };
+    let theirs = match request(&connection, &Request::Hello(hello)).await {
+        Ok(Response::Hello(theirs)) => theirs,
+        Ok(other) => return Err(handshake_error(format!("answered {other:?}"))),
+        Err(RequestError::Remote { code, message }) => {
+            return Err(match code {
+                ErrorCode::PartyKey => ConnectError::PartyKeyRefused { addr },
+                ErrorCode::IncompatibleVersion => ConnectError::IncompatibleVersion { addr },
+                _ => handshake_error(message),
+            })
+        }
+        Err(RequestError::Connection(ConnectionError::ApplicationClosed(close))) => {
+            return Err(match close.error_code.into_inner() as u32 {
+                close_code::PARTY_KEY => ConnectError::PartyKeyRefused { addr },
+                close_code::INCOMPATIBLE_VERSION => ConnectError::IncompatibleVersion { addr },
+                _ => handshake_error(String::from_utf8_lossy(&close.reason).into_owned()),
+            })
+        }
+        Err(e) => return Err(handshake_error(e.to_string())),
+    };
+    if PeerId::parse(&theirs.peer_id).as_ref() != Some(&peer_id) {
+        connection.close(
+            VarInt::from_u32(close_code::HANDSHAKE_FAILED),
+            b"peer id mismatch",
+        );
+        return Err(handshake_error("its Hello names another peer id".into()));
+    }
+    if let Some(key) = &ours.party_key {
+        if theirs.party_proof != party_proof(&connection, key, Role::Server) {
+            connection.close(VarInt::from_u32(close_code::PARTY_KEY), b"not in our party");
+            return Err(ConnectError::NotInParty { addr });
+        }
+    }
+    Ok(PeerConnection {
+        connection,
+        peer_id,
+        hello: theirs,
+    })
+}
+
+/// One request on a new stream; returns its one response frame. An `Error`
+/// response becomes `RequestError::Remote`.
+pub async fn request(connection: &Connection, request: &Request) -> Result<Response, RequestError> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    send.write_all(&request.encode()).await?;
+    let _ = send.finish();
+    match read_frame(&mut recv, Response::decode).await {
+        Ok(Response::Error { code, message }) => Err(RequestError::Remote { code, message }),
+        Ok(response) => Ok(response),
+        Err(FrameError::Read(quinn::ReadError::ConnectionLost(e))) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl PeerConnection {
+    pub async fn request(&self, req: &Request) -> Result<Response, RequestError> {
+        request(&self.connection, req).await
+    }
+
+    /// Fetch `pieces` of a version on one stream; `on_piece(idx, bytes)` is
+    /// called as each arrives, in the order asked.
+    pub async fn get_pieces(
+        &self,
+        version_id: Hash,
+        pieces: Vec<u32>,
+        mut on_piece: impl FnMut(u32, Vec<u8>),
+    ) -> Result<(), RequestError> {
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        let expected = pieces.clone();
+        send.write_all(&Request::GetPieces { version_id, pieces }.encode())
+            .await?;
+        let _ = send.finish();
+        for want in expected {
+            match read_frame(&mut recv, Response::decode).await? {
+                Response::Piece { piece_idx, len } if piece_idx == want => {
+                    let mut data = vec![0u8; len as usize];
+                    read_exact(&mut recv, &mut data).await?;
+                    on_piece(piece_idx, data);
+                }
+                Response::Error { code, message } => {
+                    return Err(RequestError::Remote { code, message })
+                }
+                other => return Err(RequestError::Unexpected(format!("{other:?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell the peer we are leaving, then close.
+    pub async fn goodbye(&self) {
+        let _ = self.request(&Request::Goodbye).await;
+        self.connection
+            .close(VarInt::from_u32(close_code::GOODBYE), b"goodbye");
+    }
+}

@@ -1,0 +1,521 @@
+//! The QUIC server service: accepts connections, checks the handshake, and
+//! answers one request per bidirectional stream. It serves only files listed
+//! in its own manifests, addressed by piece index; no path from the network
+//! is ever opened.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lanspread_proto::wire::{ErrorCode, GameSummary, Hello, Request, Response};
+use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::framing::{read_frame, FrameError};
+use super::identity::{Identity, PeerId};
+use super::limiter::{UploadLimiter, CHUNK};
+use super::tls::{party_proof, remote_peer_id, Role};
+use crate::fsx;
+use crate::library::monitor::Library;
+use crate::library::{library_digest, LocalGame};
+use crate::supervisor::ServiceContext;
+
+/// Connections one peer may hold to us at once (a downloader needs one; a
+/// few more tolerate reconnect races).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// `GetPieces` streams of one peer served at once; more wait their turn, so
+/// one greedy peer cannot take every upload slot of a host.
+pub const MAX_UPLOADS_PER_PEER: usize = 4;
+/// A new connection must complete the `Hello` exchange within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request frame must arrive within this after its stream opened.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// QUIC application close codes, named so both ends can tell why.
+pub mod close_code {
+    pub const SHUTDOWN: u32 = 0;
+    pub const PROTOCOL_VIOLATION: u32 = 1;
+    pub const HANDSHAKE_FAILED: u32 = 2;
+    pub const PARTY_KEY: u32 = 3;
+    pub const TOO_MANY_CONNECTIONS: u32 = 4;
+    pub const GOODBYE: u32 = 5;
+    pub const INCOMPATIBLE_VERSION: u32 = 6;
+    pub const REQUEST_TIMEOUT: u32 = 7;
+}
+
+/// What the server needs, shared by every connection.
+pub struct ServerState {
+    pub identity: Arc<Identity>,
+    pub display_name: String,
+    pub library: Arc<Library>,
+    pub party_key: Option<[u8; 32]>,
+    pub limiter: Arc<UploadLimiter>,
+    // std Mutexes: a map lookup under each, never an await.
+    connections: Mutex<HashMap<PeerId, usize>>,
+    uploads: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
+}
+
+impl ServerState {
+    pub fn new(
+        identity: Arc<Identity>,
+        display_name: String,
+        library: Arc<Library>,
+        party_key: Option<[u8; 32]>,
+        limiter: Arc<UploadLimiter>,
+    ) -> Self {
+        Self {
+            identity,
+            display_name,
+            library,
+            party_key,
+            limiter,
+            connections: Mutex::default(),
+            uploads: Mutex::default(),
+        }
+    }
+
+    /// Our `Hello`, with a party proof bound to `connection` when keyed.
+    pub fn hello(&self, connection: &Connection, role: Role) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            peer_id: self.identity.peer_id().to_string(),
+            display_name: self.display_name.clone(),
+            library_digest: library_digest(&self.library.snapshot()),
+            party_proof: self
+                .party_key
+                .as_ref()
+                .and_then(|key| party_proof(connection, key, role)),
+        }
+    }
+
+    fn connection_slot(self: &Arc<Self>, peer: &PeerId) -> Option<ConnectionSlot> {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let count = connections.entry(peer.clone()).or_default();
+        if *count >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            state: self.clone(),
+            peer: peer.clone(),
+        })
+    }
+
+    fn upload_slots(&self, peer: &PeerId) -> Arc<Semaphore> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        uploads
+            .entry(peer.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER)))
+            .clone()
+    }
+
+    fn game_by_version(&self, version_id: &Hash) -> Option<Arc<LocalGame>> {
+        self.library
+            .snapshot()
+            .values()
+            .find(|g| g.version_id == *version_id)
+            .cloned()
+    }
+}
+
+/// Frees a connection slot on every exit path.
+struct ConnectionSlot {
+    state: Arc<ServerState>,
+    peer: PeerId,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut connections = self
+            .state
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = connections.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                connections.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// The service body: accept until cancelled, then close the endpoint and
+/// wait for every connection task.
+pub async fn run(
+    ctx: ServiceContext,
+    endpoint: Endpoint,
+    state: Arc<ServerState>,
+) -> anyhow::Result<()> {
+    let tasks = TaskTracker::new();
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = ctx.token().cancelled() => break Ok(()),
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    ctx.heartbeat();
+                    let token = ctx.token().clone();
+                    let (state, inner) = (state.clone(), tasks.clone());
+                    tasks.spawn(async move {
+                        token
+                            .run_until_cancelled(serve_connection(incoming, state, inner))
+                            .await;
+                    });
+                }
+                None => break Err(anyhow::anyhow!("the QUIC endpoint stopped accepting")),
+            },
+        }
+    };
+    endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"shutting down");
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+async fn serve_connection(incoming: quinn::Incoming, state: Arc<ServerState>, tasks: TaskTracker) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%remote, "incoming connection failed: {e}");
+            return;
+        }
+    };
+    let close = |code: u32, reason: &str| {
+        tracing::info!(%remote, code, "closing connection: {reason}");
+        connection.close(VarInt::from_u32(code), reason.as_bytes());
+    };
+    let Some(peer) = remote_peer_id(&connection) else {
+        close(close_code::HANDSHAKE_FAILED, "no usable certificate");
+        return;
+    };
+    let Some(_slot) = state.connection_slot(&peer) else {
+        close(
+            close_code::TOO_MANY_CONNECTIONS,
+            "too many connections from this peer",
+        );
+        return;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&connection, &peer, &state)).await {
+        Ok(Ok(())) => {}
+        Ok(Err((code, reason))) => return close(code, &reason),
+        Err(_) => return close(close_code::HANDSHAKE_FAILED, "handshake timed out"),
+    }
+    tracing::debug!(%remote, %peer, "peer connected");
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let (connection, peer, state) = (connection.clone(), peer.clone(), state.clone());
+        tasks.spawn(serve_stream(connection, peer, send, recv, state));
+    }
+}
+
+async fn handshake(
+    connection: &Connection,
+    peer: &PeerId,
+    state: &ServerState,
+) -> Result<(), (u32, String)> {
+    let violation = |e: String| (close_code::PROTOCOL_VIOLATION, e);
+    let (mut send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(|e| violation(e.to_string()))?;
+    let request = read_frame(&mut recv, Request::decode)
+        .await
+        .map_err(|e| violation(format!("bad handshake: {e}")))?;
+    let refuse = |code: ErrorCode, close: u32, message: String| {
+        let frame = Response::Error {
+            code,
+            message: message.clone(),
+        }
+        .encode();
+        (frame, (close, message))
+    };
+    let refusal = match request {
+        Request::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION => Some(refuse(
+            ErrorCode::IncompatibleVersion,
+            close_code::INCOMPATIBLE_VERSION,
+            format!(
+                "protocol {} is not ours ({PROTOCOL_VERSION})",
+                hello.protocol_version
+            ),
+        )),
+        Request::Hello(hello) if PeerId::parse(&hello.peer_id).as_ref() != Some(peer) => {
+            Some(refuse(
+                ErrorCode::BadRequest,
+                close_code::HANDSHAKE_FAILED,
+                "the peer id in Hello is not the certificate's".into(),
+            ))
+        }
+        Request::Hello(hello) => {
+            let expected = state
+                .party_key
+                .as_ref()
+                .map(|key| party_proof(connection, key, Role::Client));
+            if expected.is_some() && hello.party_proof != expected.flatten() {
+                Some(refuse(
+                    ErrorCode::PartyKey,
+                    close_code::PARTY_KEY,
+                    "party key missing or wrong".into(),
+                ))
+            } else {
+                None
+            }
+        }
+        _ => Some(refuse(
+            ErrorCode::HandshakeRequired,
+            close_code::HANDSHAKE_FAILED,
+            "the first request must be Hello".into(),
+        )),
+    };
+    if let Some((frame, close)) = refusal {
+        let _ = send.write_all(&frame).await;
+        let _ = send.finish();
+        return Err(close);
+    }
+    let reply = Response::Hello(state.hello(connection, Role::Server)).encode();
+    send.write_all(&reply)
+        .await
+        .map_err(|e| violation(e.to_string()))?;
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn serve_stream(
+    connection: Connection,
+    peer: PeerId,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    state: Arc<ServerState>,
+) {
+    let request =
+        match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut recv, Request::decode)).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(FrameError::Decode(e))) => {
+                let _ = reply_error(&mut send, ErrorCode::BadRequest, e.to_string()).await;
+                connection.close(
+                    VarInt::from_u32(close_code::PROTOCOL_VIOLATION),
+                    format!("malformed request: {e}").as_bytes(),
+                );
+                return;
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {
+                let _ = send.reset(VarInt::from_u32(close_code::REQUEST_TIMEOUT));
+                return;
+            }
+        };
+    let outcome = match request {
+        Request::Hello(_) => {
+            reply_error(
+                &mut send,
+                ErrorCode::BadRequest,
+                "already said hello".into(),
+            )
+            .await
+        }
+        Request::ListGames => {
+            let games = state
+                .library
+                .snapshot()
+                .values()
+                .map(|g| summary(g))
+                .collect();
+            reply(&mut send, Response::Games(games)).await
+        }
+        Request::GetManifest { version_id } => match state.game_by_version(&version_id) {
+            Some(game) => {
+                reply(
+                    &mut send,
+                    Response::Manifest(Box::new((*game.manifest).clone())),
+                )
+                .await
+            }
+            None => {
+                reply_error(
+                    &mut send,
+                    ErrorCode::NotFound,
+                    format!("no version {version_id}"),
+                )
+                .await
+            }
+        },
+        Request::GetPieces { version_id, pieces } => {
+            send_pieces(&mut send, &peer, &state, version_id, pieces).await
+        }
+        Request::GetThumbnail { hash } => {
+            let thumbnail = state
+                .library
+                .snapshot()
+                .values()
+                .find_map(|g| g.thumbnail.clone().filter(|t| t.hash == hash));
+            match thumbnail {
+                Some(t) => {
+                    let response = Response::Thumbnail {
+                        mime: t.mime.to_owned(),
+                        bytes: (*t.bytes).clone(),
+                    };
+                    reply(&mut send, response).await
+                }
+                None => {
+                    reply_error(&mut send, ErrorCode::NotFound, "no such thumbnail".into()).await
+                }
+            }
+        }
+        Request::GetHaveSet { version_id } => match state.game_by_version(&version_id) {
+            Some(game) => {
+                let n_pieces = game.manifest.n_pieces() as u32;
+                let mut bits = vec![0xffu8; (n_pieces as usize).div_ceil(8)];
+                if n_pieces % 8 != 0 {
+                    if let Some(last) = bits.last_mut() {
+                        *last = (1u8 << (n_pieces % 8)) - 1;
+                    }
+                }
+                reply(&mut send, Response::HaveSet { n_pieces, bits }).await
+            }
+            None => {
+                reply_error(
+                    &mut send,
+                    ErrorCode::NotFound,
+                    format!("no version {version_id}"),
+                )
+                .await
+            }
+        },
+        Request::LibraryChanged { library_digest } => {
+            tracing::debug!(%peer, %library_digest, "peer library changed");
+            reply(&mut send, Response::Ok).await
+        }
+        Request::Goodbye => {
+            let _ = reply(&mut send, Response::Ok).await;
+            connection.close(VarInt::from_u32(close_code::GOODBYE), b"goodbye");
+            Ok(())
+        }
+        Request::Ping { nonce } => reply(&mut send, Response::Pong { nonce }).await,
+    };
+    if let Err(e) = outcome {
+        tracing::debug!(%peer, "stream ended early: {e}");
+    }
+}
+
+fn summary(game: &LocalGame) -> GameSummary {
+    GameSummary {
+        game_id: game.id.clone(),
+        version_id: game.version_id,
+        title: game.metadata.title.clone(),
+        description: game.metadata.description.clone(),
+        genre: game.metadata.genre.clone(),
+        min_players: game.metadata.min_players,
+        max_players: game.metadata.max_players,
+        version_label: game.metadata.version.clone(),
+        total_size: game.total_size,
+        n_files: game.manifest.files.len() as u64,
+        thumbnail: game.thumbnail.as_ref().map(|t| t.hash),
+        complete: true,
+    }
+}
+
+async fn reply(send: &mut SendStream, response: Response) -> Result<(), quinn::WriteError> {
+    send.write_all(&response.encode()).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn reply_error(
+    send: &mut SendStream,
+    code: ErrorCode,
+    message: String,
+) -> Result<(), quinn::WriteError> {
+    reply(send, Response::Error { code, message }).await
+}
+
+async fn send_pieces(
+    send: &mut SendStream,
+    peer: &PeerId,
+    state: &ServerState,
+    version_id: Hash,
+    pieces: Vec<u32>,
+) -> Result<(), quinn::WriteError> {
+    let Some(game) = state.game_by_version(&version_id) else {
+        return reply_error(
+            send,
+            ErrorCode::NotFound,
+            format!("no version {version_id}"),
+        )
+        .await;
+    };
+    let n_pieces = game.manifest.n_pieces();
+    if let Some(bad) = pieces.iter().find(|&&p| p as usize >= n_pieces) {
+        let message = format!("piece {bad} is outside 0..{n_pieces}");
+        return reply_error(send, ErrorCode::OutOfRange, message).await;
+    }
+    let slots = state.upload_slots(peer);
+    let Ok(_permit) = slots.acquire_owned().await else {
+        return Ok(());
+    };
+    let layout = Arc::new(game.manifest.layout());
+    // Read the next piece on a blocking thread while this one is sent.
+    let read = |piece_idx: u32| {
+        let (game, layout) = (game.clone(), layout.clone());
+        tokio::task::spawn_blocking(move || read_piece(&game, &layout, piece_idx as usize))
+    };
+    let mut next = Some(read(pieces[0]));
+    for (i, &piece_idx) in pieces.iter().enumerate() {
+        let data = match next.take().expect("always set").await {
+            Ok(Ok(data)) => data,
+            Ok(Err(e)) => {
+                tracing::error!(game = %game.id, piece_idx, "cannot read piece: {e}");
+                return reply_error(
+                    send,
+                    ErrorCode::Internal,
+                    format!("cannot read piece {piece_idx}"),
+                )
+                .await;
+            }
+            Err(e) => {
+                return reply_error(
+                    send,
+                    ErrorCode::Internal,
+                    format!("piece reader failed: {e}"),
+                )
+                .await;
+            }
+        };
+        if let Some(&following) = pieces.get(i + 1) {
+            next = Some(read(following));
+        }
+        let header = Response::Piece {
+            piece_idx,
+            len: data.len() as u32,
+        };
+        send.write_all(&header.encode()).await?;
+        if state.limiter.rate() == 0 {
+            send.write_chunk(data).await?;
+        } else {
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + CHUNK).min(data.len());
+                state.limiter.acquire(end - at).await;
+                send.write_chunk(data.slice(at..end)).await?;
+                at = end;
+            }
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Read piece `piece_idx` of `game` from its own files (paths from our manifest).
+fn read_piece(game: &LocalGame, layout: &Layout, piece_idx: usize) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; layout.piece_len(piece_idx) as usize];
+    let mut at = 0usize;
+    for span in layout.piece_spans(piece_idx) {
+        let file = std::fs::File::open(game.file_path(span.file_idx))?;
+        let len = span.len as usize;
+        fsx::read_exact_at(&file, &mut buf[at..at + len], span.offset)?;
+        at += len;
+    }
+    Ok(Bytes::from(buf))
+}

@@ -1,0 +1,381 @@
+//! The QUIC transport between real endpoints on 127.0.0.1: handshake, peer
+//! identity, party key, malformed input, range checks and the upload limit.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lanspread_peer::net::client::{
+    connect, ClientHello, ConnectError, PeerConnection, RequestError,
+};
+use lanspread_peer::net::identity::{Identity, PeerId};
+use lanspread_peer::net::{bind_endpoint, tls};
+use lanspread_peer::{start_peer, PeerConfig, PeerEvent, PeerRuntimeHandle};
+use lanspread_proto::wire::{ErrorCode, Request, Response};
+use lanspread_proto::Hash;
+
+struct Server {
+    peer: PeerRuntimeHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// A real peer sharing one game of `size` pseudo-random bytes.
+async fn server(size: usize, party_key: Option<&str>, upload_limit: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let games = dir.path().join("games");
+    fs::create_dir_all(games.join("arena")).unwrap();
+    let mut x = 0x9e37_79b9u32;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    fs::write(games.join("arena/arena.pak"), data).unwrap();
+    let mut config = PeerConfig::new(&games, dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.party_key = party_key.map(str::to_owned);
+    config.upload_limit = upload_limit;
+    config.display_name = "host".into();
+    let peer = start_peer(config).await.unwrap();
+    let mut events = peer.subscribe();
+    // Wait for the game to be indexed.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while peer.library().is_empty() {
+            match events.recv().await {
+                Ok(PeerEvent::LibraryChanged { .. }) | Err(_) => {}
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("indexed in time");
+    Server { peer, _dir: dir }
+}
+
+struct Client {
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+}
+
+impl Client {
+    fn new() -> Self {
+        Self {
+            identity: Identity::ephemeral(),
+            endpoint: bind_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap(),
+        }
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+        party_key: Option<&str>,
+    ) -> Result<PeerConnection, ConnectError> {
+        connect(
+            &self.endpoint,
+            addr,
+            expected,
+            ClientHello {
+                identity: &self.identity,
+                display_name: "guest".into(),
+                library_digest: Hash([0; 32]),
+                party_key: party_key.map(tls::party_key),
+            },
+        )
+        .await
+    }
+}
+
+async fn stop(server: Server) {
+    server.peer.shutdown();
+    let report = tokio::time::timeout(Duration::from_secs(2), server.peer.wait_stopped())
+        .await
+        .expect("stopped within 2 s");
+    assert!(
+        report.requested && report.stuck_services.is_empty(),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_and_game_listing() {
+    let server = server(3 << 20, None, 0).await;
+    let client = Client::new();
+
+    let conn = client
+        .connect(
+            server.peer.local_addr(),
+            Some(server.peer.peer_id().clone()),
+            None,
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(&conn.peer_id, server.peer.peer_id());
+    assert_eq!(conn.hello.display_name, "host");
+    let Response::Games(games) = conn.request(&Request::ListGames).await.unwrap() else {
+        panic!("not a game list")
+    };
+    assert_eq!(games.len(), 1);
+    assert_eq!(games[0].game_id, "arena");
+    assert_eq!(games[0].total_size, 3 << 20);
+    let local = &server.peer.library()["arena"];
+    assert_eq!(games[0].version_id, local.version_id);
+
+    // The manifest comes back byte-identical, and its hash is the version id.
+    let Response::Manifest(manifest) = conn
+        .request(&Request::GetManifest {
+            version_id: local.version_id,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("not a manifest")
+    };
+    assert_eq!(manifest.version_id(), local.version_id);
+
+    // Pieces arrive and verify.
+    let mut got = Vec::new();
+    conn.get_pieces(local.version_id, vec![2, 0], |idx, data| {
+        got.push((idx, data))
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 2);
+    for (idx, data) in got {
+        assert_eq!(Hash::of(&data), manifest.pieces[idx as usize]);
+    }
+    conn.goodbye().await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_expected_peer_id_is_refused() {
+    let server = server(1000, None, 0).await;
+    let client = Client::new();
+    let impostor = Identity::ephemeral().peer_id().clone();
+
+    let err = client
+        .connect(server.peer.local_addr(), Some(impostor.clone()), None)
+        .await
+        .unwrap_err();
+
+    match err {
+        ConnectError::WrongPeer {
+            expected, actual, ..
+        } => {
+            assert_eq!(expected, impostor);
+            assert_eq!(&actual, server.peer.peer_id());
+        }
+        other => panic!("expected WrongPeer, got {other}"),
+    }
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_party_key_is_refused() {
+    let server = server(1000, Some("lan-2026"), 0).await;
+    let client = Client::new();
+    let addr = server.peer.local_addr();
+
+    let missing = client.connect(addr, None, None).await.unwrap_err();
+    assert!(
+        matches!(missing, ConnectError::PartyKeyRefused { .. }),
+        "{missing}"
+    );
+    let wrong = client
+        .connect(addr, None, Some("other party"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong, ConnectError::PartyKeyRefused { .. }),
+        "{wrong}"
+    );
+    let right = client.connect(addr, None, Some("lan-2026")).await.unwrap();
+    assert!(matches!(
+        right.request(&Request::Ping { nonce: 7 }).await,
+        Ok(Response::Pong { nonce: 7 })
+    ));
+
+    // A keyed client does not accept a keyless server either.
+    let open = self::server(1000, None, 0).await;
+    let err = client
+        .connect(open.peer.local_addr(), None, Some("lan-2026"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::NotInParty { .. }), "{err}");
+    stop(open).await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_that_connection_only() {
+    let server = server(1000, None, 0).await;
+    let addr = server.peer.local_addr();
+    let bystander = Client::new();
+    let good = bystander.connect(addr, None, None).await.unwrap();
+
+    // Garbage after the handshake.
+    let attacker = Client::new();
+    let conn = attacker.connect(addr, None, None).await.unwrap();
+    let (mut send, _recv) = conn.connection.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 3, 250, 1, 2]).await.unwrap();
+    let _ = send.finish();
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.connection.closed())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == quinn::VarInt::from_u32(1)),
+        "{closed:?}"
+    );
+
+    // An oversized frame header.
+    let conn = attacker.connect(addr, None, None).await.unwrap();
+    let (mut send, _recv) = conn.connection.open_bi().await.unwrap();
+    let mut frame = (u32::MAX).to_be_bytes().to_vec();
+    frame.push(2);
+    send.write_all(&frame).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.connection.closed())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+
+    // Garbage instead of a handshake.
+    let raw = attacker
+        .endpoint
+        .connect_with(
+            tls::client_config(&attacker.identity, None, Default::default()).unwrap(),
+            addr,
+            tls::SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _recv) = raw.open_bi().await.unwrap();
+    send.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let _ = send.finish();
+    let closed = tokio::time::timeout(Duration::from_secs(5), raw.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+
+    // The server still serves the bystander and new clients.
+    assert!(matches!(
+        good.request(&Request::Ping { nonce: 1 }).await,
+        Ok(Response::Pong { nonce: 1 })
+    ));
+    let fresh = Client::new().connect(addr, None, None).await.unwrap();
+    assert!(matches!(
+        fresh.request(&Request::ListGames).await,
+        Ok(Response::Games(_))
+    ));
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_outside_the_manifest_are_refused() {
+    let server = server(2 << 20, None, 0).await;
+    let conn = Client::new()
+        .connect(server.peer.local_addr(), None, None)
+        .await
+        .unwrap();
+    let version_id = server.peer.library()["arena"].version_id;
+
+    let err = conn
+        .get_pieces(version_id, vec![0, 2], |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Remote {
+                code: ErrorCode::OutOfRange,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = conn
+        .get_pieces(version_id, vec![u32::MAX], |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Remote {
+                code: ErrorCode::OutOfRange,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = conn
+        .get_pieces(Hash([9; 32]), vec![0], |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = conn
+        .request(&Request::GetThumbnail {
+            hash: Hash([1; 32]),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_limit_holds_within_ten_percent() {
+    const RATE: u64 = 4 << 20;
+    let server = server(24 << 20, None, RATE).await;
+    let conn = Client::new()
+        .connect(server.peer.local_addr(), None, None)
+        .await
+        .unwrap();
+    let version_id = server.peer.library()["arena"].version_id;
+
+    // Fetch the first piece, then time the next 12 MiB (3 s at the limit).
+    conn.get_pieces(version_id, vec![0], |_, _| {})
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    conn.get_pieces(version_id, (1..13).collect(), |_, data| bytes += data.len())
+        .await
+        .unwrap();
+    let rate = bytes as f64 / started.elapsed().as_secs_f64();
+
+    let ratio = rate / RATE as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "measured {rate:.0} B/s, {ratio:.3} of the limit"
+    );
+    stop(server).await;
+}
