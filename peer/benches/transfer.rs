@@ -1,0 +1,243 @@
+//! Transfer benchmark, in one run on loopback: one game's pieces streamed over
+//! one connection by our server, against a bare quinn stream with the same
+//! TLS and transport settings. Each server runs in its own child process so
+//! its CPU time can be read from /proc.
+//!
+//! Run: `cargo bench -p lanspread-peer --bench transfer`
+//! (`LANSPREAD_BENCH_MIB` sets the size, default 1024). Prints Markdown.
+
+#[cfg(target_os = "linux")]
+mod bench {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::SocketAddr;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use lanspread_peer::net::client::{connect, ClientHello};
+    use lanspread_peer::net::identity::Identity;
+    use lanspread_peer::net::{bind_endpoint, tls};
+    use lanspread_peer::{start_peer, PeerConfig};
+    use lanspread_proto::wire::{Request, Response, MAX_PIECES_PER_REQUEST};
+    use lanspread_proto::Hash;
+
+    const ROUNDS: usize = 3;
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().collect();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        match args.get(1).map(String::as_str) {
+            Some("--serve-ours") => runtime.block_on(serve_ours(&args[2])),
+            Some("--serve-bare") => runtime.block_on(serve_bare(args[2].parse().unwrap())),
+            _ => runtime.block_on(drive()),
+        }
+    }
+
+    fn mib() -> usize {
+        std::env::var("LANSPREAD_BENCH_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024)
+    }
+
+    /// Child: a real peer sharing `games`; prints its address.
+    async fn serve_ours(games: &str) {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = PeerConfig::new(games, data.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let peer = start_peer(config).await.unwrap();
+        while peer.library().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!("{}", peer.local_addr());
+        // Run until the parent closes our stdin.
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+        peer.shutdown();
+        peer.wait_stopped().await;
+    }
+
+    /// Child: a bare quinn server that writes `bytes` from memory on each stream.
+    async fn serve_bare(bytes: usize) {
+        let identity = Identity::ephemeral();
+        let endpoint = bind_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            Some(tls::server_config(&identity).unwrap()),
+        )
+        .unwrap();
+        println!("{}", endpoint.local_addr().unwrap());
+        let data = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let data = data.clone();
+                tokio::spawn(async move {
+                    let conn = incoming.await.unwrap();
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        let _ = recv.read_to_end(64).await;
+                        let mut left = bytes;
+                        while left > 0 {
+                            let n = left.min(data.len());
+                            send.write_chunk(data.slice(..n)).await.unwrap();
+                            left -= n;
+                        }
+                        let _ = send.finish();
+                    }
+                });
+            }
+        });
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+    }
+
+    fn spawn(args: &[&str]) -> (Child, SocketAddr) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line.trim().parse().unwrap())
+    }
+
+    fn cpu_seconds(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        // utime and stime are fields 14 and 15; after the `)` they are 12 and 13.
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    fn stop(mut child: Child) {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+
+    async fn drive() {
+        let mib = mib();
+        let bytes = mib << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let game = dir.path().join("games/big");
+        std::fs::create_dir_all(&game).unwrap();
+        let mut file = std::io::BufWriter::new(std::fs::File::create(game.join("data.bin")).unwrap());
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for c in block.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            file.write_all(&block).unwrap();
+        }
+        file.flush().unwrap();
+        drop(file);
+
+        let games = dir.path().join("games");
+        let (ours_child, ours_addr) = spawn(&["--serve-ours", games.to_str().unwrap()]);
+        let (bare_child, bare_addr) = spawn(&["--serve-bare", &bytes.to_string()]);
+        let identity = Identity::ephemeral();
+        let endpoint = bind_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let hello = || ClientHello {
+            identity: &identity,
+            display_name: "bench".into(),
+            library_digest: Hash([0; 32]),
+            party_key: None,
+        };
+
+        let ours = connect(&endpoint, ours_addr, None, hello()).await.unwrap();
+        let Response::Games(list) = ours.request(&Request::ListGames).await.unwrap() else {
+            panic!()
+        };
+        let version_id = list[0].version_id;
+        let Response::Manifest(manifest) =
+            ours.request(&Request::GetManifest { version_id }).await.unwrap()
+        else {
+            panic!()
+        };
+        let n_pieces = manifest.n_pieces() as u32;
+        let bare_conn = endpoint
+            .connect_with(
+                tls::client_config(&identity, None, Default::default()).unwrap(),
+                bare_addr,
+                tls::SERVER_NAME,
+            )
+            .unwrap()
+            .await
+            .unwrap();
+
+        let mut rows = Vec::new();
+        for _ in 0..ROUNDS {
+            // Bare: one stream, all bytes.
+            let cpu0 = cpu_seconds(bare_child.id());
+            let t0 = Instant::now();
+            let (mut send, mut recv) = bare_conn.open_bi().await.unwrap();
+            send.write_all(b"go").await.unwrap();
+            send.finish().unwrap();
+            let mut got = 0usize;
+            while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+                got += chunk.bytes.len();
+            }
+            assert_eq!(got, bytes);
+            let bare = (t0.elapsed().as_secs_f64(), cpu_seconds(bare_child.id()) - cpu0);
+
+            // Ours: every piece, batches of MAX_PIECES_PER_REQUEST, two in flight.
+            let cpu0 = cpu_seconds(ours_child.id());
+            let t0 = Instant::now();
+            let batches: Vec<Vec<u32>> = (0..n_pieces)
+                .collect::<Vec<_>>()
+                .chunks(MAX_PIECES_PER_REQUEST)
+                .map(<[u32]>::to_vec)
+                .collect();
+            let mut got = 0usize;
+            for pair in batches.chunks(2) {
+                let mut fetches = Vec::new();
+                for batch in pair {
+                    let conn = ours.clone();
+                    let batch = batch.clone();
+                    fetches.push(tokio::spawn(async move {
+                        let mut n = 0;
+                        conn.get_pieces(version_id, batch, |_, d| n += d.len()).await.unwrap();
+                        n
+                    }));
+                }
+                for f in fetches {
+                    got += f.await.unwrap();
+                }
+            }
+            assert_eq!(got, bytes);
+            let ours_cost = (t0.elapsed().as_secs_f64(), cpu_seconds(ours_child.id()) - cpu0);
+            rows.push((bare, ours_cost));
+        }
+        stop(ours_child);
+        stop(bare_child);
+
+        let mbs = |secs: f64| bytes as f64 / secs / 1e6;
+        println!("| round | bare MB/s | ours MB/s | ours/bare | bare server CPU-s/GB | ours CPU-s/GB | ours/bare CPU |");
+        println!("|---|---|---|---|---|---|---|");
+        let gb = bytes as f64 / 1e9;
+        for (i, (bare, ours)) in rows.iter().enumerate() {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                i + 1,
+                mbs(bare.0),
+                mbs(ours.0),
+                bare.0 / ours.0,
+                bare.1 / gb,
+                ours.1 / gb,
+                ours.1 / bare.1
+            );
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    bench::main()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("skipped: this benchmark reads server CPU time from /proc (Linux only)");
+}
