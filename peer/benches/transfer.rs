@@ -102,7 +102,12 @@ mod bench {
 
     fn cpu_seconds(pid: u32) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         // utime and stime are fields 14 and 15; after the `)` they are 12 and 13.
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / 100.0
@@ -119,7 +124,8 @@ mod bench {
         let dir = tempfile::tempdir().unwrap();
         let game = dir.path().join("games/big");
         std::fs::create_dir_all(&game).unwrap();
-        let mut file = std::io::BufWriter::new(std::fs::File::create(game.join("data.bin")).unwrap());
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(game.join("data.bin")).unwrap());
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut block = vec![0u8; 1 << 20];
         for _ in 0..mib {
@@ -151,8 +157,10 @@ mod bench {
             panic!()
         };
         let version_id = list[0].version_id;
-        let Response::Manifest(manifest) =
-            ours.request(&Request::GetManifest { version_id }).await.unwrap()
+        let Response::Manifest(manifest) = ours
+            .request(&Request::GetManifest { version_id })
+            .await
+            .unwrap()
         else {
             panic!()
         };
@@ -180,7 +188,10 @@ mod bench {
                 got += chunk.bytes.len();
             }
             assert_eq!(got, bytes);
-            let bare = (t0.elapsed().as_secs_f64(), cpu_seconds(bare_child.id()) - cpu0);
+            let bare = (
+                t0.elapsed().as_secs_f64(),
+                cpu_seconds(bare_child.id()) - cpu0,
+            );
 
             // Ours: every piece, batches of MAX_PIECES_PER_REQUEST, two in flight.
             let cpu0 = cpu_seconds(ours_child.id());
@@ -198,7 +209,9 @@ mod bench {
                     let batch = batch.clone();
                     fetches.push(tokio::spawn(async move {
                         let mut n = 0;
-                        conn.get_pieces(version_id, batch, |_, d| n += d.len()).await.unwrap();
+                        conn.get_pieces(version_id, batch, |_, d| n += d.len())
+                            .await
+                            .unwrap();
                         n
                     }));
                 }
@@ -207,7 +220,10 @@ mod bench {
                 }
             }
             assert_eq!(got, bytes);
-            let ours_cost = (t0.elapsed().as_secs_f64(), cpu_seconds(ours_child.id()) - cpu0);
+            let ours_cost = (
+                t0.elapsed().as_secs_f64(),
+                cpu_seconds(ours_child.id()) - cpu0,
+            );
             rows.push((bare, ours_cost));
         }
         stop(ours_child);

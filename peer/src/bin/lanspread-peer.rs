@@ -38,6 +38,15 @@ enum Command {
         /// The name other peers show for this one [default: the host name].
         #[arg(long)]
         name: Option<String>,
+        /// UDP address the QUIC server listens on.
+        #[arg(long, default_value_t = std::net::SocketAddr::from(([0, 0, 0, 0], lanspread_peer::config::DEFAULT_PORT)))]
+        listen: std::net::SocketAddr,
+        /// Upload limit in bytes per second for everything served (0 = none).
+        #[arg(long, default_value_t = 0)]
+        upload_limit: u64,
+        /// Only peers that know this key may connect (and we only connect to them).
+        #[arg(long, env = "LANSPREAD_PARTY_KEY")]
+        party_key: Option<String>,
     },
 }
 
@@ -72,12 +81,23 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { games, data, name } => {
+        Command::Serve {
+            games,
+            data,
+            name,
+            listen,
+            upload_limit,
+            party_key,
+        } => {
             let mut config = PeerConfig::new(games, data_dir(data)?);
             if let Some(name) = name {
                 config.display_name = name;
             }
+            config.listen = listen;
+            config.upload_limit = upload_limit;
+            config.party_key = party_key;
             let handle = start_peer(config).await?;
+            tracing::info!(peer_id = %handle.peer_id(), addr = %handle.local_addr(), "serving");
             wait_for_signal().await?;
             tracing::info!("shutting down");
             handle.shutdown();
