@@ -333,14 +333,7 @@ async fn serve_stream(
                 )
                 .await
             }
-            None => {
-                reply_error(
-                    &mut send,
-                    ErrorCode::NotFound,
-                    format!("no version {version_id}"),
-                )
-                .await
-            }
+            None => reply_unknown_version(&mut send, &version_id).await,
         },
         Request::GetPieces { version_id, pieces } => {
             send_pieces(&mut send, &peer, &state, version_id, pieces).await
@@ -375,14 +368,7 @@ async fn serve_stream(
                 }
                 reply(&mut send, Response::HaveSet { n_pieces, bits }).await
             }
-            None => {
-                reply_error(
-                    &mut send,
-                    ErrorCode::NotFound,
-                    format!("no version {version_id}"),
-                )
-                .await
-            }
+            None => reply_unknown_version(&mut send, &version_id).await,
         },
         Request::LibraryChanged { library_digest } => {
             tracing::debug!(%peer, %library_digest, "peer library changed");
@@ -429,6 +415,18 @@ async fn reply_error(
     message: String,
 ) -> Result<(), quinn::WriteError> {
     reply(send, Response::Error { code, message }).await
+}
+
+async fn reply_unknown_version(
+    send: &mut SendStream,
+    version_id: &Hash,
+) -> Result<(), quinn::WriteError> {
+    reply_error(
+        send,
+        ErrorCode::NotFound,
+        format!("no version {version_id}"),
+    )
+    .await
 }
 
 async fn send_pieces(

@@ -133,6 +133,26 @@ pub fn party_proof(connection: &quinn::Connection, key: &[u8; 32], role: Role) -
     Some(Hash(*blake3::keyed_hash(key, &material).as_bytes()))
 }
 
+/// Both verifiers: TLS 1.2 is never offered (the configs are TLS 1.3 only).
+const TLS12_REFUSED: rustls::Error =
+    rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered);
+
+/// Both verifiers: the handshake signature proves the peer holds the
+/// certificate's key.
+fn tls13_signature(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
 #[derive(Debug)]
 struct ExpectedPeer {
     expected: Option<PeerId>,
@@ -167,9 +187,7 @@ impl ServerCertVerifier for ExpectedPeer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        Err(TLS12_REFUSED)
     }
 
     fn verify_tls13_signature(
@@ -178,12 +196,7 @@ impl ServerCertVerifier for ExpectedPeer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        tls13_signature(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -224,9 +237,7 @@ impl ClientCertVerifier for AnyPeerCertificate {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        Err(TLS12_REFUSED)
     }
 
     fn verify_tls13_signature(
@@ -235,12 +246,7 @@ impl ClientCertVerifier for AnyPeerCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        tls13_signature(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
