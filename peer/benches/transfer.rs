@@ -1,10 +1,14 @@
 //! Transfer benchmark, in one run on loopback: one game's pieces streamed over
-//! one connection by our server, against a bare quinn stream with the same
-//! TLS and transport settings. Each server runs in its own child process so
-//! its CPU time can be read from /proc.
+//! one connection by our server, against a bare quinn stream of the same file
+//! (read in 1 MiB chunks and written as they are read) with the same TLS and
+//! transport settings. Each server runs in its own child process so its CPU
+//! time can be read from /proc.
 //!
 //! Run: `cargo bench -p lanspread-peer --bench transfer`
-//! (`LANSPREAD_BENCH_MIB` sets the size, default 1024). Prints Markdown.
+//! (`LANSPREAD_BENCH_MIB` sets the size, default 1024;
+//! `LANSPREAD_BENCH_BARE=memory` makes the bare server send one buffer from
+//! memory over and over instead of reading the file: an upper bound no file
+//! server reaches). Prints Markdown.
 
 #[cfg(target_os = "linux")]
 mod bench {
@@ -20,14 +24,14 @@ mod bench {
     use lanspread_proto::wire::{Request, Response, MAX_PIECES_PER_REQUEST};
     use lanspread_proto::Hash;
 
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
 
     pub fn main() {
         let args: Vec<String> = std::env::args().collect();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         match args.get(1).map(String::as_str) {
             Some("--serve-ours") => runtime.block_on(serve_ours(&args[2])),
-            Some("--serve-bare") => runtime.block_on(serve_bare(args[2].parse().unwrap())),
+            Some("--serve-bare") => runtime.block_on(serve_bare(args[2].clone())),
             _ => runtime.block_on(drive()),
         }
     }
@@ -55,8 +59,9 @@ mod bench {
         peer.wait_stopped().await;
     }
 
-    /// Child: a bare quinn server that writes `bytes` from memory on each stream.
-    async fn serve_bare(bytes: usize) {
+    /// Child: a bare quinn server that streams, on each stream, the file at
+    /// `file:PATH`, or `memory:BYTES` bytes of one in-memory buffer.
+    async fn serve_bare(source: String) {
         let identity = Identity::ephemeral();
         let endpoint = bind_endpoint(
             "127.0.0.1:0".parse().unwrap(),
@@ -64,19 +69,34 @@ mod bench {
         )
         .unwrap();
         println!("{}", endpoint.local_addr().unwrap());
-        let data = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
-                let data = data.clone();
+                let source = source.clone();
                 tokio::spawn(async move {
                     let conn = incoming.await.unwrap();
                     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                         let _ = recv.read_to_end(64).await;
-                        let mut left = bytes;
-                        while left > 0 {
-                            let n = left.min(data.len());
-                            send.write_chunk(data.slice(..n)).await.unwrap();
-                            left -= n;
+                        if let Some(bytes) = source.strip_prefix("memory:") {
+                            let data = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
+                            let mut left: usize = bytes.parse().unwrap();
+                            while left > 0 {
+                                let n = left.min(data.len());
+                                send.write_chunk(data.slice(..n)).await.unwrap();
+                                left -= n;
+                            }
+                            let _ = send.finish();
+                            continue;
+                        }
+                        let path = source.strip_prefix("file:").unwrap();
+                        let mut file = std::fs::File::open(path).unwrap();
+                        loop {
+                            let mut chunk = bytes::BytesMut::zeroed(1 << 20);
+                            let n = std::io::Read::read(&mut file, &mut chunk).unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            chunk.truncate(n);
+                            send.write_chunk(chunk.freeze()).await.unwrap();
                         }
                         let _ = send.finish();
                     }
@@ -142,7 +162,11 @@ mod bench {
 
         let games = dir.path().join("games");
         let (ours_child, ours_addr) = spawn(&["--serve-ours", games.to_str().unwrap()]);
-        let (bare_child, bare_addr) = spawn(&["--serve-bare", &bytes.to_string()]);
+        let bare_source = match std::env::var("LANSPREAD_BENCH_BARE").as_deref() {
+            Ok("memory") => format!("memory:{bytes}"),
+            _ => format!("file:{}", game.join("data.bin").display()),
+        };
+        let (bare_child, bare_addr) = spawn(&["--serve-bare", &bare_source]);
         let identity = Identity::ephemeral();
         let endpoint = bind_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let hello = || ClientHello {
@@ -229,6 +253,9 @@ mod bench {
         stop(ours_child);
         stop(bare_child);
 
+        let total = |pick: fn(&((f64, f64), (f64, f64))) -> f64| rows.iter().map(pick).sum::<f64>();
+        let (bare_wall, ours_wall) = (total(|r| r.0 .0), total(|r| r.1 .0));
+        let (bare_cpu, ours_cpu) = (total(|r| r.0 .1), total(|r| r.1 .1));
         let mbs = |secs: f64| bytes as f64 / secs / 1e6;
         println!("| round | bare MB/s | ours MB/s | ours/bare | bare server CPU-s/GB | ours CPU-s/GB | ours/bare CPU |");
         println!("|---|---|---|---|---|---|---|");
@@ -245,6 +272,16 @@ mod bench {
                 ours.1 / bare.1
             );
         }
+        let n = ROUNDS as f64;
+        println!(
+            "| all {ROUNDS} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            mbs(bare_wall / n),
+            mbs(ours_wall / n),
+            bare_wall / ours_wall,
+            bare_cpu / n / gb,
+            ours_cpu / n / gb,
+            ours_cpu / bare_cpu
+        );
     }
 }
 

@@ -56,6 +56,7 @@ pub struct ServerState {
     // std Mutexes: a map lookup under each, never an await.
     connections: Mutex<HashMap<PeerId, usize>>,
     uploads: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
+    buffers: Arc<BufferPool>,
 }
 
 impl ServerState {
@@ -74,6 +75,7 @@ impl ServerState {
             limiter,
             connections: Mutex::default(),
             uploads: Mutex::default(),
+            buffers: Arc::default(),
         }
     }
 
@@ -456,8 +458,10 @@ async fn send_pieces(
     let layout = Arc::new(game.manifest.layout());
     // Read the next piece on a blocking thread while this one is sent.
     let read = |piece_idx: u32| {
-        let (game, layout) = (game.clone(), layout.clone());
-        tokio::task::spawn_blocking(move || read_piece(&game, &layout, piece_idx as usize))
+        let (game, layout, buffers) = (game.clone(), layout.clone(), state.buffers.clone());
+        tokio::task::spawn_blocking(move || {
+            read_piece(&game, &layout, piece_idx as usize, &buffers)
+        })
     };
     let mut next = Some(read(pieces[0]));
     for (i, &piece_idx) in pieces.iter().enumerate() {
@@ -506,14 +510,61 @@ async fn send_pieces(
 }
 
 /// Read piece `piece_idx` of `game` from its own files (paths from our manifest).
-fn read_piece(game: &LocalGame, layout: &Layout, piece_idx: usize) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; layout.piece_len(piece_idx) as usize];
+fn read_piece(
+    game: &LocalGame,
+    layout: &Layout,
+    piece_idx: usize,
+    buffers: &Arc<BufferPool>,
+) -> std::io::Result<Bytes> {
+    let mut buf = buffers.take(layout.piece_len(piece_idx) as usize);
     let mut at = 0usize;
     for span in layout.piece_spans(piece_idx) {
         let file = std::fs::File::open(game.file_path(span.file_idx))?;
         let len = span.len as usize;
-        fsx::read_exact_at(&file, &mut buf[at..at + len], span.offset)?;
+        fsx::read_exact_at(&file, &mut buf.0[at..at + len], span.offset)?;
         at += len;
     }
-    Ok(Bytes::from(buf))
+    Ok(Bytes::from_owner(buf))
+}
+
+/// Piece buffers, reused once quinn has sent (and dropped) the bytes: a fresh
+/// zeroed megabyte per piece costs page faults and a memset every time.
+#[derive(Default)]
+struct BufferPool {
+    // A std Mutex: a push or a pop under it, never an await.
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept for reuse; beyond this they are freed (64 x 1 MiB).
+const POOLED_BUFFERS: usize = 64;
+
+impl BufferPool {
+    fn take(self: &Arc<Self>, len: usize) -> PooledBuffer {
+        let mut buf = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        // Same-size reuse (the common case) neither zeroes nor reallocates.
+        buf.resize(len, 0);
+        PooledBuffer(buf, self.clone())
+    }
+}
+
+struct PooledBuffer(Vec<u8>, Arc<BufferPool>);
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let mut free = self.1.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOLED_BUFFERS {
+            free.push(std::mem::take(&mut self.0));
+        }
+    }
 }
