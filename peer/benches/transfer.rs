@@ -26,6 +26,9 @@ mod bench {
 
     const ROUNDS: usize = 5;
 
+    /// One round: (wall seconds, server CPU seconds) for bare, then ours.
+    type Round = ((f64, f64), (f64, f64));
+
     pub fn main() {
         let args: Vec<String> = std::env::args().collect();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -199,7 +202,7 @@ mod bench {
             .await
             .unwrap();
 
-        let mut rows = Vec::new();
+        let mut rows: Vec<Round> = Vec::new();
         for _ in 0..ROUNDS {
             // Bare: one stream, all bytes.
             let cpu0 = cpu_seconds(bare_child.id());
@@ -253,7 +256,7 @@ mod bench {
         stop(ours_child);
         stop(bare_child);
 
-        let total = |pick: fn(&((f64, f64), (f64, f64))) -> f64| rows.iter().map(pick).sum::<f64>();
+        let total = |pick: fn(&Round) -> f64| rows.iter().map(pick).sum::<f64>();
         let (bare_wall, ours_wall) = (total(|r| r.0 .0), total(|r| r.1 .0));
         let (bare_cpu, ours_cpu) = (total(|r| r.0 .1), total(|r| r.1 .1));
         let mbs = |secs: f64| bytes as f64 / secs / 1e6;
