@@ -177,6 +177,7 @@ mod bench {
             display_name: "bench".into(),
             library_digest: Hash([0; 32]),
             party_key: None,
+            listen_port: 0,
         };
 
         let ours = connect(&endpoint, ours_addr, None, hello()).await.unwrap();

@@ -37,6 +37,14 @@ pub struct PeerConfig {
     pub party_key: Option<String>,
     /// Upload limit in bytes per second for everything this peer serves; 0 = none.
     pub upload_limit: u64,
+    /// Announce and browse with mDNS. Off: only manual peers and peer exchange.
+    pub mdns: bool,
+    /// Peers to dial at start, `[peer-id@]host:port` (also remembered).
+    pub peers: Vec<String>,
+    /// A connected peer silent for this long is declared lost.
+    pub lost_after: Duration,
+    /// Interfaces mDNS uses; empty: every interface that is not virtual.
+    pub mdns_interfaces: Vec<String>,
 }
 
 impl PeerConfig {
@@ -50,6 +58,10 @@ impl PeerConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT)),
             party_key: None,
             upload_limit: 0,
+            mdns: true,
+            peers: Vec::new(),
+            lost_after: crate::peers::liveness::DEFAULT_LOST_AFTER,
+            mdns_interfaces: Vec::new(),
         }
     }
 }

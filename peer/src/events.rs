@@ -5,6 +5,8 @@
 use serde::Serialize;
 
 use crate::health::ServiceHealth;
+use crate::peers::catalog::CatalogEntry;
+use crate::peers::PeerInfo;
 
 /// Everything the runtime tells the outside world.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,4 +32,10 @@ pub enum PeerEvent {
         updated: Vec<String>,
         removed: Vec<String>,
     },
+    /// A peer was connected (for the first time, or again after being lost).
+    PeerDiscovered { peer: PeerInfo },
+    /// A peer stopped answering, or said goodbye.
+    PeerLost { peer_id: String, reason: String },
+    /// The LAN catalog changed; the whole new catalog.
+    CatalogChanged { catalog: Vec<CatalogEntry> },
 }

@@ -14,6 +14,7 @@ pub mod fsx;
 pub mod health;
 pub mod library;
 pub mod net;
+pub mod peers;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

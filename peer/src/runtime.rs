@@ -19,6 +19,11 @@ use crate::net::identity::{Identity, IdentityError, PeerId};
 use crate::net::limiter::UploadLimiter;
 use crate::net::server::{self, ServerState};
 use crate::net::{bind_endpoint, tls};
+use crate::peers::catalog::CatalogEntry;
+use crate::peers::diagnostics::{self, Diagnostics};
+use crate::peers::discovery::{self, Discovery};
+use crate::peers::liveness::{self, Liveness};
+use crate::peers::{PeerDirectory, PeerInfo, Source};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Backoff, ServiceContext, SupervisionPolicy, Supervisor};
 
@@ -53,11 +58,92 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
 }
 
+/// How long shutdown waits for peers to acknowledge our Goodbye.
+const GOODBYE_WAIT: Duration = Duration::from_millis(300);
+
 /// A request to the running peer.
 #[derive(Debug)]
 pub enum PeerCommand {
     /// Reply with the health of every service.
     Health(oneshot::Sender<HealthSnapshot>),
+    /// Add a peer by `[peer-id@]host[:port]`, remember it, and dial it.
+    AddPeer {
+        address: String,
+        reply: oneshot::Sender<Result<(), AddPeerError>>,
+    },
+}
+
+/// Why a typed peer address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddPeerError {
+    #[error("`{0}` is not a peer id (26 letters and digits 2-7)")]
+    BadPeerId(String),
+    #[error("cannot resolve `{address}`: {reason}")]
+    Unresolved { address: String, reason: String },
+    #[error("cannot remember the peer: {0}")]
+    Store(String),
+}
+
+/// Split `[peer-id@]host[:port]`; the port defaults to [`crate::config::DEFAULT_PORT`].
+pub fn parse_peer_address(text: &str) -> Result<(String, Option<PeerId>), AddPeerError> {
+    let text = text.trim();
+    let (id, host) = match text.split_once('@') {
+        Some((id, host)) => (
+            Some(PeerId::parse(id).ok_or_else(|| AddPeerError::BadPeerId(id.to_owned()))?),
+            host,
+        ),
+        None => (None, text),
+    };
+    if host.is_empty() {
+        return Err(AddPeerError::Unresolved {
+            address: text.to_owned(),
+            reason: "empty address".into(),
+        });
+    }
+    let port = crate::config::DEFAULT_PORT;
+    let host = if host.parse::<std::net::SocketAddr>().is_ok() {
+        host.to_owned()
+    } else if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        std::net::SocketAddr::new(ip, port).to_string()
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, p)) if p.parse::<u16>().is_ok() && !name.contains(':') => host.to_owned(),
+            _ => format!("{host}:{port}"),
+        }
+    };
+    Ok((host, id))
+}
+
+/// Resolve a typed address and hand it to the directory.
+async fn add_manual_peer(
+    directory: &PeerDirectory,
+    store: &Store,
+    text: &str,
+) -> Result<(), AddPeerError> {
+    let (host, expected) = parse_peer_address(text)?;
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&host)
+        .await
+        .map_err(|e| AddPeerError::Unresolved {
+            address: host.clone(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    let Some(addr) = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+    else {
+        return Err(AddPeerError::Unresolved {
+            address: host,
+            reason: "no address".into(),
+        });
+    };
+    store
+        .add_manual_peer(text.trim(), expected.as_ref().map(PeerId::as_str))
+        .map_err(|e| AddPeerError::Store(e.to_string()))?;
+    directory.add_candidate(addr, expected, Source::Manual);
+    Ok(())
 }
 
 /// The cloneable way to send commands to a running peer.
@@ -93,8 +179,11 @@ pub struct PeerRuntimeHandle {
     health: HealthBoard,
     library: Arc<Library>,
     server: Arc<ServerState>,
+    directory: Arc<PeerDirectory>,
     local_addr: std::net::SocketAddr,
-    runtime_token: CancellationToken,
+    mdns: bool,
+    mdns_interfaces: Vec<String>,
+    shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
     stopped: watch::Receiver<Option<StopReport>>,
 }
@@ -151,7 +240,45 @@ impl PeerRuntimeHandle {
     /// Ask the runtime to stop. Returns at once; see [`Self::wait_stopped`].
     pub fn shutdown(&self) {
         self.shutdown_requested.store(true, Ordering::SeqCst);
-        self.runtime_token.cancel();
+        self.shutdown_token.cancel();
+    }
+
+    /// Every peer known, connected or not.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.directory.peers()
+    }
+
+    /// The LAN catalog: every version of every game, with its sources.
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        self.directory.catalog()
+    }
+
+    /// The "why can't I see peers" report.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let discovery = self
+            .health
+            .snapshot()
+            .into_iter()
+            .find(|h| h.service == "discovery");
+        diagnostics::report(
+            &self.directory,
+            self.local_addr,
+            self.mdns,
+            discovery,
+            &self.mdns_interfaces,
+        )
+    }
+
+    /// Add a peer by `[peer-id@]host[:port]`; it is remembered and dialled.
+    pub async fn add_peer(&self, address: &str) -> Result<(), AddPeerError> {
+        let (reply, answer) = oneshot::channel();
+        let command = PeerCommand::AddPeer {
+            address: address.to_owned(),
+            reply,
+        };
+        let stopped = || AddPeerError::Store("the runtime has stopped".into());
+        self.commands.send(command).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Resolves once every task has finished (or was aborted after the
@@ -201,42 +328,42 @@ impl ServiceSpec {
     }
 }
 
-/// Waits for cancellation: the slot of a service whose work is not built yet.
-async fn idle_until_cancelled(ctx: ServiceContext) -> anyhow::Result<()> {
-    ctx.token().cancelled().await;
-    Ok(())
-}
-
 /// What the default services are built from.
 pub(crate) struct Parts {
     library: Arc<Library>,
     endpoint: quinn::Endpoint,
     server: Arc<ServerState>,
+    liveness: Arc<Liveness>,
+    discovery: Option<Arc<Discovery>>,
 }
 
 fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
     let library = parts.library.clone();
     let (endpoint, server) = (parts.endpoint.clone(), parts.server.clone());
-    vec![
+    let live = parts.liveness.clone();
+    let mut services = vec![
         ServiceSpec::new("quic-server", SupervisionPolicy::Required, move |ctx| {
             server::run(ctx, endpoint.clone(), server.clone())
         }),
         ServiceSpec::new(
-            "discovery",
-            SupervisionPolicy::Restart(Backoff::DEFAULT),
-            idle_until_cancelled,
-        ),
-        ServiceSpec::new(
             "liveness",
             SupervisionPolicy::Restart(Backoff::DEFAULT),
-            idle_until_cancelled,
+            move |ctx| liveness::run(ctx, live.clone()),
         ),
         ServiceSpec::new(
             "library-monitor",
             SupervisionPolicy::Restart(Backoff::DEFAULT),
             move |ctx| monitor::run(ctx, library.clone()),
         ),
-    ]
+    ];
+    if let Some(found) = parts.discovery.clone() {
+        services.push(ServiceSpec::new(
+            "discovery",
+            SupervisionPolicy::Restart(Backoff::DEFAULT),
+            move |ctx| discovery::run(ctx, found.clone()),
+        ));
+    }
+    services
 }
 
 /// Start a peer runtime on the current tokio runtime.
@@ -259,8 +386,12 @@ pub(crate) fn start_with_services(
     let store = Arc::new(Store::open(&config.data_dir)?);
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    let directory = Arc::new(PeerDirectory::new(
+        identity.peer_id().clone(),
+        events.clone(),
+    ));
     let library = Arc::new(Library::new(
-        Indexer::new(config.games_dir.clone(), store),
+        Indexer::new(config.games_dir.clone(), store.clone()),
         events.clone(),
         config.library_quiet_period,
     ));
@@ -279,6 +410,8 @@ pub(crate) fn start_with_services(
         library.clone(),
         config.party_key.as_deref().map(tls::party_key),
         Arc::new(UploadLimiter::new(config.upload_limit)),
+        directory.clone(),
+        0,
     ));
     let endpoint =
         bind_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(|source| {
@@ -292,10 +425,35 @@ pub(crate) fn start_with_services(
         source,
     })?;
     tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
+    let server_state = Arc::new(
+        Arc::into_inner(server_state)
+            .expect("not shared yet")
+            .with_listen_port(local_addr.port()),
+    );
+    let liveness = Arc::new(Liveness {
+        directory: directory.clone(),
+        endpoint: endpoint.clone(),
+        identity: identity.clone(),
+        library: library.clone(),
+        display_name: config.display_name.clone(),
+        party_key: config.party_key.as_deref().map(tls::party_key),
+        listen_port: local_addr.port(),
+        lost_after: config.lost_after,
+    });
+    let discovery = config.mdns.then(|| {
+        Arc::new(Discovery {
+            directory: directory.clone(),
+            display_name: config.display_name.clone(),
+            listen_port: local_addr.port(),
+            interfaces: config.mdns_interfaces.clone(),
+        })
+    });
     let parts = Parts {
         library: library.clone(),
-        endpoint,
+        endpoint: endpoint.clone(),
         server: server_state.clone(),
+        liveness,
+        discovery,
     };
     for spec in services(&parts) {
         let run = spec.run;
@@ -304,11 +462,31 @@ pub(crate) fn start_with_services(
 
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let shutdown_requested = Arc::new(AtomicBool::new(false));
+    let shutdown_token = CancellationToken::new();
+    // Peers given at start, and those remembered from earlier runs.
+    for address in &config.peers {
+        if let Err(e) = parse_peer_address(address) {
+            tracing::warn!("ignoring peer `{address}`: {e}");
+        }
+    }
+    let mut manual: Vec<String> = config.peers.clone();
+    match store.manual_peers() {
+        Ok(stored) => manual.extend(stored.into_iter().map(|(address, id)| match id {
+            Some(id) if !address.contains('@') => format!("{id}@{address}"),
+            _ => address,
+        })),
+        Err(e) => tracing::warn!("cannot read remembered peers: {e}"),
+    }
     let (stopped_tx, stopped_rx) = watch::channel(None);
     let command_loop = CommandLoop {
         commands: command_rx,
         runtime_token: runtime_token.clone(),
+        shutdown_token: shutdown_token.clone(),
         shutdown_requested: shutdown_requested.clone(),
+        directory: directory.clone(),
+        store,
+        endpoint,
+        manual,
         supervisor,
         tasks,
         events: events.clone(),
@@ -330,8 +508,11 @@ pub(crate) fn start_with_services(
         health,
         library,
         server: server_state,
+        directory,
         local_addr,
-        runtime_token,
+        mdns: config.mdns,
+        mdns_interfaces: config.mdns_interfaces,
+        shutdown_token,
         shutdown_requested,
         stopped: stopped_rx,
     })
@@ -340,7 +521,13 @@ pub(crate) fn start_with_services(
 struct CommandLoop {
     commands: mpsc::Receiver<PeerCommand>,
     runtime_token: CancellationToken,
+    shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
+    directory: Arc<PeerDirectory>,
+    store: Arc<Store>,
+    endpoint: quinn::Endpoint,
+    /// `[id@]host:port` to add at start.
+    manual: Vec<String>,
     supervisor: Supervisor,
     tasks: TaskTracker,
     events: broadcast::Sender<PeerEvent>,
@@ -350,9 +537,18 @@ struct CommandLoop {
 
 impl CommandLoop {
     async fn run(mut self) -> StopReport {
+        for address in std::mem::take(&mut self.manual) {
+            let (directory, store) = (self.directory.clone(), self.store.clone());
+            self.tasks.spawn(async move {
+                if let Err(e) = add_manual_peer(&directory, &store, &address).await {
+                    tracing::warn!("peer `{address}`: {e}");
+                }
+            });
+        }
         loop {
             tokio::select! {
                 biased;
+                _ = self.shutdown_token.cancelled() => break,
                 _ = self.runtime_token.cancelled() => break,
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle_command(command),
@@ -376,18 +572,33 @@ impl CommandLoop {
                 // The asker may have given up; that is not our failure.
                 let _ = reply.send(self.health.snapshot());
             }
+            PeerCommand::AddPeer { address, reply } => {
+                let (directory, store) = (self.directory.clone(), self.store.clone());
+                let token = self.runtime_token.clone();
+                self.tasks.spawn(async move {
+                    let added = token
+                        .run_until_cancelled(add_manual_peer(&directory, &store, &address))
+                        .await;
+                    if let Some(result) = added {
+                        let _ = reply.send(result);
+                    }
+                });
+            }
         }
     }
 
     async fn shutdown(self) -> StopReport {
         // Shutdown order:
-        // 1. Stop accepting: cancel the runtime token. Every service holds a
-        //    child of it and stops taking new work.
-        self.runtime_token.cancel();
-        // 2. Refuse new commands; queued ones are dropped with their reply
-        //    channels, which their senders see as `RuntimeStopped`.
+        // 1. Stop accepting: no new connections, no new commands (queued ones
+        //    are dropped with their reply channels: `RuntimeStopped`).
+        self.endpoint.set_server_config(None);
         drop(self.commands);
-        // 3. Wait for every task under the deadline, then abort and report the
+        // 2. Goodbye to every connected peer, so they drop us at once.
+        self.directory.goodbye_all(GOODBYE_WAIT).await;
+        // 3. Cancel the runtime token: downloads stop between pieces, every
+        //    service stops, and the server closes the endpoint.
+        self.runtime_token.cancel();
+        // 4. Wait for every task under the deadline, then abort and report the
         //    services that ignored cancellation.
         self.tasks.close();
         let stuck_services =

@@ -28,6 +28,11 @@ const MIGRATIONS: &[&str] = &[
         mtime_ns INTEGER NOT NULL,
         PRIMARY KEY (game, path)
     );",
+    // 2: peers added by address, dialled again at every start.
+    "CREATE TABLE manual_peer (
+        address TEXT PRIMARY KEY,
+        peer_id TEXT
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,25 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Remember a peer added by address (`peer_id` when typed too).
+    pub fn add_manual_peer(&self, address: &str, peer_id: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO manual_peer (address, peer_id) VALUES (?1, ?2)",
+            params![address, peer_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn manual_peers(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT address, peer_id FROM manual_peer ORDER BY address")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     pub fn forget_game(&self, game: &str) -> Result<(), StoreError> {

@@ -83,6 +83,7 @@ impl Client {
                 display_name: "guest".into(),
                 library_digest: Hash([0; 32]),
                 party_key: party_key.map(tls::party_key),
+                listen_port: 0,
             },
         )
         .await

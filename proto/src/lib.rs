@@ -10,7 +10,7 @@ pub mod path;
 pub mod wire;
 
 pub use manifest::{FileEntry, FileSpan, Hash, Layout, Manifest, ManifestError, VersionId};
-pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, Request, Response};
+pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, PeerAddr, Request, Response};
 
 /// Version of the peer-to-peer protocol. Peers only talk to peers with the same
 /// version; the version travels in the QUIC ALPN (see [`alpn`]).

@@ -66,7 +66,21 @@ pub struct Hello {
     pub library_digest: Hash,
     /// With a party key: proof bound to this TLS session (docs/PROTOCOL.md).
     pub party_proof: Option<Hash>,
+    /// The UDP port the sender's own server listens on, so the receiver can
+    /// dial back and tell others (peer exchange).
+    pub listen_port: u16,
 }
+
+/// A peer and the addresses it listens on, as told by peer exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddr {
+    pub peer_id: String,
+    pub addrs: Vec<std::net::SocketAddr>,
+}
+
+/// Most peers one `Peers` answer lists: far above any LAN party, and a
+/// bound on what a lying peer can make us dial.
+pub const MAX_EXCHANGED_PEERS: usize = 256;
 
 /// What the catalog shows of one game version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +129,8 @@ pub enum Request {
     Ping {
         nonce: u64,
     },
+    /// Peer exchange: which peers the server knows, with their addresses.
+    GetPeers,
 }
 
 /// A response frame.
@@ -145,6 +161,7 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
+    Peers(Vec<PeerAddr>),
 }
 
 /// Why bytes are not a valid frame.
@@ -170,6 +187,7 @@ mod kind {
     pub const LIBRARY_CHANGED: u8 = 7;
     pub const GOODBYE: u8 = 8;
     pub const PING: u8 = 9;
+    pub const GET_PEERS: u8 = 10;
 
     pub const R_HELLO: u8 = 101;
     pub const R_GAMES: u8 = 102;
@@ -180,6 +198,7 @@ mod kind {
     pub const R_OK: u8 = 107;
     pub const R_PONG: u8 = 108;
     pub const R_ERROR: u8 = 109;
+    pub const R_PEERS: u8 = 110;
 }
 
 fn frame<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
@@ -239,7 +258,7 @@ fn body<'a, T: Deserialize<'a>>(kind: &'static str, bytes: &'a [u8]) -> Result<T
 
 /// The size limit of a request frame, `None` for an unknown kind.
 pub fn request_limit(kind: u8) -> Option<u32> {
-    (kind::HELLO..=kind::PING)
+    (kind::HELLO..=kind::GET_PEERS)
         .contains(&kind)
         .then_some(MAX_REQUEST_FRAME)
 }
@@ -255,7 +274,8 @@ pub fn response_limit(kind: u8) -> Option<u32> {
         | kind::R_HAVE_SET
         | kind::R_OK
         | kind::R_PONG
-        | kind::R_ERROR => Some(MAX_SMALL_FRAME),
+        | kind::R_ERROR
+        | kind::R_PEERS => Some(MAX_SMALL_FRAME),
         _ => None,
     }
 }
@@ -276,6 +296,7 @@ impl Request {
             }
             Request::Goodbye => frame(kind::GOODBYE, &()),
             Request::Ping { nonce } => frame(kind::PING, nonce),
+            Request::GetPeers => frame(kind::GET_PEERS, &()),
         }
     }
 
@@ -323,6 +344,10 @@ impl Request {
             kind::PING => Request::Ping {
                 nonce: body("Ping", bytes)?,
             },
+            kind::GET_PEERS => {
+                body::<()>("GetPeers", bytes)?;
+                Request::GetPeers
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if let Request::Hello(hello) = &request {
@@ -349,6 +374,7 @@ impl Response {
             Response::Ok => frame(kind::R_OK, &()),
             Response::Pong { nonce } => frame(kind::R_PONG, nonce),
             Response::Error { code, message } => frame(kind::R_ERROR, &(code, message)),
+            Response::Peers(peers) => frame(kind::R_PEERS, peers),
         }
     }
 
@@ -390,6 +416,16 @@ impl Response {
                 let (code, message) = body("Error", bytes)?;
                 Response::Error { code, message }
             }
+            kind::R_PEERS => {
+                let peers: Vec<PeerAddr> = body("Peers", bytes)?;
+                if peers.len() > MAX_EXCHANGED_PEERS {
+                    return Err(DecodeError::Malformed {
+                        kind: "Peers",
+                        reason: format!("{} peers (at most {MAX_EXCHANGED_PEERS})", peers.len()),
+                    });
+                }
+                Response::Peers(peers)
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         Ok(Some((response, used)))
@@ -413,14 +449,25 @@ mod tests {
             ".{0,16}",
             hash(),
             proptest::option::of(hash()),
+            any::<u16>(),
         )
             .prop_map(
-                |(protocol_version, peer_id, display_name, library_digest, party_proof)| Hello {
+                |(
                     protocol_version,
                     peer_id,
                     display_name,
                     library_digest,
                     party_proof,
+                    listen_port,
+                )| {
+                    Hello {
+                        protocol_version,
+                        peer_id,
+                        display_name,
+                        library_digest,
+                        party_proof,
+                        listen_port,
+                    }
                 },
             )
     }
@@ -440,6 +487,7 @@ mod tests {
             hash().prop_map(|library_digest| Request::LibraryChanged { library_digest }),
             Just(Request::Goodbye),
             any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
+            Just(Request::GetPeers),
         ]
     }
 
@@ -498,6 +546,16 @@ mod tests {
             Just(Response::Ok),
             any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
             (codes, ".{0,20}").prop_map(|(code, message)| Response::Error { code, message }),
+            proptest::collection::vec(
+                ("[a-z2-7]{26}", any::<[u8; 4]>(), any::<u16>()).prop_map(|(peer_id, ip, port)| {
+                    PeerAddr {
+                        peer_id,
+                        addrs: vec![std::net::SocketAddr::from((ip, port))],
+                    }
+                }),
+                0..4
+            )
+            .prop_map(Response::Peers),
         ]
     }
 

@@ -63,6 +63,8 @@ pub struct ClientHello<'a> {
     pub display_name: String,
     pub library_digest: Hash,
     pub party_key: Option<[u8; 32]>,
+    /// The port our own server listens on.
+    pub listen_port: u16,
 }
 
 /// Connect to `addr`; when `expected` is given the peer must prove that id.
@@ -125,6 +127,7 @@ pub async fn connect(
             .party_key
             .as_ref()
             .and_then(|key| party_proof(&connection, key, Role::Client)),
+        listen_port: ours.listen_port,
     };
     let handshake_error = |reason: String| ConnectError::Handshake { addr, reason };
     let theirs = match request(&connection, &Request::Hello(hello)).await {

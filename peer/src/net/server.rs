@@ -21,6 +21,7 @@ use super::tls::{party_proof, remote_peer_id, Role};
 use crate::fsx;
 use crate::library::monitor::Library;
 use crate::library::{library_digest, LocalGame};
+use crate::peers::{PeerDirectory, Source};
 use crate::supervisor::ServiceContext;
 
 /// Connections one peer may hold to us at once (a downloader needs one; a
@@ -53,6 +54,8 @@ pub struct ServerState {
     pub library: Arc<Library>,
     pub party_key: Option<[u8; 32]>,
     pub limiter: Arc<UploadLimiter>,
+    pub directory: Arc<PeerDirectory>,
+    pub listen_port: u16,
     // std Mutexes: a map lookup under each, never an await.
     connections: Mutex<HashMap<PeerId, usize>>,
     uploads: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
@@ -66,6 +69,8 @@ impl ServerState {
         library: Arc<Library>,
         party_key: Option<[u8; 32]>,
         limiter: Arc<UploadLimiter>,
+        directory: Arc<PeerDirectory>,
+        listen_port: u16,
     ) -> Self {
         Self {
             identity,
@@ -73,6 +78,8 @@ impl ServerState {
             library,
             party_key,
             limiter,
+            directory,
+            listen_port,
             connections: Mutex::default(),
             uploads: Mutex::default(),
             buffers: Arc::default(),
@@ -90,7 +97,14 @@ impl ServerState {
                 .party_key
                 .as_ref()
                 .and_then(|key| party_proof(connection, key, role)),
+            listen_port: self.listen_port,
         }
+    }
+
+    /// The same state, announcing `port` as our listen port in `Hello`.
+    pub fn with_listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
+        self
     }
 
     fn connection_slot(self: &Arc<Self>, peer: &PeerId) -> Option<ConnectionSlot> {
@@ -203,7 +217,16 @@ async fn serve_connection(incoming: quinn::Incoming, state: Arc<ServerState>, ta
         return;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&connection, &peer, &state)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(listen_port)) => {
+            // Dial back: we learn its games, and can tell others about it.
+            // Port 0: a client that serves nothing (a script, a benchmark).
+            if listen_port != 0 {
+                let addr = std::net::SocketAddr::new(remote.ip(), listen_port);
+                state
+                    .directory
+                    .add_candidate(addr, Some(peer.clone()), Source::Incoming);
+            }
+        }
         Ok(Err((code, reason))) => return close(code, &reason),
         Err(_) => return close(close_code::HANDSHAKE_FAILED, "handshake timed out"),
     }
@@ -218,7 +241,7 @@ async fn handshake(
     connection: &Connection,
     peer: &PeerId,
     state: &ServerState,
-) -> Result<(), (u32, String)> {
+) -> Result<u16, (u32, String)> {
     let violation = |e: String| (close_code::PROTOCOL_VIOLATION, e);
     let (mut send, mut recv) = connection
         .accept_bi()
@@ -234,6 +257,10 @@ async fn handshake(
         }
         .encode();
         (frame, (close, message))
+    };
+    let listen_port = match &request {
+        Request::Hello(hello) => hello.listen_port,
+        _ => 0,
     };
     let refusal = match request {
         Request::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION => Some(refuse(
@@ -282,7 +309,7 @@ async fn handshake(
         .await
         .map_err(|e| violation(e.to_string()))?;
     let _ = send.finish();
-    Ok(())
+    Ok(listen_port)
 }
 
 async fn serve_stream(
@@ -374,21 +401,28 @@ async fn serve_stream(
         },
         Request::LibraryChanged { library_digest } => {
             tracing::debug!(%peer, %library_digest, "peer library changed");
+            state.directory.library_changed(&peer);
             reply(&mut send, Response::Ok).await
         }
         Request::Goodbye => {
+            state.directory.goodbye_from(&peer);
             let _ = reply(&mut send, Response::Ok).await;
             connection.close(VarInt::from_u32(close_code::GOODBYE), b"goodbye");
             Ok(())
         }
         Request::Ping { nonce } => reply(&mut send, Response::Pong { nonce }).await,
+        Request::GetPeers => {
+            let mut peers = state.directory.exchange_list();
+            peers.truncate(lanspread_proto::wire::MAX_EXCHANGED_PEERS);
+            reply(&mut send, Response::Peers(peers)).await
+        }
     };
     if let Err(e) = outcome {
         tracing::debug!(%peer, "stream ended early: {e}");
     }
 }
 
-fn summary(game: &LocalGame) -> GameSummary {
+pub(crate) fn summary(game: &LocalGame) -> GameSummary {
     GameSummary {
         game_id: game.id.clone(),
         version_id: game.version_id,

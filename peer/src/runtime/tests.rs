@@ -8,11 +8,18 @@ use tokio::time::Instant;
 use super::*;
 use crate::health::ServiceState;
 
+/// A service that only waits for cancellation.
+async fn idle_until_cancelled(ctx: ServiceContext) -> anyhow::Result<()> {
+    ctx.token().cancelled().await;
+    Ok(())
+}
+
 fn config(deadline: Duration) -> (PeerConfig, tempfile_dirs::Dirs) {
     let dirs = tempfile_dirs::Dirs::new();
     let mut config = PeerConfig::new(dirs.games(), dirs.data());
     config.shutdown_deadline = deadline;
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.mdns = false;
     (config, dirs)
 }
 
@@ -291,7 +298,7 @@ async fn shutdown_is_observable_through_wait_stopped() {
         .send(PeerCommand::Health(reply))
         .await
         .unwrap();
-    assert_eq!(answer.await.unwrap().len(), 4);
+    assert_eq!(answer.await.unwrap().len(), 3);
 
     handle.shutdown();
     let report = handle.wait_stopped().await;
@@ -382,4 +389,28 @@ async fn start_refuses_a_missing_games_dir() {
     let err = start_peer(config).await.err().expect("must fail");
     assert!(matches!(err, StartError::GamesDirMissing(_)));
     assert!(err.to_string().contains("does not exist"));
+}
+
+#[test]
+fn typed_peer_addresses() {
+    let id = crate::net::identity::Identity::ephemeral()
+        .peer_id()
+        .clone();
+    let check = |text: &str, host: &str, with_id: bool| {
+        let (parsed, parsed_id) = parse_peer_address(text).unwrap();
+        assert_eq!(parsed, host, "{text}");
+        assert_eq!(parsed_id.is_some(), with_id, "{text}");
+    };
+    check("192.168.1.20:4000", "192.168.1.20:4000", false);
+    check("192.168.1.20", "192.168.1.20:27600", false);
+    check("lanbox", "lanbox:27600", false);
+    check("lanbox:9", "lanbox:9", false);
+    check("fe80::1", "[fe80::1]:27600", false);
+    check("[fe80::1]:5", "[fe80::1]:5", false);
+    check(&format!("{id}@10.0.0.2:7"), "10.0.0.2:7", true);
+    assert!(matches!(
+        parse_peer_address("nope@10.0.0.2"),
+        Err(AddPeerError::BadPeerId(_))
+    ));
+    assert!(parse_peer_address("  ").is_err());
 }

@@ -1,0 +1,231 @@
+//! The LAN catalog: every peer's library merged by version id. Pure.
+
+use std::collections::BTreeMap;
+
+use lanspread_proto::{GameSummary, VersionId};
+use serde::Serialize;
+
+use crate::library::LibrarySnapshot;
+use crate::net::identity::PeerId;
+
+/// One game version on the LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntry {
+    /// The folder name.
+    pub game_id: String,
+    /// Hex of the version id.
+    pub version_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub min_players: Option<u32>,
+    pub max_players: Option<u32>,
+    pub version_label: Option<String>,
+    pub total_size: u64,
+    /// Hex of the thumbnail hash.
+    pub thumbnail: Option<String>,
+    /// Peers that serve this version.
+    pub sources: Vec<String>,
+    /// This exact version is in our games folder.
+    pub installed: bool,
+    /// On the entry of an installed version: the version id of a newer one
+    /// on the LAN (same game id).
+    pub update_to: Option<String>,
+}
+
+/// Merge the local library and every connected peer's games.
+pub fn build_catalog<'a>(
+    local: &LibrarySnapshot,
+    remotes: impl IntoIterator<Item = (&'a PeerId, &'a [GameSummary])>,
+) -> Vec<CatalogEntry> {
+    let mut by_version: BTreeMap<VersionId, CatalogEntry> = BTreeMap::new();
+    let mut add = |summary: &GameSummary, source: Option<&PeerId>, installed: bool| {
+        let entry = by_version
+            .entry(summary.version_id)
+            .or_insert_with(|| CatalogEntry {
+                game_id: summary.game_id.clone(),
+                version_id: summary.version_id.to_hex(),
+                title: summary.title.clone(),
+                description: summary.description.clone(),
+                genre: summary.genre.clone(),
+                min_players: summary.min_players,
+                max_players: summary.max_players,
+                version_label: summary.version_label.clone(),
+                total_size: summary.total_size,
+                thumbnail: summary.thumbnail.map(|h| h.to_hex()),
+                sources: Vec::new(),
+                installed: false,
+                update_to: None,
+            });
+        if let Some(peer) = source {
+            if summary.complete && !entry.sources.contains(&peer.to_string()) {
+                entry.sources.push(peer.to_string());
+            }
+        }
+        entry.installed |= installed;
+    };
+    for game in local.values() {
+        add(&crate::net::server::summary(game), None, true);
+    }
+    for (peer, games) in remotes {
+        for game in games {
+            add(game, Some(peer), false);
+        }
+    }
+    let mut entries: Vec<CatalogEntry> = by_version.into_values().collect();
+    for entry in &mut entries {
+        entry.sources.sort();
+    }
+    // Updates: for each installed entry, the newest other version of its
+    // game that some peer serves, if it is newer than ours.
+    let updates: Vec<Option<String>> = entries
+        .iter()
+        .map(|mine| {
+            if !mine.installed {
+                return None;
+            }
+            entries
+                .iter()
+                .filter(|other| {
+                    other.game_id == mine.game_id
+                        && other.version_id != mine.version_id
+                        && !other.sources.is_empty()
+                })
+                .reduce(|best, other| if is_newer(other, best) { other } else { best })
+                .filter(|newest| is_newer(newest, mine))
+                .map(|newest| newest.version_id.clone())
+        })
+        .collect();
+    for (entry, update) in entries.iter_mut().zip(updates) {
+        entry.update_to = update;
+    }
+    entries.sort_by(|a, b| {
+        a.title
+            .to_lowercase()
+            .cmp(&b.title.to_lowercase())
+            .then(a.version_id.cmp(&b.version_id))
+    });
+    entries
+}
+
+/// Newest by version label (numeric parts compared as numbers), else by
+/// number of sources.
+fn is_newer(a: &CatalogEntry, b: &CatalogEntry) -> bool {
+    match (&a.version_label, &b.version_label) {
+        (Some(x), Some(y)) if x != y => version_key(x) > version_key(y),
+        _ => a.sources.len() > b.sources.len(),
+    }
+}
+
+fn version_key(label: &str) -> Vec<(u64, String)> {
+    label
+        .split(|c: char| c == '.' || c == '-' || c == '_' || c.is_whitespace())
+        .map(|part| {
+            let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+            (digits.parse().unwrap_or(0), part[digits.len()..].to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::identity::Identity;
+    use lanspread_proto::Hash;
+
+    fn summary(game: &str, version: u8, label: Option<&str>) -> GameSummary {
+        GameSummary {
+            game_id: game.into(),
+            version_id: Hash([version; 32]),
+            title: game.to_uppercase(),
+            description: None,
+            genre: None,
+            min_players: None,
+            max_players: None,
+            version_label: label.map(str::to_owned),
+            total_size: 10,
+            n_files: 1,
+            thumbnail: None,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn merges_sources_by_version() {
+        let (a, b) = (Identity::ephemeral(), Identity::ephemeral());
+        let a_games = [summary("q3", 1, None), summary("ut", 2, None)];
+        let b_games = [summary("q3", 1, None)];
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &a_games[..]), (b.peer_id(), &b_games[..])],
+        );
+        assert_eq!(catalog.len(), 2);
+        assert_eq!(catalog[0].game_id, "q3");
+        assert_eq!(catalog[0].sources.len(), 2);
+        assert_eq!(catalog[1].sources, vec![a.peer_id().to_string()]);
+        assert!(catalog
+            .iter()
+            .all(|e| !e.installed && e.update_to.is_none()));
+    }
+
+    fn local(game: &str, version: u8, label: Option<&str>) -> LibrarySnapshot {
+        use crate::library::metadata::GameMetadata;
+        let manifest = lanspread_proto::Manifest {
+            piece_size: 1 << 20,
+            files: vec![],
+            empty_dirs: vec![],
+            pieces: vec![],
+        };
+        let game_entry = crate::library::LocalGame {
+            id: game.into(),
+            root: std::path::PathBuf::from(game),
+            metadata: GameMetadata {
+                title: game.to_uppercase(),
+                version: label.map(str::to_owned),
+                ..GameMetadata::default()
+            },
+            manifest: std::sync::Arc::new(manifest),
+            version_id: Hash([version; 32]),
+            total_size: 10,
+            thumbnail: None,
+        };
+        [(game.to_owned(), std::sync::Arc::new(game_entry))].into()
+    }
+
+    #[test]
+    fn an_installed_game_learns_of_a_newer_version() {
+        let a = Identity::ephemeral();
+        let newer = [
+            summary("q3", 2, Some("1.32")),
+            summary("q3", 3, Some("1.16")),
+        ];
+        let catalog = build_catalog(&local("q3", 1, Some("1.17")), [(a.peer_id(), &newer[..])]);
+        let installed = catalog.iter().find(|e| e.installed).unwrap();
+        assert_eq!(installed.update_to, Some(Hash([2; 32]).to_hex()));
+        assert!(catalog
+            .iter()
+            .filter(|e| !e.installed)
+            .all(|e| e.update_to.is_none()));
+
+        // Nothing newer than ours on the LAN: no update.
+        let older = [summary("q3", 3, Some("1.16"))];
+        let catalog = build_catalog(&local("q3", 1, Some("1.17")), [(a.peer_id(), &older[..])]);
+        assert!(catalog.iter().all(|e| e.update_to.is_none()));
+
+        // Without labels, the version with the most sources wins.
+        let unlabeled = [summary("q3", 4, None)];
+        let catalog = build_catalog(&local("q3", 1, None), [(a.peer_id(), &unlabeled[..])]);
+        assert_eq!(
+            catalog.iter().find(|e| e.installed).unwrap().update_to,
+            Some(Hash([4; 32]).to_hex())
+        );
+    }
+
+    #[test]
+    fn version_labels_compare_numerically() {
+        assert!(version_key("1.10") > version_key("1.9"));
+        assert!(version_key("2.0.1") > version_key("2.0"));
+        assert!(version_key("1.2-beta") > version_key("1.1"));
+    }
+}

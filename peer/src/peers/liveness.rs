@@ -1,0 +1,459 @@
+//! The liveness service: dials known addresses, pings connected peers,
+//! declares silent ones lost, lists games, exchanges peers, and keeps the
+//! catalog current. Policy `Restart`: all state lives in the directory, so a
+//! restart only re-dials.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanspread_proto::wire::{PeerAddr, Request, Response};
+use lanspread_proto::GameSummary;
+use quinn::Endpoint;
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+
+use super::catalog::build_catalog;
+use super::{PeerDirectory, PeerInfo, PeerState, RemotePeer, Source};
+use crate::events::PeerEvent;
+use crate::library::library_digest;
+use crate::library::monitor::Library;
+use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
+use crate::net::identity::{Identity, PeerId};
+use crate::supervisor::ServiceContext;
+
+/// How often the loop looks at the table.
+const TICK: Duration = Duration::from_millis(250);
+/// Ping interval per connected peer.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// A failed or lost address is dialled again after this.
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+/// Peer exchange interval.
+const EXCHANGE_EVERY: Duration = Duration::from_secs(3);
+/// Time allowed for one dial (QUIC + Hello + game list).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `lost_after`: a peer silent this long is lost. Pings go out
+/// every second, so this is three missed answers.
+pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(3);
+
+/// What the liveness loop needs.
+pub struct Liveness {
+    pub directory: Arc<PeerDirectory>,
+    pub endpoint: Endpoint,
+    pub identity: Arc<Identity>,
+    pub library: Arc<Library>,
+    pub display_name: String,
+    pub party_key: Option<[u8; 32]>,
+    pub listen_port: u16,
+    pub lost_after: Duration,
+}
+
+enum Outcome {
+    Dialed {
+        addr: SocketAddr,
+        result: Result<(PeerConnection, Vec<GameSummary>), ConnectError>,
+    },
+    Pinged {
+        peer: PeerId,
+        ok: bool,
+    },
+    Listed {
+        peer: PeerId,
+        games: Option<Vec<GameSummary>>,
+    },
+    Exchanged(Vec<PeerAddr>),
+    Told,
+}
+
+pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()> {
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut library = live.library.subscribe();
+    library.mark_changed();
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_ping = Instant::now();
+    let mut last_exchange = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.token().cancelled() => return Ok(()),
+            Some(done) = tasks.join_next() => {
+                if let Ok(outcome) = done {
+                    live.handle_outcome(outcome);
+                }
+            }
+            changed = library.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the library went away");
+                }
+                // Our library changed: tell every connected peer.
+                let digest = library_digest(&library.borrow_and_update());
+                for (_, conn) in live.directory.connected() {
+                    tasks.spawn(async move {
+                        let _ = timeout(DIAL_TIMEOUT, conn.request(&Request::LibraryChanged { library_digest: digest })).await;
+                        Outcome::Told
+                    });
+                }
+                live.directory.lock().catalog_dirty = true;
+            }
+            _ = tick.tick() => {
+                ctx.heartbeat();
+                live.dial_due(&mut tasks);
+                live.check_lost();
+                live.refresh_flagged(&mut tasks);
+                if last_ping.elapsed() >= PING_EVERY {
+                    last_ping = Instant::now();
+                    live.ping_all(&mut tasks);
+                }
+                if last_exchange.elapsed() >= EXCHANGE_EVERY {
+                    last_exchange = Instant::now();
+                    live.exchange(&mut tasks);
+                }
+                live.publish_catalog();
+            }
+        }
+    }
+}
+
+impl Liveness {
+    fn hello(&self) -> ClientHello<'_> {
+        ClientHello {
+            identity: &self.identity,
+            display_name: self.display_name.clone(),
+            library_digest: library_digest(&self.library.snapshot()),
+            party_key: self.party_key,
+            listen_port: self.listen_port,
+        }
+    }
+
+    fn dial_due(self: &Arc<Self>, tasks: &mut JoinSet<Outcome>) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut table = self.directory.lock();
+            // Lost peers are dialled again at the address we knew.
+            let lost: Vec<(SocketAddr, PeerId)> = table
+                .peers
+                .iter()
+                .filter(|(_, p)| p.info.state == PeerState::Lost)
+                .filter_map(|(id, p)| Some((p.info.addr?, id.clone())))
+                .collect();
+            for (addr, id) in lost {
+                table
+                    .candidates
+                    .entry(addr)
+                    .or_insert_with(|| super::Candidate {
+                        expected: Some(id),
+                        source: Source::Exchange,
+                        last_attempt: Some(now),
+                        last_error: None,
+                        in_flight: false,
+                        is_self: false,
+                    });
+            }
+            let connected: Vec<SocketAddr> = table
+                .peers
+                .values()
+                .filter(|p| p.info.state == PeerState::Connected)
+                .filter_map(|p| p.info.addr)
+                .collect();
+            let connected_ids: Vec<PeerId> = table
+                .peers
+                .iter()
+                .filter(|(_, p)| p.info.state == PeerState::Connected)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for (addr, candidate) in table.candidates.iter_mut() {
+                let busy = candidate.in_flight || candidate.is_self;
+                let recent = candidate
+                    .last_attempt
+                    .is_some_and(|t| now.duration_since(t) < REDIAL_AFTER);
+                let known = connected.contains(addr)
+                    || candidate
+                        .expected
+                        .as_ref()
+                        .is_some_and(|id| connected_ids.contains(id));
+                if busy || recent || known {
+                    continue;
+                }
+                candidate.in_flight = true;
+                candidate.last_attempt = Some(now);
+                due.push((*addr, candidate.expected.clone()));
+            }
+        }
+        for (addr, expected) in due {
+            let live = self.clone();
+            tasks.spawn(async move {
+                let result = live.dial(addr, expected).await;
+                Outcome::Dialed { addr, result }
+            });
+        }
+    }
+
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<(PeerConnection, Vec<GameSummary>), ConnectError> {
+        let attempt = async {
+            let conn = connect(&self.endpoint, addr, expected, self.hello()).await?;
+            let games = list_games(&conn).await.unwrap_or_default();
+            Ok((conn, games))
+        };
+        timeout(DIAL_TIMEOUT, attempt).await.unwrap_or_else(|_| {
+            Err(ConnectError::Unreachable {
+                addr,
+                reason: "timed out".into(),
+            })
+        })
+    }
+
+    fn handle_outcome(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Dialed { addr, result } => self.handle_dialed(addr, result),
+            Outcome::Pinged { peer, ok } => {
+                if ok {
+                    let mut table = self.directory.lock();
+                    if let Some(p) = table.peers.get_mut(&peer) {
+                        p.last_ok = Instant::now();
+                        p.info.rtt_ms = p
+                            .connection
+                            .as_ref()
+                            .map(|c| c.connection.rtt().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            Outcome::Listed { peer, games } => {
+                if let Some(games) = games {
+                    let mut table = self.directory.lock();
+                    if let Some(p) = table.peers.get_mut(&peer) {
+                        p.info.games = games.len();
+                        p.games = games;
+                        table.catalog_dirty = true;
+                    }
+                }
+            }
+            Outcome::Exchanged(peers) => {
+                for peer in peers {
+                    let Some(id) = PeerId::parse(&peer.peer_id) else {
+                        continue;
+                    };
+                    for addr in peer.addrs.into_iter().take(4) {
+                        self.directory
+                            .add_candidate(addr, Some(id.clone()), Source::Exchange);
+                    }
+                }
+            }
+            Outcome::Told => {}
+        }
+    }
+
+    fn handle_dialed(
+        &self,
+        addr: SocketAddr,
+        result: Result<(PeerConnection, Vec<GameSummary>), ConnectError>,
+    ) {
+        let mut table = self.directory.lock();
+        let source = table.candidates.get(&addr).map(|c| c.source);
+        let Some(candidate) = table.candidates.get_mut(&addr) else {
+            return;
+        };
+        candidate.in_flight = false;
+        let (conn, games) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                let incompatible = matches!(e, ConnectError::IncompatibleVersion { .. });
+                candidate.last_error = Some(e.to_string());
+                tracing::debug!(%addr, "dial failed: {e}");
+                if incompatible {
+                    if let Some(id) = candidate.expected.clone() {
+                        drop(table);
+                        self.mark_incompatible(id, addr);
+                    }
+                }
+                return;
+            }
+        };
+        if conn.peer_id == *self.directory.our_id() {
+            candidate.is_self = true;
+            conn.connection.close(0u32.into(), b"that is us");
+            return;
+        }
+        candidate.last_error = None;
+        let peer_id = conn.peer_id.clone();
+        let info = PeerInfo {
+            peer_id: peer_id.to_string(),
+            display_name: conn.hello.display_name.clone(),
+            addr: Some(addr),
+            state: PeerState::Connected,
+            rtt_ms: Some(conn.connection.rtt().as_secs_f64() * 1000.0),
+            games: games.len(),
+            source: source.unwrap_or(Source::Manual),
+            last_error: None,
+        };
+        if let Some(old) = table.peers.get(&peer_id) {
+            if old.info.state == PeerState::Connected && old.connection.is_some() {
+                // Already connected by another address: keep the first.
+                conn.connection.close(0u32.into(), b"duplicate");
+                return;
+            }
+        }
+        table.peers.insert(
+            peer_id.clone(),
+            RemotePeer {
+                info: info.clone(),
+                connection: Some(conn),
+                games,
+                last_ok: Instant::now(),
+                refresh: false,
+            },
+        );
+        table.catalog_dirty = true;
+        drop(table);
+        tracing::info!(peer = %peer_id, %addr, name = %info.display_name, "peer discovered");
+        self.directory
+            .emit(PeerEvent::PeerDiscovered { peer: info });
+    }
+
+    fn mark_incompatible(&self, peer_id: PeerId, addr: SocketAddr) {
+        let mut table = self.directory.lock();
+        let entry = table
+            .peers
+            .entry(peer_id.clone())
+            .or_insert_with(|| RemotePeer {
+                info: PeerInfo {
+                    peer_id: peer_id.to_string(),
+                    display_name: String::new(),
+                    addr: Some(addr),
+                    state: PeerState::Incompatible,
+                    rtt_ms: None,
+                    games: 0,
+                    source: Source::Mdns,
+                    last_error: None,
+                },
+                connection: None,
+                games: Vec::new(),
+                last_ok: Instant::now(),
+                refresh: false,
+            });
+        entry.info.state = PeerState::Incompatible;
+        entry.info.last_error = Some("speaks another protocol version".into());
+    }
+
+    fn check_lost(&self) {
+        let mut lost = Vec::new();
+        {
+            let mut table = self.directory.lock();
+            for (id, peer) in table.peers.iter_mut() {
+                if peer.info.state != PeerState::Connected {
+                    continue;
+                }
+                let closed = peer
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.connection.close_reason());
+                let silent = peer.last_ok.elapsed() > self.lost_after;
+                if closed.is_none() && !silent {
+                    continue;
+                }
+                let reason = match closed {
+                    Some(reason) => format!("connection closed: {reason}"),
+                    None => format!("no answer for {:?}", self.lost_after),
+                };
+                peer.info.state = PeerState::Lost;
+                peer.info.last_error = Some(reason.clone());
+                peer.info.rtt_ms = None;
+                if let Some(conn) = peer.connection.take() {
+                    conn.connection.close(0u32.into(), b"lost");
+                }
+                lost.push((id.clone(), reason));
+            }
+            if !lost.is_empty() {
+                table.catalog_dirty = true;
+            }
+        }
+        for (peer, reason) in lost {
+            tracing::info!(%peer, %reason, "peer lost");
+            self.directory.emit(PeerEvent::PeerLost {
+                peer_id: peer.to_string(),
+                reason,
+            });
+        }
+    }
+
+    fn ping_all(&self, tasks: &mut JoinSet<Outcome>) {
+        for (peer, conn) in self.directory.connected() {
+            tasks.spawn(async move {
+                let answer = timeout(PING_EVERY, conn.request(&Request::Ping { nonce: 0 })).await;
+                let ok = matches!(answer, Ok(Ok(Response::Pong { .. })));
+                Outcome::Pinged { peer, ok }
+            });
+        }
+    }
+
+    fn refresh_flagged(&self, tasks: &mut JoinSet<Outcome>) {
+        let flagged: Vec<(PeerId, PeerConnection)> = {
+            let mut table = self.directory.lock();
+            table
+                .peers
+                .iter_mut()
+                .filter(|(_, p)| p.refresh)
+                .filter_map(|(id, p)| {
+                    p.refresh = false;
+                    Some((id.clone(), p.connection.clone()?))
+                })
+                .collect()
+        };
+        for (peer, conn) in flagged {
+            tasks.spawn(async move {
+                let games = timeout(DIAL_TIMEOUT, list_games(&conn))
+                    .await
+                    .ok()
+                    .flatten();
+                Outcome::Listed { peer, games }
+            });
+        }
+    }
+
+    fn exchange(&self, tasks: &mut JoinSet<Outcome>) {
+        for (_, conn) in self.directory.connected() {
+            tasks.spawn(async move {
+                match timeout(DIAL_TIMEOUT, conn.request(&Request::GetPeers)).await {
+                    Ok(Ok(Response::Peers(peers))) => Outcome::Exchanged(peers),
+                    _ => Outcome::Told,
+                }
+            });
+        }
+    }
+
+    fn publish_catalog(&self) {
+        let catalog = {
+            let mut table = self.directory.lock();
+            if !table.catalog_dirty {
+                return;
+            }
+            table.catalog_dirty = false;
+            let local = self.library.snapshot();
+            let catalog = build_catalog(
+                &local,
+                table
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.info.state == PeerState::Connected)
+                    .map(|(id, p)| (id, &p.games[..])),
+            );
+            if catalog == table.catalog {
+                return;
+            }
+            table.catalog = catalog.clone();
+            catalog
+        };
+        self.directory.emit(PeerEvent::CatalogChanged { catalog });
+    }
+}
+
+async fn list_games(conn: &PeerConnection) -> Option<Vec<GameSummary>> {
+    match conn.request(&Request::ListGames).await {
+        Ok(Response::Games(games)) => Some(games),
+        _ => None,
+    }
+}

@@ -1,0 +1,214 @@
+//! Other peers: who they are, how to reach them, whether they are alive, and
+//! what they share. The [`PeerDirectory`] is the shared table; the liveness
+//! service (`liveness.rs`) dials, pings and exchanges peers; the discovery
+//! service (`discovery.rs`) feeds it addresses found by mDNS.
+
+pub mod catalog;
+pub mod diagnostics;
+pub mod discovery;
+pub mod liveness;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lanspread_proto::wire::PeerAddr;
+use lanspread_proto::GameSummary;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::events::PeerEvent;
+use crate::net::client::PeerConnection;
+use crate::net::identity::PeerId;
+use catalog::CatalogEntry;
+
+/// How a peer's address became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    Manual,
+    Mdns,
+    Exchange,
+    /// It connected to us and told us its port.
+    Incoming,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PeerState {
+    Connected,
+    Lost,
+    /// Speaks another protocol version: listed, never connected.
+    Incompatible,
+}
+
+/// What the UI and CLI show of a peer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub display_name: String,
+    pub addr: Option<SocketAddr>,
+    pub state: PeerState,
+    pub rtt_ms: Option<f64>,
+    pub games: usize,
+    pub source: Source,
+    pub last_error: Option<String>,
+}
+
+/// An address to dial.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub expected: Option<PeerId>,
+    pub source: Source,
+    pub last_attempt: Option<Instant>,
+    pub last_error: Option<String>,
+    pub in_flight: bool,
+    /// It answered with our own id: never dial it again.
+    pub is_self: bool,
+}
+
+pub(crate) struct RemotePeer {
+    pub info: PeerInfo,
+    pub connection: Option<PeerConnection>,
+    pub games: Vec<GameSummary>,
+    pub last_ok: Instant,
+    /// Its library changed; list its games again.
+    pub refresh: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
+    pub peers: BTreeMap<PeerId, RemotePeer>,
+    pub candidates: BTreeMap<SocketAddr, Candidate>,
+    pub catalog: Vec<CatalogEntry>,
+    pub catalog_dirty: bool,
+}
+
+/// The shared table of peers.
+pub struct PeerDirectory {
+    // A std Mutex: short bookkeeping under it, never an await.
+    table: Mutex<Table>,
+    events: broadcast::Sender<PeerEvent>,
+    our_id: PeerId,
+}
+
+impl PeerDirectory {
+    pub fn new(our_id: PeerId, events: broadcast::Sender<PeerEvent>) -> Self {
+        Self {
+            table: Mutex::default(),
+            events,
+            our_id,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn emit(&self, event: PeerEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn our_id(&self) -> &PeerId {
+        &self.our_id
+    }
+
+    /// Remember an address to dial. Our own id and peers already connected
+    /// at that address are ignored.
+    pub fn add_candidate(&self, addr: SocketAddr, expected: Option<PeerId>, source: Source) {
+        if expected.as_ref() == Some(&self.our_id) {
+            return;
+        }
+        let mut table = self.lock();
+        if let Some(id) = &expected {
+            if let Some(peer) = table.peers.get(id) {
+                if peer.info.state == PeerState::Connected && peer.info.addr == Some(addr) {
+                    return;
+                }
+            }
+        }
+        let entry = table.candidates.entry(addr).or_insert_with(|| Candidate {
+            expected: expected.clone(),
+            source,
+            last_attempt: None,
+            last_error: None,
+            in_flight: false,
+            is_self: false,
+        });
+        // A typed (manual) expectation wins over what others told us.
+        if expected.is_some() && (entry.expected.is_none() || source == Source::Manual) {
+            entry.expected = expected;
+        }
+    }
+
+    /// A peer said goodbye: it is lost now, not after the timeout.
+    pub fn goodbye_from(&self, peer: &PeerId) {
+        let lost = {
+            let mut table = self.lock();
+            match table.peers.get_mut(peer) {
+                Some(p) if p.info.state == PeerState::Connected => {
+                    p.info.state = PeerState::Lost;
+                    p.info.last_error = Some("said goodbye".into());
+                    p.connection = None;
+                    table.catalog_dirty = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if lost {
+            self.emit(PeerEvent::PeerLost {
+                peer_id: peer.to_string(),
+                reason: "said goodbye".into(),
+            });
+        }
+    }
+
+    /// A peer's library changed: list its games again soon.
+    pub fn library_changed(&self, peer: &PeerId) {
+        if let Some(p) = self.lock().peers.get_mut(peer) {
+            p.refresh = true;
+        }
+    }
+
+    /// Connected peers and their addresses, for peer exchange.
+    pub fn exchange_list(&self) -> Vec<PeerAddr> {
+        self.lock()
+            .peers
+            .values()
+            .filter(|p| p.info.state == PeerState::Connected)
+            .filter_map(|p| {
+                Some(PeerAddr {
+                    peer_id: p.info.peer_id.clone(),
+                    addrs: vec![p.info.addr?],
+                })
+            })
+            .collect()
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.lock().peers.values().map(|p| p.info.clone()).collect()
+    }
+
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        self.lock().catalog.clone()
+    }
+
+    pub(crate) fn connected(&self) -> Vec<(PeerId, PeerConnection)> {
+        self.lock()
+            .peers
+            .iter()
+            .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
+            .collect()
+    }
+
+    /// Tell every connected peer we are leaving; waits at most `within`.
+    pub async fn goodbye_all(&self, within: Duration) {
+        let connections = self.connected();
+        let farewells = connections.iter().map(|(_, c)| c.goodbye());
+        let _ = tokio::time::timeout(within, futures::future::join_all(farewells)).await;
+    }
+}
