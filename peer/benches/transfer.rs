@@ -51,6 +51,7 @@ mod bench {
         let data = tempfile::tempdir().unwrap();
         let mut config = PeerConfig::new(games, data.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.mdns = false;
         let peer = start_peer(config).await.unwrap();
         while peer.library().is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;

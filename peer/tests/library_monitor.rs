@@ -39,6 +39,8 @@ async fn picks_up_added_changed_and_removed_games() {
     fs::write(games.join("present/data.bin"), vec![7u8; 100_000]).unwrap();
     let mut config = PeerConfig::new(&games, dir.path().join("data"));
     config.library_quiet_period = Duration::from_millis(300);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.mdns = false;
 
     let peer = start_peer(config).await.unwrap();
     let mut events = peer.subscribe();
@@ -89,6 +91,8 @@ async fn a_game_being_copied_in_is_announced_only_when_quiet() {
     fs::create_dir_all(&games).unwrap();
     let mut config = PeerConfig::new(&games, dir.path().join("data"));
     config.library_quiet_period = Duration::from_millis(800);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.mdns = false;
     let peer = start_peer(config).await.unwrap();
     let mut events = peer.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;

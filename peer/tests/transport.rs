@@ -36,6 +36,7 @@ async fn server(size: usize, party_key: Option<&str>, upload_limit: u64) -> Serv
     fs::write(games.join("arena/arena.pak"), data).unwrap();
     let mut config = PeerConfig::new(&games, dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.mdns = false;
     config.party_key = party_key.map(str::to_owned);
     config.upload_limit = upload_limit;
     config.display_name = "host".into();

@@ -47,6 +47,15 @@ enum Command {
         /// Only peers that know this key may connect (and we only connect to them).
         #[arg(long, env = "LANSPREAD_PARTY_KEY")]
         party_key: Option<String>,
+        /// A peer to dial, `[peer-id@]host[:port]`; repeat for more. Remembered.
+        #[arg(long = "peer", value_name = "HOST:PORT")]
+        peers: Vec<String>,
+        /// Do not announce or browse with mDNS (manual peers and exchange only).
+        #[arg(long)]
+        no_mdns: bool,
+        /// Print every event as one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -88,6 +97,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             upload_limit,
             party_key,
+            peers,
+            no_mdns,
+            json,
         } => {
             let mut config = PeerConfig::new(games, data_dir(data)?);
             if let Some(name) = name {
@@ -96,8 +108,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.listen = listen;
             config.upload_limit = upload_limit;
             config.party_key = party_key;
+            config.peers = peers;
+            config.mdns = !no_mdns;
             let handle = start_peer(config).await?;
             tracing::info!(peer_id = %handle.peer_id(), addr = %handle.local_addr(), "serving");
+            let printer = json.then(|| print_events(handle.subscribe()));
             wait_for_signal().await?;
             tracing::info!("shutting down");
             handle.shutdown();
@@ -105,9 +120,37 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !report.stuck_services.is_empty() {
                 tracing::warn!(services = ?report.stuck_services, "aborted after the shutdown deadline");
             }
+            if let Some(printer) = printer {
+                printer.abort();
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Print events as JSON lines until aborted. The task is aborted and joined
+/// by the caller at exit.
+fn print_events(
+    mut events: tokio::sync::broadcast::Receiver<lanspread_peer::PeerEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use std::io::Write;
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let mut out = std::io::stdout().lock();
+                    if let Ok(line) = serde_json::to_string(&event) {
+                        let _ = writeln!(out, "{line}");
+                        let _ = out.flush();
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} events not printed: output too slow");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
 }
 
 fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
