@@ -147,7 +147,6 @@ async fn one_address_and_peer_exchange_find_the_party() {
     let charlie_id = peer_id_named(&alpha, "charlie").unwrap();
 
     // Killed without a goodbye: lost within 5 s at both.
-    let mut charlie = charlie;
     charlie.signal(libc::SIGKILL);
     let at_alpha = lost(&mut alpha_events, &charlie_id, Duration::from_secs(5)).await;
     let at_bravo = lost(&mut bravo_events, &charlie_id, Duration::from_secs(5)).await;
