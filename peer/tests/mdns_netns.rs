@@ -31,7 +31,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Lan {
-    /// Two hosts, 192.0.2.1 and 192.0.2.2 (TEST-NET-1), on one bridge.
+    /// Two hosts, 198.51.100.1 and .2 (TEST-NET-2), on one bridge.
     fn new() -> Result<Self, String> {
         let tag = std::process::id() % 100_000;
         let mut lan = Lan {
@@ -53,7 +53,7 @@ impl Lan {
             lan.links.push(outer.clone());
             ip(&["link", "set", &outer, "master", &bridge])?;
             ip(&["link", "set", &outer, "up"])?;
-            let addr = format!("192.0.2.{host}/24");
+            let addr = format!("198.51.100.{host}/24");
             ip(&["-n", &ns, "addr", "add", &addr, "dev", "lan0"])?;
             ip(&["-n", &ns, "link", "set", "lan0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;

@@ -146,6 +146,14 @@ async fn one_address_and_peer_exchange_find_the_party() {
     }
     let charlie_id = peer_id_named(&alpha, "charlie").unwrap();
 
+    // A game added at alpha reaches the others' catalogs within seconds.
+    game(&dir.path().join("alpha/games"), "delta");
+    let took = until("delta at bravo", Duration::from_secs(10), || {
+        has_game(&bravo, "delta")
+    })
+    .await;
+    println!("a new game reached another peer's catalog after {took:?}");
+
     // Killed without a goodbye: lost within 5 s at both.
     charlie.signal(libc::SIGKILL);
     let at_alpha = lost(&mut alpha_events, &charlie_id, Duration::from_secs(5)).await;

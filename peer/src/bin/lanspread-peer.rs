@@ -57,6 +57,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the games on the LAN after discovering for a while.
+    Games {
+        #[command(flatten)]
+        look: LookArgs,
+        /// Print the catalog as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the "why can't I see peers" report.
+    Diagnose {
+        #[command(flatten)]
+        look: LookArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of the commands that look at the LAN without sharing anything.
+#[derive(Debug, clap::Args)]
+struct LookArgs {
+    /// Where identity and state live [default: a fresh temporary folder].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A peer to dial, `[peer-id@]host[:port]`; repeat for more.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// Do not use mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Seconds to discover before printing.
+    #[arg(long, default_value_t = 3)]
+    wait: u64,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +123,24 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Games { look: args, json } => {
+            let catalog = look(args, |h| h.catalog()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&catalog)?);
+            } else {
+                print_catalog(&catalog);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diagnose { look: args, json } => {
+            let report = look(args, |h| h.diagnostics()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_diagnostics(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             games,
             data,
@@ -151,6 +202,124 @@ fn print_events(
             }
         }
     })
+}
+
+/// Run a runtime that shares an empty folder, discover for `--wait` seconds,
+/// and hand it to `inspect`.
+async fn look<T>(
+    args: LookArgs,
+    inspect: impl FnOnce(&lanspread_peer::PeerRuntimeHandle) -> T,
+) -> anyhow::Result<T> {
+    let scratch = tempdir()?;
+    let games = scratch.join("games");
+    std::fs::create_dir_all(&games).context("cannot create a temporary folder")?;
+    let data = args.data.unwrap_or_else(|| scratch.join("data"));
+    let mut config = PeerConfig::new(games, data);
+    config.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    config.mdns = !args.no_mdns;
+    config.peers = args.peers;
+    config.display_name = format!("{} (looking)", config.display_name);
+    let handle = start_peer(config).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(args.wait)).await;
+    let result = inspect(&handle);
+    handle.shutdown();
+    handle.wait_stopped().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(result)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("lanspread-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn print_catalog(catalog: &[lanspread_peer::peers::catalog::CatalogEntry]) {
+    if catalog.is_empty() {
+        println!("No games found on the LAN. Try `lanspread-peer diagnose`.");
+        return;
+    }
+    println!(
+        "{:<32} {:<24} {:<14} {:>10} {:>7}",
+        "TITLE", "GAME ID", "VERSION", "SIZE", "SOURCES"
+    );
+    for entry in catalog {
+        println!(
+            "{:<32} {:<24} {:<14} {:>10} {:>7}",
+            entry.title,
+            entry.game_id,
+            &entry.version_id[..12],
+            human_size(entry.total_size),
+            entry.sources.len()
+        );
+    }
+}
+
+fn print_diagnostics(report: &lanspread_peer::peers::diagnostics::Diagnostics) {
+    println!("peer id        {}", report.peer_id);
+    println!("listening on   {} (UDP)", report.bound_addr);
+    let mdns = match (&report.mdns_enabled, &report.discovery) {
+        (false, _) => "off".to_owned(),
+        (true, Some(h)) => format!(
+            "{:?}{}",
+            h.state,
+            h.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ),
+        (true, None) => "not running".to_owned(),
+    };
+    println!("mDNS           {mdns}");
+    println!("interfaces");
+    for i in &report.interfaces {
+        let used = if i.used_for_discovery {
+            "used"
+        } else {
+            "skipped"
+        };
+        println!("  {:<16} {:<40} {used}", i.name, i.addr);
+    }
+    println!("peers");
+    if report.peers.is_empty() {
+        println!("  none");
+    }
+    for p in &report.peers {
+        let addr = p.addr.map(|a| a.to_string()).unwrap_or_default();
+        println!(
+            "  {:<26} {:<20} {:<22} {:?} {}",
+            p.peer_id,
+            p.display_name,
+            addr,
+            p.state,
+            p.last_error.clone().unwrap_or_default()
+        );
+    }
+    for a in report.addresses.iter().filter(|a| a.last_error.is_some()) {
+        println!(
+            "  {:<26} failed: {}",
+            a.addr,
+            a.last_error.clone().unwrap_or_default()
+        );
+    }
+    for hint in &report.hints {
+        println!("hint: {hint}");
+    }
 }
 
 fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -99,6 +99,11 @@ async fn serve(
                     }
                     if proto != Some(lanspread_proto::PROTOCOL_VERSION.to_string().as_str()) {
                         tracing::info!(peer = %peer_id, ?proto, "peer speaks another protocol version");
+                        let name = service.txt_properties.get_property_val_str("name");
+                        if let Some(ip) = service.addresses.iter().next() {
+                            let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
+                            discovery.directory.mark_incompatible(peer_id, addr, name);
+                        }
                         continue;
                     }
                     for ip in &service.addresses {

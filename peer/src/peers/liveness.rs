@@ -267,7 +267,7 @@ impl Liveness {
                 if incompatible {
                     if let Some(id) = candidate.expected.clone() {
                         drop(table);
-                        self.mark_incompatible(id, addr);
+                        self.directory.mark_incompatible(id, addr, None);
                     }
                 }
                 return;
@@ -312,31 +312,6 @@ impl Liveness {
         tracing::info!(peer = %peer_id, %addr, name = %info.display_name, "peer discovered");
         self.directory
             .emit(PeerEvent::PeerDiscovered { peer: info });
-    }
-
-    fn mark_incompatible(&self, peer_id: PeerId, addr: SocketAddr) {
-        let mut table = self.directory.lock();
-        let entry = table
-            .peers
-            .entry(peer_id.clone())
-            .or_insert_with(|| RemotePeer {
-                info: PeerInfo {
-                    peer_id: peer_id.to_string(),
-                    display_name: String::new(),
-                    addr: Some(addr),
-                    state: PeerState::Incompatible,
-                    rtt_ms: None,
-                    games: 0,
-                    source: Source::Mdns,
-                    last_error: None,
-                },
-                connection: None,
-                games: Vec::new(),
-                last_ok: Instant::now(),
-                refresh: false,
-            });
-        entry.info.state = PeerState::Incompatible;
-        entry.info.last_error = Some("speaks another protocol version".into());
     }
 
     fn check_lost(&self) {

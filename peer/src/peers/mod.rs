@@ -66,7 +66,8 @@ pub(crate) struct Candidate {
     pub last_attempt: Option<Instant>,
     pub last_error: Option<String>,
     pub in_flight: bool,
-    /// It answered with our own id: never dial it again.
+    /// It answered with our own id, or speaks another protocol version:
+    /// never dial it again.
     pub is_self: bool,
 }
 
@@ -142,6 +143,38 @@ impl PeerDirectory {
         if expected.is_some() && (entry.expected.is_none() || source == Source::Manual) {
             entry.expected = expected;
         }
+    }
+
+    /// A peer that speaks another protocol version: listed, never dialled.
+    pub fn mark_incompatible(&self, peer_id: PeerId, addr: SocketAddr, name: Option<&str>) {
+        let mut table = self.lock();
+        if let Some(candidate) = table.candidates.get_mut(&addr) {
+            candidate.is_self = true; // never dialled again
+        }
+        let entry = table
+            .peers
+            .entry(peer_id.clone())
+            .or_insert_with(|| RemotePeer {
+                info: PeerInfo {
+                    peer_id: peer_id.to_string(),
+                    display_name: String::new(),
+                    addr: Some(addr),
+                    state: PeerState::Incompatible,
+                    rtt_ms: None,
+                    games: 0,
+                    source: Source::Mdns,
+                    last_error: None,
+                },
+                connection: None,
+                games: Vec::new(),
+                last_ok: Instant::now(),
+                refresh: false,
+            });
+        if let Some(name) = name {
+            entry.info.display_name = name.to_owned();
+        }
+        entry.info.state = PeerState::Incompatible;
+        entry.info.last_error = Some("speaks another lanspread protocol version".into());
     }
 
     /// A peer said goodbye: it is lost now, not after the timeout.
