@@ -45,6 +45,8 @@ pub struct PeerConfig {
     pub lost_after: Duration,
     /// Interfaces mDNS uses; empty: every interface that is not virtual.
     pub mdns_interfaces: Vec<String>,
+    /// Downloads that run at once; more wait in a queue.
+    pub parallel_downloads: usize,
 }
 
 impl PeerConfig {
@@ -62,6 +64,7 @@ impl PeerConfig {
             peers: Vec::new(),
             lost_after: crate::peers::liveness::DEFAULT_LOST_AFTER,
             mdns_interfaces: Vec::new(),
+            parallel_downloads: 2,
         }
     }
 }

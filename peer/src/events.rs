@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::download::{DownloadCode, SourceRate};
 use crate::health::ServiceHealth;
 use crate::peers::catalog::CatalogEntry;
 use crate::peers::PeerInfo;
@@ -38,4 +39,40 @@ pub enum PeerEvent {
     PeerLost { peer_id: String, reason: String },
     /// The LAN catalog changed; the whole new catalog.
     CatalogChanged { catalog: Vec<CatalogEntry> },
+    /// A download has its manifest and staging folder and starts fetching.
+    DownloadStarted {
+        version_id: String,
+        game_id: String,
+        title: String,
+        bytes_total: u64,
+    },
+    /// At most four per second per download.
+    DownloadProgress {
+        version_id: String,
+        game_id: String,
+        bytes_done: u64,
+        bytes_total: u64,
+        bytes_per_sec: f64,
+        eta_secs: Option<u64>,
+        sources: Vec<SourceRate>,
+    },
+    /// Every piece verified; the game is installed.
+    DownloadCompleted { version_id: String, game_id: String },
+    DownloadFailed {
+        version_id: String,
+        game_id: String,
+        code: DownloadCode,
+        message: String,
+    },
+    /// Cancelled; its staging data stays for a resume unless deleted.
+    DownloadCancelled { version_id: String, game_id: String },
+    /// Every source is gone; the staging data stays for a resume.
+    DownloadPeersGone { version_id: String, game_id: String },
+    /// A source sent too many pieces that failed verification and is no
+    /// longer used for this download.
+    SourceBanned {
+        version_id: String,
+        peer_id: String,
+        reason: String,
+    },
 }

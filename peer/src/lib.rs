@@ -9,6 +9,7 @@
 //! [`PeerEvent`]s.
 
 pub mod config;
+pub mod download;
 pub mod events;
 pub mod fsx;
 pub mod health;

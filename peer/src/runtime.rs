@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use lanspread_proto::VersionId;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::PeerConfig;
+use crate::download::{DownloadError, DownloadInfo, DownloadRegistry, Engine};
 use crate::events::PeerEvent;
 use crate::health::{HealthBoard, HealthSnapshot};
 use crate::library::monitor::{self, Library};
@@ -66,6 +68,17 @@ const GOODBYE_WAIT: Duration = Duration::from_millis(300);
 pub enum PeerCommand {
     /// Reply with the health of every service.
     Health(oneshot::Sender<HealthSnapshot>),
+    /// Download a game (game id or version id); replies with the version id.
+    Download {
+        target: String,
+        reply: oneshot::Sender<Result<VersionId, DownloadError>>,
+    },
+    /// Cancel a download; with `delete` its staging data goes too.
+    CancelDownload {
+        version_id: VersionId,
+        delete: bool,
+        reply: oneshot::Sender<bool>,
+    },
     /// Add a peer by `[peer-id@]host[:port]`, remember it, and dial it.
     AddPeer {
         address: String,
@@ -180,6 +193,7 @@ pub struct PeerRuntimeHandle {
     library: Arc<Library>,
     server: Arc<ServerState>,
     directory: Arc<PeerDirectory>,
+    engine: Arc<Engine>,
     local_addr: std::net::SocketAddr,
     mdns: bool,
     mdns_interfaces: Vec<String>,
@@ -210,6 +224,13 @@ impl PeerRuntimeHandle {
     /// The address the QUIC server is bound to.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.local_addr
+    }
+
+    /// Piece bytes this peer has sent to others since start.
+    pub fn bytes_served(&self) -> u64 {
+        self.server
+            .bytes_served
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Change the upload limit (bytes per second, 0 = none) at once.
@@ -267,6 +288,40 @@ impl PeerRuntimeHandle {
             discovery,
             &self.mdns_interfaces,
         )
+    }
+
+    /// Start downloading `target` (a game id, or a version id in hex).
+    pub async fn download(&self, target: &str) -> Result<VersionId, DownloadError> {
+        let (reply, answer) = oneshot::channel();
+        let command = PeerCommand::Download {
+            target: target.to_owned(),
+            reply,
+        };
+        let stopped = || DownloadError {
+            code: crate::download::DownloadCode::Io,
+            message: "the runtime has stopped".into(),
+        };
+        self.commands.send(command).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Cancel a download between pieces; `delete` also removes its staging data.
+    pub async fn cancel_download(&self, version_id: VersionId, delete: bool) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let command = PeerCommand::CancelDownload {
+            version_id,
+            delete,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Downloads running or queued.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.engine.downloads()
     }
 
     /// Add a peer by `[peer-id@]host[:port]`; it is remembered and dialled.
@@ -425,11 +480,24 @@ pub(crate) fn start_with_services(
         source,
     })?;
     tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
+    let registry = Arc::new(DownloadRegistry::default());
     let server_state = Arc::new(
         Arc::into_inner(server_state)
             .expect("not shared yet")
-            .with_listen_port(local_addr.port()),
+            .with_listen_port(local_addr.port())
+            .with_downloads(registry.clone()),
     );
+    let engine = Arc::new(Engine::new(
+        config.games_dir.clone(),
+        store.clone(),
+        library.clone(),
+        directory.clone(),
+        events.clone(),
+        tasks.clone(),
+        runtime_token.clone(),
+        config.parallel_downloads,
+        registry,
+    ));
     let liveness = Arc::new(Liveness {
         directory: directory.clone(),
         endpoint: endpoint.clone(),
@@ -484,6 +552,7 @@ pub(crate) fn start_with_services(
         shutdown_token: shutdown_token.clone(),
         shutdown_requested: shutdown_requested.clone(),
         directory: directory.clone(),
+        engine: engine.clone(),
         store,
         endpoint,
         manual,
@@ -509,6 +578,7 @@ pub(crate) fn start_with_services(
         library,
         server: server_state,
         directory,
+        engine,
         local_addr,
         mdns: config.mdns,
         mdns_interfaces: config.mdns_interfaces,
@@ -524,6 +594,7 @@ struct CommandLoop {
     shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
     directory: Arc<PeerDirectory>,
+    engine: Arc<Engine>,
     store: Arc<Store>,
     endpoint: quinn::Endpoint,
     /// `[id@]host:port` to add at start.
@@ -537,6 +608,7 @@ struct CommandLoop {
 
 impl CommandLoop {
     async fn run(mut self) -> StopReport {
+        self.engine.resume_saved();
         for address in std::mem::take(&mut self.manual) {
             let (directory, store) = (self.directory.clone(), self.store.clone());
             self.tasks.spawn(async move {
@@ -571,6 +643,16 @@ impl CommandLoop {
             PeerCommand::Health(reply) => {
                 // The asker may have given up; that is not our failure.
                 let _ = reply.send(self.health.snapshot());
+            }
+            PeerCommand::Download { target, reply } => {
+                let _ = reply.send(self.engine.start(&target));
+            }
+            PeerCommand::CancelDownload {
+                version_id,
+                delete,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.cancel(&version_id, delete));
             }
             PeerCommand::AddPeer { address, reply } => {
                 let (directory, store) = (self.directory.clone(), self.store.clone());

@@ -33,6 +33,20 @@ const MIGRATIONS: &[&str] = &[
         address TEXT PRIMARY KEY,
         peer_id TEXT
     );",
+    // 3: downloads, and the pieces of each that verified and were written.
+    //    A piece row is added as soon as its bytes are written, so a
+    //    restart re-fetches at most what was in flight.
+    "CREATE TABLE download (
+        version_id BLOB PRIMARY KEY,
+        game_id TEXT NOT NULL,
+        manifest BLOB NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE download_piece (
+        version_id BLOB NOT NULL,
+        piece_idx INTEGER NOT NULL,
+        PRIMARY KEY (version_id, piece_idx)
+    ) WITHOUT ROWID;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +200,99 @@ impl Store {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// Record (or update) a download and its state.
+    pub fn save_download(
+        &self,
+        version_id: &Hash,
+        game_id: &str,
+        manifest: &Manifest,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO download (version_id, game_id, manifest, state) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (version_id) DO UPDATE SET state = excluded.state",
+            params![
+                &version_id.0[..],
+                game_id,
+                manifest.canonical_bytes(),
+                state
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_download_state(&self, version_id: &Hash, state: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE download SET state = ?2 WHERE version_id = ?1",
+            params![&version_id.0[..], state],
+        )?;
+        Ok(())
+    }
+
+    /// Downloads in the given states: (version id, game id, manifest).
+    pub fn downloads_in(
+        &self,
+        states: &[&str],
+    ) -> Result<Vec<(Hash, String, Manifest)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT version_id, game_id, manifest, state FROM download")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, _, state)| states.contains(&state.as_str()))
+            .filter_map(|(vid, game, manifest, _)| {
+                let vid = Hash(vid.try_into().ok()?);
+                let manifest = postcard::from_bytes::<Manifest>(&manifest).ok()?;
+                (manifest.version_id() == vid).then_some((vid, game, manifest))
+            })
+            .collect())
+    }
+
+    pub fn add_piece(&self, version_id: &Hash, piece_idx: usize) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO download_piece (version_id, piece_idx) VALUES (?1, ?2)",
+            params![&version_id.0[..], piece_idx as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn pieces(&self, version_id: &Hash) -> Result<Vec<usize>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT piece_idx FROM download_piece WHERE version_id = ?1 ORDER BY piece_idx",
+        )?;
+        let rows = stmt
+            .query_map([&version_id.0[..]], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().map(|p| p as usize).collect())
+    }
+
+    /// Forget a download and its pieces.
+    pub fn forget_download(&self, version_id: &Hash) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM download WHERE version_id = ?1",
+            [&version_id.0[..]],
+        )?;
+        tx.execute(
+            "DELETE FROM download_piece WHERE version_id = ?1",
+            [&version_id.0[..]],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn forget_game(&self, game: &str) -> Result<(), StoreError> {

@@ -13,7 +13,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Share and download games on the LAN, without a window.
 #[derive(Debug, Parser)]
-#[command(name = "lanspread-peer", version, about)]
+#[command(
+    name = "lanspread-peer",
+    version,
+    about,
+    after_help = "Exit codes: 0 success; 2 usage error or bad argument; 3 game not found on the \
+                  LAN within --wait; 4 download failed (integrity, disk, peers gone); 130 interrupted."
+)]
 struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -53,6 +59,38 @@ enum Command {
         /// Do not announce or browse with mDNS (manual peers and exchange only).
         #[arg(long)]
         no_mdns: bool,
+        /// Print every event as one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a game from the LAN into a games folder.
+    Download {
+        /// The game id (its folder name) or a version id.
+        game: String,
+        /// The games folder to install into (it is shared meanwhile).
+        #[arg(long)]
+        games: PathBuf,
+        /// Where identity, state and caches live [default: the platform data dir].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// A peer to dial, `[peer-id@]host[:port]`; repeat for more.
+        #[arg(long = "peer", value_name = "HOST:PORT")]
+        peers: Vec<String>,
+        /// Do not use mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Seconds to wait for a source of the game.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Keep serving after the download, like `serve`, until interrupted.
+        #[arg(long)]
+        seed: bool,
+        /// UDP address to listen on while downloading and seeding.
+        #[arg(long, default_value_t = std::net::SocketAddr::from(([0, 0, 0, 0], 0)))]
+        listen: std::net::SocketAddr,
+        /// Only peers that know this key may connect (and we only connect to them).
+        #[arg(long, env = "LANSPREAD_PARTY_KEY")]
+        party_key: Option<String>,
         /// Print every event as one JSON object per line on stdout.
         #[arg(long)]
         json: bool,
@@ -123,6 +161,25 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Download {
+            game,
+            games,
+            data,
+            peers,
+            no_mdns,
+            wait,
+            seed,
+            listen,
+            party_key,
+            json,
+        } => {
+            let mut config = PeerConfig::new(games, data_dir(data)?);
+            config.listen = listen;
+            config.peers = peers;
+            config.mdns = !no_mdns;
+            config.party_key = party_key;
+            download(config, &game, wait, seed, json).await
+        }
         Command::Games { look: args, json } => {
             let catalog = look(args, |h| h.catalog()).await?;
             if json {
@@ -320,6 +377,165 @@ fn print_diagnostics(report: &lanspread_peer::peers::diagnostics::Diagnostics) {
     for hint in &report.hints {
         println!("hint: {hint}");
     }
+}
+
+/// Exit codes, as `--help` and the README list them.
+mod exit {
+    pub const NOT_FOUND: u8 = 3;
+    pub const FAILED: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+async fn download(
+    config: PeerConfig,
+    target: &str,
+    wait: u64,
+    seed: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use lanspread_peer::download::DownloadCode;
+    use lanspread_peer::PeerEvent;
+
+    let handle = start_peer(config).await?;
+    let mut events = handle.subscribe();
+    let printer = json.then(|| print_events(handle.subscribe()));
+    let stop = |code: u8| {
+        let (handle, printer) = (&handle, &printer);
+        async move {
+            handle.shutdown();
+            handle.wait_stopped().await;
+            if let Some(printer) = printer {
+                printer.abort();
+            }
+            ExitCode::from(code)
+        }
+    };
+
+    // Wait for a source of the game.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let found = |h: &lanspread_peer::PeerRuntimeHandle| {
+        h.catalog().iter().any(|e| {
+            (e.game_id == target || e.version_id == target)
+                && (!e.sources.is_empty() || !e.partial_sources.is_empty() || e.installed)
+        })
+    };
+    loop {
+        if found(&handle) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("lanspread-peer: game `{target}` not found on the LAN within {wait} s; check `lanspread-peer games` or `diagnose`");
+            return Ok(stop(exit::NOT_FOUND).await);
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(stop(exit::INTERRUPTED).await),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    }
+    let version_id = match handle.download(target).await {
+        Ok(v) => v,
+        Err(e) if e.code == DownloadCode::AlreadyInstalled => {
+            eprintln!("lanspread-peer: {e}");
+            return Ok(stop(0).await);
+        }
+        Err(e) if e.code == DownloadCode::NotFound => {
+            eprintln!("lanspread-peer: {e}");
+            return Ok(stop(exit::NOT_FOUND).await);
+        }
+        Err(e) => {
+            eprintln!("lanspread-peer: cannot download `{target}`: {e}");
+            return Ok(stop(exit::FAILED).await);
+        }
+    };
+    let vid = version_id.to_hex();
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let outcome = loop {
+        let event = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                handle.cancel_download(version_id, false).await;
+                break exit::INTERRUPTED;
+            }
+            event = events.recv() => event,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => break exit::FAILED,
+        };
+        match event {
+            PeerEvent::DownloadStarted {
+                version_id,
+                title,
+                bytes_total,
+                ..
+            } if version_id == vid => {
+                bar.set_length(bytes_total);
+                bar.set_message(title);
+            }
+            PeerEvent::DownloadProgress {
+                version_id,
+                bytes_done,
+                bytes_total,
+                sources,
+                ..
+            } if version_id == vid => {
+                bar.set_length(bytes_total);
+                bar.set_position(bytes_done);
+                let title = bar.message();
+                let title = title.split(" (").next().unwrap_or("").to_owned();
+                bar.set_message(format!("{title} ({} sources)", sources.len()));
+            }
+            PeerEvent::DownloadCompleted {
+                version_id,
+                game_id,
+            } if version_id == vid => {
+                bar.finish_and_clear();
+                if !json {
+                    eprintln!("lanspread-peer: {game_id} installed and verified");
+                }
+                break 0;
+            }
+            PeerEvent::DownloadFailed {
+                version_id,
+                message,
+                ..
+            } if version_id == vid => {
+                bar.abandon();
+                eprintln!("lanspread-peer: download failed: {message}");
+                break exit::FAILED;
+            }
+            PeerEvent::DownloadPeersGone { version_id, .. } if version_id == vid => {
+                bar.abandon();
+                eprintln!(
+                    "lanspread-peer: every source left; run the same command again to resume"
+                );
+                break exit::FAILED;
+            }
+            PeerEvent::DownloadCancelled { version_id, .. } if version_id == vid => {
+                break exit::INTERRUPTED;
+            }
+            _ => {}
+        }
+    };
+    if outcome == 0 && seed {
+        if !json {
+            eprintln!("lanspread-peer: seeding; Ctrl-C to stop");
+        }
+        wait_for_signal().await?;
+    }
+    Ok(stop(outcome).await)
 }
 
 fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -70,6 +70,14 @@ impl Library {
         self.snapshot.subscribe()
     }
 
+    /// Add a game verified elsewhere (a finished download) without hashing it.
+    pub fn publish_game(&self, game: super::LocalGame) {
+        let before = self.snapshot();
+        let mut after = (*before).clone();
+        after.insert(game.id.clone(), Arc::new(game));
+        self.publish(&before, after);
+    }
+
     /// Soft errors of the last scan of each game.
     pub fn scan_errors(&self) -> Vec<ScanError> {
         let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());

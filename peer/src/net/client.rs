@@ -217,10 +217,54 @@ impl PeerConnection {
         Ok(())
     }
 
+    /// Ask for `pieces` on a new stream; read them one by one from the
+    /// returned reader, in the order asked.
+    pub async fn request_pieces(
+        &self,
+        version_id: Hash,
+        pieces: Vec<u32>,
+    ) -> Result<PieceReader, RequestError> {
+        let (mut send, recv) = self.connection.open_bi().await?;
+        let request = Request::GetPieces {
+            version_id,
+            pieces: pieces.clone(),
+        };
+        send.write_all(&request.encode()).await?;
+        let _ = send.finish();
+        Ok(PieceReader {
+            recv,
+            expected: pieces.into_iter(),
+        })
+    }
+
     /// Tell the peer we are leaving, then close.
     pub async fn goodbye(&self) {
         let _ = self.request(&Request::Goodbye).await;
         self.connection
             .close(VarInt::from_u32(close_code::GOODBYE), b"goodbye");
+    }
+}
+
+/// The answer to one `GetPieces`, piece by piece.
+pub struct PieceReader {
+    recv: quinn::RecvStream,
+    expected: std::vec::IntoIter<u32>,
+}
+
+impl PieceReader {
+    /// The next piece, or `None` once every piece asked for arrived.
+    pub async fn next(&mut self) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
+        let Some(want) = self.expected.next() else {
+            return Ok(None);
+        };
+        match read_frame(&mut self.recv, Response::decode).await? {
+            Response::Piece { piece_idx, len } if piece_idx == want => {
+                let mut data = vec![0u8; len as usize];
+                read_exact(&mut self.recv, &mut data).await?;
+                Ok(Some((piece_idx, data)))
+            }
+            Response::Error { code, message } => Err(RequestError::Remote { code, message }),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
     }
 }

@@ -18,6 +18,7 @@ use super::framing::{read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::limiter::{UploadLimiter, CHUNK};
 use super::tls::{party_proof, remote_peer_id, Role};
+use crate::download::{scheduler::PieceSet, DownloadRegistry, Partial};
 use crate::fsx;
 use crate::library::monitor::Library;
 use crate::library::{library_digest, LocalGame};
@@ -56,6 +57,10 @@ pub struct ServerState {
     pub limiter: Arc<UploadLimiter>,
     pub directory: Arc<PeerDirectory>,
     pub listen_port: u16,
+    /// Downloads in progress: their verified pieces are served too.
+    pub downloads: Arc<DownloadRegistry>,
+    /// Piece bytes sent, ever (tests count re-fetches by it).
+    pub bytes_served: std::sync::atomic::AtomicU64,
     // std Mutexes: a map lookup under each, never an await.
     connections: Mutex<HashMap<PeerId, usize>>,
     uploads: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
@@ -80,6 +85,8 @@ impl ServerState {
             limiter,
             directory,
             listen_port,
+            downloads: Arc::default(),
+            bytes_served: Default::default(),
             connections: Mutex::default(),
             uploads: Mutex::default(),
             buffers: Arc::default(),
@@ -99,6 +106,12 @@ impl ServerState {
                 .and_then(|key| party_proof(connection, key, role)),
             listen_port: self.listen_port,
         }
+    }
+
+    /// The same state, serving the pieces of the downloads in `registry`.
+    pub fn with_downloads(mut self, registry: Arc<DownloadRegistry>) -> Self {
+        self.downloads = registry;
+        self
     }
 
     /// The same state, announcing `port` as our listen port in `Hello`.
@@ -128,12 +141,46 @@ impl ServerState {
             .clone()
     }
 
-    fn game_by_version(&self, version_id: &Hash) -> Option<Arc<LocalGame>> {
-        self.library
+    fn game_by_version(&self, version_id: &Hash) -> Option<Served> {
+        let complete = self
+            .library
             .snapshot()
             .values()
             .find(|g| g.version_id == *version_id)
-            .cloned()
+            .cloned();
+        match complete {
+            Some(game) => Some(Served::Complete(game)),
+            None => self.downloads.get(version_id).map(Served::Partial),
+        }
+    }
+}
+
+/// A version we can serve pieces of: installed, or being downloaded.
+enum Served {
+    Complete(Arc<LocalGame>),
+    Partial(Arc<Partial>),
+}
+
+impl Served {
+    fn game(&self) -> &LocalGame {
+        match self {
+            Served::Complete(game) => game,
+            Served::Partial(partial) => &partial.game,
+        }
+    }
+
+    fn has(&self, piece: usize) -> bool {
+        match self {
+            Served::Complete(game) => piece < game.manifest.n_pieces(),
+            Served::Partial(partial) => partial.has(piece),
+        }
+    }
+
+    fn have_set(&self) -> PieceSet {
+        match self {
+            Served::Complete(game) => PieceSet::full(game.manifest.n_pieces()),
+            Served::Partial(partial) => partial.have_set(),
+        }
     }
 }
 
@@ -346,21 +393,22 @@ async fn serve_stream(
             .await
         }
         Request::ListGames => {
-            let games = state
+            let mut games: Vec<GameSummary> = state
                 .library
                 .snapshot()
                 .values()
                 .map(|g| summary(g))
                 .collect();
+            games.extend(state.downloads.all().iter().map(|p| GameSummary {
+                complete: false,
+                ..summary(&p.game)
+            }));
             reply(&mut send, Response::Games(games)).await
         }
         Request::GetManifest { version_id } => match state.game_by_version(&version_id) {
-            Some(game) => {
-                reply(
-                    &mut send,
-                    Response::Manifest(Box::new((*game.manifest).clone())),
-                )
-                .await
+            Some(served) => {
+                let manifest = (*served.game().manifest).clone();
+                reply(&mut send, Response::Manifest(Box::new(manifest))).await
             }
             None => reply_unknown_version(&mut send, &version_id).await,
         },
@@ -387,15 +435,13 @@ async fn serve_stream(
             }
         }
         Request::GetHaveSet { version_id } => match state.game_by_version(&version_id) {
-            Some(game) => {
-                let n_pieces = game.manifest.n_pieces() as u32;
-                let mut bits = vec![0xffu8; (n_pieces as usize).div_ceil(8)];
-                if n_pieces % 8 != 0 {
-                    if let Some(last) = bits.last_mut() {
-                        *last = (1u8 << (n_pieces % 8)) - 1;
-                    }
-                }
-                reply(&mut send, Response::HaveSet { n_pieces, bits }).await
+            Some(served) => {
+                let have = served.have_set();
+                let response = Response::HaveSet {
+                    n_pieces: have.len() as u32,
+                    bits: have.bits().to_vec(),
+                };
+                reply(&mut send, response).await
             }
             None => reply_unknown_version(&mut send, &version_id).await,
         },
@@ -472,19 +518,19 @@ async fn send_pieces(
     version_id: Hash,
     pieces: Vec<u32>,
 ) -> Result<(), quinn::WriteError> {
-    let Some(game) = state.game_by_version(&version_id) else {
-        return reply_error(
-            send,
-            ErrorCode::NotFound,
-            format!("no version {version_id}"),
-        )
-        .await;
+    let Some(served) = state.game_by_version(&version_id) else {
+        return reply_unknown_version(send, &version_id).await;
     };
-    let n_pieces = game.manifest.n_pieces();
+    let n_pieces = served.game().manifest.n_pieces();
     if let Some(bad) = pieces.iter().find(|&&p| p as usize >= n_pieces) {
         let message = format!("piece {bad} is outside 0..{n_pieces}");
         return reply_error(send, ErrorCode::OutOfRange, message).await;
     }
+    if let Some(missing) = pieces.iter().find(|&&p| !served.has(p as usize)) {
+        let message = format!("piece {missing} is not here yet");
+        return reply_error(send, ErrorCode::NotFound, message).await;
+    }
+    let game = Arc::new(served.game().clone());
     let slots = state.upload_slots(peer);
     let Ok(_permit) = slots.acquire_owned().await else {
         return Ok(());
@@ -526,6 +572,9 @@ async fn send_pieces(
             piece_idx,
             len: data.len() as u32,
         };
+        state
+            .bytes_served
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         send.write_all(&header.encode()).await?;
         if state.limiter.rate() == 0 {
             send.write_chunk(data).await?;

@@ -27,6 +27,8 @@ pub struct CatalogEntry {
     pub thumbnail: Option<String>,
     /// Peers that serve this version.
     pub sources: Vec<String>,
+    /// Peers still downloading it that serve the pieces they have.
+    pub partial_sources: Vec<String>,
     /// This exact version is in our games folder.
     pub installed: bool,
     /// On the entry of an installed version: the version id of a newer one
@@ -55,12 +57,18 @@ pub fn build_catalog<'a>(
                 total_size: summary.total_size,
                 thumbnail: summary.thumbnail.map(|h| h.to_hex()),
                 sources: Vec::new(),
+                partial_sources: Vec::new(),
                 installed: false,
                 update_to: None,
             });
         if let Some(peer) = source {
-            if summary.complete && !entry.sources.contains(&peer.to_string()) {
-                entry.sources.push(peer.to_string());
+            let list = if summary.complete {
+                &mut entry.sources
+            } else {
+                &mut entry.partial_sources
+            };
+            if !list.contains(&peer.to_string()) {
+                list.push(peer.to_string());
             }
         }
         entry.installed |= installed;

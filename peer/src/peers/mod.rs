@@ -230,6 +230,22 @@ impl PeerDirectory {
         self.lock().catalog.clone()
     }
 
+    /// Connected peers that have `version_id`, with whether they have all of it.
+    pub fn sources_of(
+        &self,
+        version_id: &lanspread_proto::VersionId,
+    ) -> Vec<(PeerId, PeerConnection, bool)> {
+        self.lock()
+            .peers
+            .iter()
+            .filter(|(_, p)| p.info.state == PeerState::Connected)
+            .filter_map(|(id, p)| {
+                let game = p.games.iter().find(|g| g.version_id == *version_id)?;
+                Some((id.clone(), p.connection.clone()?, game.complete))
+            })
+            .collect()
+    }
+
     pub(crate) fn connected(&self) -> Vec<(PeerId, PeerConnection)> {
         self.lock()
             .peers

@@ -1,0 +1,383 @@
+//! Piece scheduling for one download: which piece to ask which source for.
+//! Pure: no IO, no clock. Rarest first among the pieces a source has;
+//! once every missing piece is in flight, the last ones are asked of a
+//! second source too (endgame), so one slow source cannot hold the finish.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::net::identity::PeerId;
+
+/// A source sending this many bad pieces is not used again.
+pub const MAX_BAD_PIECES: u32 = 3;
+/// Copies of one piece in flight at most during the endgame.
+const ENDGAME_COPIES: usize = 2;
+
+/// A set of piece indexes, as the wire's have-set bitmap (LSB first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceSet {
+    bits: Vec<u8>,
+    len: usize,
+}
+
+impl PieceSet {
+    pub fn empty(len: usize) -> Self {
+        Self {
+            bits: vec![0; len.div_ceil(8)],
+            len,
+        }
+    }
+
+    pub fn full(len: usize) -> Self {
+        let mut set = Self::empty(len);
+        for i in 0..len {
+            set.insert(i);
+        }
+        set
+    }
+
+    /// From wire bits; `None` when the sizes disagree.
+    pub fn from_bits(len: usize, bits: Vec<u8>) -> Option<Self> {
+        (bits.len() == len.div_ceil(8)).then_some(Self { bits, len })
+    }
+
+    pub fn bits(&self) -> &[u8] {
+        &self.bits
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        i < self.len && self.bits[i / 8] & (1 << (i % 8)) != 0
+    }
+
+    pub fn insert(&mut self, i: usize) {
+        if i < self.len {
+            self.bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.bits.iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len).filter(|&i| self.contains(i))
+    }
+}
+
+#[derive(Debug)]
+struct Source {
+    /// `None`: it has every piece.
+    have: Option<PieceSet>,
+    bad_pieces: u32,
+    banned: bool,
+}
+
+impl Source {
+    fn has(&self, piece: usize) -> bool {
+        self.have.as_ref().is_none_or(|h| h.contains(piece))
+    }
+}
+
+/// What the scheduler says after a bad piece.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Try the piece again elsewhere.
+    Retry,
+    /// The source sent too many bad pieces and is no longer used.
+    Banned,
+}
+
+#[derive(Debug)]
+pub struct PieceScheduler {
+    have: PieceSet,
+    in_flight: HashMap<usize, Vec<PeerId>>,
+    sources: BTreeMap<PeerId, Source>,
+}
+
+impl PieceScheduler {
+    pub fn new(have: PieceSet) -> Self {
+        Self {
+            have,
+            in_flight: HashMap::new(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    pub fn have(&self) -> &PieceSet {
+        &self.have
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.have.count() == self.have.len()
+    }
+
+    pub fn is_banned(&self, source: &PeerId) -> bool {
+        self.sources.get(source).is_some_and(|s| s.banned)
+    }
+
+    /// Add a source, or update what it has (`None`: everything).
+    pub fn handle_source(&mut self, source: PeerId, have: Option<PieceSet>) {
+        let entry = self.sources.entry(source).or_insert(Source {
+            have: None,
+            bad_pieces: 0,
+            banned: false,
+        });
+        entry.have = have;
+    }
+
+    /// A source left: its pieces in flight are free again.
+    pub fn handle_source_gone(&mut self, source: &PeerId) {
+        if let Some(s) = self.sources.get(source) {
+            if s.banned {
+                return; // remembered, so it is not used again
+            }
+        }
+        self.sources.remove(source);
+        self.forget_in_flight(source);
+    }
+
+    fn forget_in_flight(&mut self, source: &PeerId) {
+        self.in_flight.retain(|_, holders| {
+            holders.retain(|h| h != source);
+            !holders.is_empty()
+        });
+    }
+
+    /// Usable sources (known, not banned).
+    pub fn active_sources(&self) -> impl Iterator<Item = &PeerId> {
+        self.sources
+            .iter()
+            .filter(|(_, s)| !s.banned)
+            .map(|(id, _)| id)
+    }
+
+    /// Up to `max` pieces to ask `source` for now.
+    pub fn poll_request(&mut self, source: &PeerId, max: usize) -> Vec<usize> {
+        let Some(src) = self.sources.get(source) else {
+            return Vec::new();
+        };
+        if src.banned || max == 0 {
+            return Vec::new();
+        }
+        let missing: Vec<usize> = (0..self.have.len())
+            .filter(|&p| !self.have.contains(p) && src.has(p))
+            .collect();
+        let rarity = |p: usize| {
+            self.sources
+                .values()
+                .filter(|s| !s.banned && s.has(p))
+                .count()
+        };
+        let mut fresh: Vec<usize> = missing
+            .iter()
+            .copied()
+            .filter(|p| !self.in_flight.contains_key(p))
+            .collect();
+        fresh.sort_by_key(|&p| (rarity(p), p));
+        let mut picked: Vec<usize> = fresh.into_iter().take(max).collect();
+        if picked.is_empty() {
+            // Endgame: everything missing is in flight somewhere; help out
+            // with the pieces fewest others are fetching.
+            let mut shared: Vec<usize> = missing
+                .into_iter()
+                .filter(|p| {
+                    self.in_flight.get(p).is_some_and(|holders| {
+                        holders.len() < ENDGAME_COPIES && !holders.contains(source)
+                    })
+                })
+                .collect();
+            shared.sort_by_key(|&p| (self.in_flight[&p].len(), p));
+            picked = shared.into_iter().take(max).collect();
+        }
+        for &p in &picked {
+            self.in_flight.entry(p).or_default().push(source.clone());
+        }
+        picked
+    }
+
+    /// The piece verified and was written.
+    pub fn handle_piece_done(&mut self, piece: usize) {
+        self.have.insert(piece);
+        self.in_flight.remove(&piece);
+    }
+
+    /// The request for `piece` from `source` failed without bad data
+    /// (connection lost, busy): the piece is free again.
+    pub fn handle_piece_dropped(&mut self, piece: usize, source: &PeerId) {
+        if let Some(holders) = self.in_flight.get_mut(&piece) {
+            holders.retain(|h| h != source);
+            if holders.is_empty() {
+                self.in_flight.remove(&piece);
+            }
+        }
+    }
+
+    /// `source` sent bytes that do not match the piece's hash.
+    pub fn handle_bad_piece(&mut self, piece: usize, source: &PeerId) -> Verdict {
+        self.handle_piece_dropped(piece, source);
+        let Some(src) = self.sources.get_mut(source) else {
+            return Verdict::Retry;
+        };
+        src.bad_pieces += 1;
+        if src.bad_pieces >= MAX_BAD_PIECES && !src.banned {
+            src.banned = true;
+            self.forget_in_flight(source);
+            return Verdict::Banned;
+        }
+        Verdict::Retry
+    }
+
+    /// Pieces asked of `source` and not yet answered.
+    pub fn in_flight_of(&self, source: &PeerId) -> usize {
+        self.in_flight
+            .values()
+            .filter(|holders| holders.contains(source))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::identity::Identity;
+    use proptest::prelude::*;
+
+    fn ids(n: usize) -> Vec<PeerId> {
+        (0..n)
+            .map(|_| Identity::ephemeral().peer_id().clone())
+            .collect()
+    }
+
+    #[test]
+    fn rarest_pieces_first() {
+        let [a, b] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
+        let mut s = PieceScheduler::new(PieceSet::empty(4));
+        s.handle_source(a.clone(), None);
+        let mut b_has = PieceSet::empty(4);
+        b_has.insert(0);
+        b_has.insert(1);
+        s.handle_source(b, Some(b_has));
+        // Pieces 2 and 3 only a has: rarest, so a is asked for them first.
+        assert_eq!(s.poll_request(&a, 2), vec![2, 3]);
+        assert_eq!(s.poll_request(&a, 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn endgame_duplicates_the_last_pieces_once() {
+        let [a, b, c] = <[PeerId; 3]>::try_from(ids(3)).unwrap();
+        let mut s = PieceScheduler::new(PieceSet::empty(2));
+        for id in [&a, &b, &c] {
+            s.handle_source(id.clone(), None);
+        }
+        assert_eq!(s.poll_request(&a, 8), vec![0, 1]);
+        assert_eq!(s.poll_request(&b, 8), vec![0, 1], "endgame copy");
+        assert!(s.poll_request(&c, 8).is_empty(), "at most two copies");
+        s.handle_piece_done(0);
+        s.handle_piece_done(1);
+        assert!(s.is_complete());
+    }
+
+    #[test]
+    fn a_lost_source_frees_its_pieces() {
+        let [a, b] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
+        let mut s = PieceScheduler::new(PieceSet::empty(3));
+        s.handle_source(a.clone(), None);
+        assert_eq!(s.poll_request(&a, 3), vec![0, 1, 2]);
+        s.handle_source_gone(&a);
+        s.handle_source(b.clone(), None);
+        assert_eq!(s.poll_request(&b, 3), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_lying_source_is_banned_after_repeated_bad_pieces() {
+        let [liar, honest] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
+        let mut s = PieceScheduler::new(PieceSet::empty(8));
+        s.handle_source(liar.clone(), None);
+        s.handle_source(honest.clone(), None);
+        for round in 1..=MAX_BAD_PIECES {
+            let got = s.poll_request(&liar, 1);
+            let verdict = s.handle_bad_piece(got[0], &liar);
+            let expected = if round == MAX_BAD_PIECES {
+                Verdict::Banned
+            } else {
+                Verdict::Retry
+            };
+            assert_eq!(verdict, expected);
+        }
+        assert!(s.is_banned(&liar));
+        assert!(s.poll_request(&liar, 8).is_empty());
+        s.handle_source_gone(&liar);
+        assert!(
+            s.is_banned(&liar),
+            "a banned source stays banned when it reconnects"
+        );
+        assert_eq!(s.poll_request(&honest, 8).len(), 8);
+    }
+
+    #[test]
+    fn piece_sets_match_the_wire_bitmap() {
+        let mut set = PieceSet::empty(10);
+        set.insert(0);
+        set.insert(9);
+        assert_eq!(set.bits(), &[0b0000_0001, 0b0000_0010]);
+        assert_eq!(
+            PieceSet::from_bits(10, set.bits().to_vec()),
+            Some(set.clone())
+        );
+        assert_eq!(PieceSet::from_bits(17, vec![0; 2]), None);
+        assert_eq!(PieceSet::full(10).count(), 10);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 9]);
+    }
+
+    proptest! {
+        /// Whatever sources come, go and fail, every piece is eventually
+        /// fetched exactly when some source has it, and no piece is asked
+        /// of a source that does not have it.
+        #[test]
+        fn every_piece_gets_fetched(
+            n_pieces in 1usize..40,
+            masks in proptest::collection::vec(any::<u64>(), 1..4),
+            drops in proptest::collection::vec(any::<bool>(), 0..64),
+        ) {
+            let peers = ids(masks.len());
+            let mut s = PieceScheduler::new(PieceSet::empty(n_pieces));
+            let mut union = PieceSet::empty(n_pieces);
+            for (peer, mask) in peers.iter().zip(&masks) {
+                let mut have = PieceSet::empty(n_pieces);
+                for p in 0..n_pieces {
+                    if mask & (1 << (p % 64)) != 0 {
+                        have.insert(p);
+                        union.insert(p);
+                    }
+                }
+                s.handle_source(peer.clone(), Some(have));
+            }
+            let mut drops = drops.into_iter();
+            for _ in 0..10_000 {
+                let mut progressed = false;
+                for (peer, mask) in peers.iter().zip(&masks) {
+                    for p in s.poll_request(peer, 3) {
+                        prop_assert!(mask & (1 << (p % 64)) != 0);
+                        progressed = true;
+                        if drops.next().unwrap_or(false) {
+                            s.handle_piece_dropped(p, peer);
+                        } else {
+                            s.handle_piece_done(p);
+                        }
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            prop_assert_eq!(s.have().clone(), union);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The staging folder of a download and the disk work on it: preallocate,
+//! read back, verify and write pieces, make durable, and move into place.
+//! Everything here blocks: call it from a blocking thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use lanspread_proto::{Hash, Layout, Manifest};
+
+use crate::fsx;
+
+/// The staging area, a hidden folder of the games folder (so the library
+/// never lists it) on the same file system (so the final rename is atomic).
+pub const STAGING_DIR: &str = ".lanspread-staging";
+
+/// Where the download of `version_id` is assembled.
+pub fn staging_root(games_dir: &Path, version_id: &Hash) -> PathBuf {
+    games_dir.join(STAGING_DIR).join(version_id.to_hex())
+}
+
+/// Absolute path of a manifest path below `root` (paths are validated).
+pub fn file_path(root: &Path, rel: &str) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.extend(rel.split('/'));
+    path
+}
+
+/// Create the folders and files of `manifest` below `root`, each file
+/// reserved at its full size. Existing files of the right size are kept
+/// (a resumed download).
+pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
+    fs::create_dir_all(root)?;
+    for dir in &manifest.empty_dirs {
+        fs::create_dir_all(file_path(root, dir))?;
+    }
+    for entry in &manifest.files {
+        let path = file_path(root, &entry.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if file.metadata()?.len() != entry.size {
+            file.set_len(entry.size)?;
+        }
+        if entry.size > 0 {
+            // Reserve the blocks now: a full disk fails here, not mid-way.
+            fs4::FileExt::allocate(&file, entry.size)?;
+        }
+    }
+    Ok(())
+}
+
+/// Read piece `piece_idx` of the files below `root` into `buf`.
+pub fn read_piece(
+    root: &Path,
+    manifest: &Manifest,
+    layout: &Layout,
+    piece_idx: usize,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    buf.resize(layout.piece_len(piece_idx) as usize, 0);
+    let mut at = 0usize;
+    for span in layout.piece_spans(piece_idx) {
+        let file = File::open(file_path(root, &manifest.files[span.file_idx].path))?;
+        let len = span.len as usize;
+        fsx::read_exact_at(&file, &mut buf[at..at + len], span.offset)?;
+        at += len;
+    }
+    Ok(())
+}
+
+/// Whether `data` is piece `piece_idx` of `manifest`.
+pub fn verify(manifest: &Manifest, piece_idx: usize, data: &[u8]) -> bool {
+    manifest.pieces.get(piece_idx) == Some(&Hash::of(data))
+}
+
+/// Write a verified piece positionally into its files.
+pub fn write_piece(
+    root: &Path,
+    manifest: &Manifest,
+    layout: &Layout,
+    piece_idx: usize,
+    data: &[u8],
+) -> io::Result<()> {
+    let mut at = 0usize;
+    for span in layout.piece_spans(piece_idx) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(file_path(root, &manifest.files[span.file_idx].path))?;
+        let len = span.len as usize;
+        fsx::write_all_at(&file, &data[at..at + len], span.offset)?;
+        at += len;
+    }
+    Ok(())
+}
+
+/// Flush every file and folder below `root` to disk: one durability step per
+/// game, not per piece.
+pub fn sync_all(root: &Path, manifest: &Manifest) -> io::Result<()> {
+    for entry in &manifest.files {
+        OpenOptions::new()
+            .write(true)
+            .open(file_path(root, &entry.path))?
+            .sync_all()?;
+        if entry.executable {
+            set_executable(&file_path(root, &entry.path))?;
+        }
+    }
+    sync_dir(root)
+}
+
+#[cfg(unix)]
+fn set_executable(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut permissions = fs::metadata(path)?.permissions();
+    permissions.set_mode(permissions.mode() | 0o111);
+    fs::set_permissions(path, permissions)
+}
+
+#[cfg(not(unix))]
+fn set_executable(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Make a folder's entries durable (unix); Windows has no folder fsync.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
