@@ -446,7 +446,8 @@ pub(crate) fn start_with_services(
         events.clone(),
     ));
     let library = Arc::new(Library::new(
-        Indexer::new(config.games_dir.clone(), store.clone()),
+        Indexer::new(config.games_dir.clone(), store.clone())
+            .with_settle(config.library_quiet_period),
         events.clone(),
         config.library_quiet_period,
     ));

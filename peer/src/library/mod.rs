@@ -73,6 +73,9 @@ pub struct Indexer {
     store: Arc<Store>,
     /// Total bytes read for hashing, ever. Tests assert the cache works by it.
     bytes_hashed: AtomicU64,
+    /// A game with a file modified less than this long ago is not indexed
+    /// yet (it may still be being copied in).
+    settle: Duration,
 }
 
 impl Indexer {
@@ -81,7 +84,14 @@ impl Indexer {
             games_dir,
             store,
             bytes_hashed: AtomicU64::new(0),
+            settle: Duration::ZERO,
         }
+    }
+
+    /// Refuse to index games modified within `settle` (see the field).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     pub fn games_dir(&self) -> &Path {
@@ -153,6 +163,20 @@ impl Indexer {
         let walked_at = SystemTime::now();
         let mut list = walk_game(game, &root);
         let mut errors = std::mem::take(&mut list.errors);
+        let walked = listing(&list);
+        if !self.settle.is_zero() {
+            let settled_before = walked_at
+                .checked_sub(self.settle)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            if list.newest_mtime_ns > settled_before {
+                return Err(IndexError::Changed(format!(
+                    "modified in the last {:?}",
+                    self.settle
+                )));
+            }
+        }
 
         let metadata = match list.files.iter().find(|f| f.rel_path == METADATA_FILE) {
             None => GameMetadata::fallback(game),
@@ -251,6 +275,10 @@ impl Indexer {
             }
         }
 
+        // Nothing may have appeared, gone or changed since the walk.
+        if listing(&walk_game(game, &root)) != walked {
+            return Err(IndexError::Changed("files changed while indexing".into()));
+        }
         let manifest = Manifest {
             piece_size,
             files: files
@@ -368,6 +396,16 @@ impl Indexer {
         }
         Ok(results.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// What a walk saw, for comparing two walks.
+fn listing(list: &scan::FileList) -> (Vec<(String, u64, i64)>, Vec<String>) {
+    let files = list
+        .files
+        .iter()
+        .map(|f| (f.rel_path.clone(), f.size, f.mtime_ns))
+        .collect();
+    (files, list.empty_dirs.clone())
 }
 
 fn read_piece(

@@ -54,11 +54,17 @@ pub struct FileList {
     pub files: Vec<ScannedFile>,
     pub empty_dirs: Vec<String>,
     pub errors: Vec<ScanError>,
+    /// The newest modification time of any file or folder seen (ns since
+    /// the epoch): a game still being copied in has a recent one.
+    pub newest_mtime_ns: i64,
 }
 
 /// Walk `root` (a game folder). Never follows symbolic links.
 pub fn walk_game(game: &str, root: &Path) -> FileList {
     let mut list = FileList::default();
+    if let Ok(meta) = fs::metadata(root) {
+        list.newest_mtime_ns = fsx::mtime_ns(&meta);
+    }
     walk_dir(game, root, "", &mut list);
     list.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     list.empty_dirs.sort();
@@ -118,11 +124,13 @@ fn walk_dir(game: &str, dir: &Path, rel: &str, list: &mut FileList) -> bool {
             let err = error(&rel_path, "symbolic link not followed; skipped".into());
             list.errors.push(err);
         } else if file_type.is_dir() {
+            list.newest_mtime_ns = list.newest_mtime_ns.max(fsx::mtime_ns(&metadata));
             if !walk_dir(game, &entry.path(), &rel_path, list) {
                 list.empty_dirs.push(rel_path);
             }
             kept_any = true;
         } else if file_type.is_file() {
+            list.newest_mtime_ns = list.newest_mtime_ns.max(fsx::mtime_ns(&metadata));
             list.files.push(ScannedFile {
                 rel_path,
                 abs_path: entry.path(),
