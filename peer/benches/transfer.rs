@@ -11,15 +11,19 @@
 //! server reaches). Prints Markdown.
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod bench {
-    use std::io::{BufRead, BufReader, Write};
+    use super::common;
+    use std::io::{BufRead, BufReader};
     use std::net::SocketAddr;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use lanspread_peer::net::bind_endpoint;
     use lanspread_peer::net::client::{connect, ClientHello};
     use lanspread_peer::net::identity::Identity;
-    use lanspread_peer::net::{bind_endpoint, tls};
     use lanspread_peer::{start_peer, PeerConfig};
     use lanspread_proto::wire::{Request, Response, MAX_PIECES_PER_REQUEST};
     use lanspread_proto::Hash;
@@ -34,7 +38,7 @@ mod bench {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         match args.get(1).map(String::as_str) {
             Some("--serve-ours") => runtime.block_on(serve_ours(&args[2])),
-            Some("--serve-bare") => runtime.block_on(serve_bare(args[2].clone())),
+            Some("--serve-bare") => runtime.block_on(common::serve_bare(args[2].clone())),
             _ => runtime.block_on(drive()),
         }
     }
@@ -61,53 +65,6 @@ mod bench {
         let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
         peer.shutdown();
         peer.wait_stopped().await;
-    }
-
-    /// Child: a bare quinn server that streams, on each stream, the file at
-    /// `file:PATH`, or `memory:BYTES` bytes of one in-memory buffer.
-    async fn serve_bare(source: String) {
-        let identity = Identity::ephemeral();
-        let endpoint = bind_endpoint(
-            "127.0.0.1:0".parse().unwrap(),
-            Some(tls::server_config(&identity).unwrap()),
-        )
-        .unwrap();
-        println!("{}", endpoint.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                let source = source.clone();
-                tokio::spawn(async move {
-                    let conn = incoming.await.unwrap();
-                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                        let _ = recv.read_to_end(64).await;
-                        if let Some(bytes) = source.strip_prefix("memory:") {
-                            let data = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
-                            let mut left: usize = bytes.parse().unwrap();
-                            while left > 0 {
-                                let n = left.min(data.len());
-                                send.write_chunk(data.slice(..n)).await.unwrap();
-                                left -= n;
-                            }
-                            let _ = send.finish();
-                            continue;
-                        }
-                        let path = source.strip_prefix("file:").unwrap();
-                        let mut file = std::fs::File::open(path).unwrap();
-                        loop {
-                            let mut chunk = bytes::BytesMut::zeroed(1 << 20);
-                            let n = std::io::Read::read(&mut file, &mut chunk).unwrap();
-                            if n == 0 {
-                                break;
-                            }
-                            chunk.truncate(n);
-                            send.write_chunk(chunk.freeze()).await.unwrap();
-                        }
-                        let _ = send.finish();
-                    }
-                });
-            }
-        });
-        let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
     }
 
     fn spawn(args: &[&str]) -> (Child, SocketAddr) {
@@ -148,21 +105,7 @@ mod bench {
         let dir = tempfile::tempdir().unwrap();
         let game = dir.path().join("games/big");
         std::fs::create_dir_all(&game).unwrap();
-        let mut file =
-            std::io::BufWriter::new(std::fs::File::create(game.join("data.bin")).unwrap());
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut block = vec![0u8; 1 << 20];
-        for _ in 0..mib {
-            for c in block.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
-            file.write_all(&block).unwrap();
-        }
-        file.flush().unwrap();
-        drop(file);
+        common::write_random(&game.join("data.bin"), mib, 0x2545_f491_4f6c_dd1d);
 
         let games = dir.path().join("games");
         let (ours_child, ours_addr) = spawn(&["--serve-ours", games.to_str().unwrap()]);
@@ -194,29 +137,14 @@ mod bench {
             panic!()
         };
         let n_pieces = manifest.n_pieces() as u32;
-        let bare_conn = endpoint
-            .connect_with(
-                tls::client_config(&identity, None, Default::default()).unwrap(),
-                bare_addr,
-                tls::SERVER_NAME,
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let bare_conn = common::bare_connection(bare_addr).await;
 
         let mut rows: Vec<Round> = Vec::new();
         for _ in 0..ROUNDS {
             // Bare: one stream, all bytes.
             let cpu0 = cpu_seconds(bare_child.id());
             let t0 = Instant::now();
-            let (mut send, mut recv) = bare_conn.open_bi().await.unwrap();
-            send.write_all(b"go").await.unwrap();
-            send.finish().unwrap();
-            let mut got = 0usize;
-            while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
-                got += chunk.bytes.len();
-            }
-            assert_eq!(got, bytes);
+            assert_eq!(common::bare_fetch(&bare_conn).await, bytes);
             let bare = (
                 t0.elapsed().as_secs_f64(),
                 cpu_seconds(bare_child.id()) - cpu0,

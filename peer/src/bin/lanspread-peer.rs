@@ -35,21 +35,26 @@ struct Cli {
 enum Command {
     /// Share a games folder until interrupted (SIGINT/SIGTERM).
     Serve {
+        /// A TOML file with any of the flags below (`games = "/srv/games"`,
+        /// `upload_limit = 50000000`, `peers = ["host:27600"]`, ...); flags
+        /// given on the command line win.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The folder of games to share: one game per top-level folder.
         #[arg(long)]
-        games: PathBuf,
+        games: Option<PathBuf>,
         /// Where identity, state and caches live [default: the platform data dir].
         #[arg(long)]
         data: Option<PathBuf>,
         /// The name other peers show for this one [default: the host name].
         #[arg(long)]
         name: Option<String>,
-        /// UDP address the QUIC server listens on.
-        #[arg(long, default_value_t = std::net::SocketAddr::from(([0, 0, 0, 0], lanspread_peer::config::DEFAULT_PORT)))]
-        listen: std::net::SocketAddr,
-        /// Upload limit in bytes per second for everything served (0 = none).
-        #[arg(long, default_value_t = 0)]
-        upload_limit: u64,
+        /// UDP address the QUIC server listens on [default: 0.0.0.0:27600].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Upload limit in bytes per second for everything served [default: 0 = none].
+        #[arg(long)]
+        upload_limit: Option<u64>,
         /// Only peers that know this key may connect (and we only connect to them).
         #[arg(long, env = "LANSPREAD_PARTY_KEY")]
         party_key: Option<String>,
@@ -91,6 +96,9 @@ enum Command {
         /// Only peers that know this key may connect (and we only connect to them).
         #[arg(long, env = "LANSPREAD_PARTY_KEY")]
         party_key: Option<String>,
+        /// Upload limit in bytes per second for what we serve meanwhile (0 = none).
+        #[arg(long, default_value_t = 0)]
+        upload_limit: u64,
         /// Print every event as one JSON object per line on stdout.
         #[arg(long)]
         json: bool,
@@ -171,10 +179,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             seed,
             listen,
             party_key,
+            upload_limit,
             json,
         } => {
             let mut config = PeerConfig::new(games, data_dir(data)?);
             config.listen = listen;
+            config.upload_limit = upload_limit;
             config.peers = peers;
             config.mdns = !no_mdns;
             config.party_key = party_key;
@@ -199,6 +209,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
+            config: file,
             games,
             data,
             name,
@@ -209,15 +220,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             no_mdns,
             json,
         } => {
-            let mut config = PeerConfig::new(games, data_dir(data)?);
-            if let Some(name) = name {
+            let file = match file {
+                Some(path) => ServeFile::load(&path)?,
+                None => ServeFile::default(),
+            };
+            let games = games.or(file.games).ok_or_else(|| {
+                anyhow::anyhow!("no games folder: pass --games DIR (or `games` in --config)")
+            })?;
+            let mut config = PeerConfig::new(games, data_dir(data.or(file.data))?);
+            if let Some(name) = name.or(file.name) {
                 config.display_name = name;
             }
-            config.listen = listen;
-            config.upload_limit = upload_limit;
-            config.party_key = party_key;
-            config.peers = peers;
-            config.mdns = !no_mdns;
+            if let Some(listen) = listen.or(file.listen) {
+                config.listen = listen;
+            }
+            config.upload_limit = upload_limit.or(file.upload_limit).unwrap_or(0);
+            config.party_key = party_key.or(file.party_key);
+            config.peers = if peers.is_empty() { file.peers } else { peers };
+            config.mdns = !no_mdns && file.mdns.unwrap_or(true);
             let handle = start_peer(config).await?;
             tracing::info!(peer_id = %handle.peer_id(), addr = %handle.local_addr(), "serving");
             let printer = json.then(|| print_events(handle.subscribe()));
@@ -376,6 +396,30 @@ fn print_diagnostics(report: &lanspread_peer::peers::diagnostics::Diagnostics) {
     }
     for hint in &report.hints {
         println!("hint: {hint}");
+    }
+}
+
+/// The `serve --config` file: every key optional, flags win.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    games: Option<PathBuf>,
+    data: Option<PathBuf>,
+    name: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+    upload_limit: Option<u64>,
+    party_key: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    mdns: Option<bool>,
+}
+
+impl ServeFile {
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
     }
 }
 

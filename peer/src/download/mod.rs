@@ -44,8 +44,9 @@ const MAX_PENDING_WRITES: usize = 4;
 /// How long a download waits for a first source before giving up.
 const FIRST_SOURCE_WAIT: Duration = Duration::from_secs(15);
 /// How long a download goes on with no source at all before it ends with
-/// `DownloadPeersGone` (peers are already declared lost by liveness).
-const NO_SOURCE_GRACE: Duration = Duration::from_secs(1);
+/// `DownloadPeersGone`. Liveness has declared them lost already; this covers
+/// a peer that is dialled again at once (a blip, not a departure).
+const NO_SOURCE_GRACE: Duration = Duration::from_secs(4);
 /// Progress events per download, at most one per this interval (4 per second).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Source set and have-sets are refreshed this often.
@@ -487,6 +488,7 @@ impl Engine {
             have: Mutex::new(have.clone()),
         });
         self.registry.lock().insert(vid, partial.clone());
+        self.library.offer_changed();
 
         let end = self
             .swarm(

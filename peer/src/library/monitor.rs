@@ -70,6 +70,12 @@ impl Library {
         self.snapshot.subscribe()
     }
 
+    /// What we offer changed without the library changing (a download
+    /// started and serves its pieces): peers are told to list us again.
+    pub fn offer_changed(&self) {
+        self.snapshot.send_modify(|_| {});
+    }
+
     /// Add a game verified elsewhere (a finished download) without hashing it.
     pub fn publish_game(&self, game: super::LocalGame) {
         let before = self.snapshot();

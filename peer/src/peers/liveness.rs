@@ -304,6 +304,7 @@ impl Liveness {
                 connection: Some(conn),
                 games,
                 last_ok: Instant::now(),
+                rx_datagrams: 0,
                 refresh: false,
             },
         );
@@ -321,6 +322,13 @@ impl Liveness {
             for (id, peer) in table.peers.iter_mut() {
                 if peer.info.state != PeerState::Connected {
                     continue;
+                }
+                if let Some(conn) = &peer.connection {
+                    let rx = conn.connection.stats().udp_rx.datagrams;
+                    if rx != peer.rx_datagrams {
+                        peer.rx_datagrams = rx;
+                        peer.last_ok = Instant::now();
+                    }
                 }
                 let closed = peer
                     .connection

@@ -76,6 +76,10 @@ pub(crate) struct RemotePeer {
     pub connection: Option<PeerConnection>,
     pub games: Vec<GameSummary>,
     pub last_ok: Instant,
+    /// UDP datagrams received on its connection at the last check: any
+    /// traffic from it counts as a sign of life, not only ping answers
+    /// (a busy peer may answer pings late).
+    pub rx_datagrams: u64,
     /// Its library changed; list its games again.
     pub refresh: bool,
 }
@@ -168,6 +172,7 @@ impl PeerDirectory {
                 connection: None,
                 games: Vec::new(),
                 last_ok: Instant::now(),
+                rx_datagrams: 0,
                 refresh: false,
             });
         if let Some(name) = name {

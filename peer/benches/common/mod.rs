@@ -1,0 +1,100 @@
+//! Shared by the benchmarks: data generation and the bare quinn baseline.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use lanspread_peer::net::identity::Identity;
+use lanspread_peer::net::{bind_endpoint, tls};
+
+/// Write `mib` MiB of pseudo-random bytes (incompressible, reproducible).
+pub fn write_random(path: &Path, mib: usize, seed: u64) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for c in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        out.write_all(&block).unwrap();
+    }
+    out.flush().unwrap();
+}
+
+/// A bare quinn server (our TLS and transport settings, nothing else) that
+/// streams, on each stream, the file at `file:PATH`, or `memory:BYTES` bytes
+/// of one in-memory buffer. Prints its address, serves until stdin closes.
+pub async fn serve_bare(source: String) {
+    let identity = Identity::ephemeral();
+    let endpoint = bind_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(tls::server_config(&identity).unwrap()),
+    )
+    .unwrap();
+    println!("{}", endpoint.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let source = source.clone();
+            tokio::spawn(async move {
+                let conn = incoming.await.unwrap();
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let _ = recv.read_to_end(64).await;
+                    if let Some(bytes) = source.strip_prefix("memory:") {
+                        let data = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
+                        let mut left: usize = bytes.parse().unwrap();
+                        while left > 0 {
+                            let n = left.min(data.len());
+                            send.write_chunk(data.slice(..n)).await.unwrap();
+                            left -= n;
+                        }
+                    } else {
+                        let path = source.strip_prefix("file:").unwrap();
+                        let mut file = std::fs::File::open(path).unwrap();
+                        loop {
+                            let mut chunk = bytes::BytesMut::zeroed(1 << 20);
+                            let n = std::io::Read::read(&mut file, &mut chunk).unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            chunk.truncate(n);
+                            send.write_chunk(chunk.freeze()).await.unwrap();
+                        }
+                    }
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+}
+
+/// Connect to a bare server with the same settings.
+pub async fn bare_connection(addr: SocketAddr) -> quinn::Connection {
+    let identity = Identity::ephemeral();
+    let endpoint = bind_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    endpoint
+        .connect_with(
+            tls::client_config(&identity, None, Default::default()).unwrap(),
+            addr,
+            tls::SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// Read one whole bare stream; returns the bytes received.
+pub async fn bare_fetch(conn: &quinn::Connection) -> usize {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"go").await.unwrap();
+    send.finish().unwrap();
+    let mut got = 0usize;
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+        got += chunk.bytes.len();
+    }
+    got
+}

@@ -1,0 +1,330 @@
+//! Download benchmarks, each a ratio measured in one run on loopback:
+//! - one source: our download (verify + write + fsync) against a bare quinn
+//!   stream of the same file, at 2 GiB and 4 GiB, with the downloader's peak
+//!   RSS at both sizes;
+//! - 10,000 small files against one file of the same total size;
+//! - swarm: one seed and eight downloaders, every upload capped at R: time
+//!   until all eight are done against the ideal F/R.
+//!
+//! Run: `cargo bench -p lanspread-peer --bench download` (Linux: it reads
+//! /proc). Every peer is a `lanspread-peer` process. Prints Markdown.
+
+#[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
+mod bench {
+    use std::io::{BufRead, BufReader};
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::common;
+
+    const PEER: &str = env!("CARGO_BIN_EXE_lanspread-peer");
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().collect();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        if args.get(1).map(String::as_str) == Some("--serve-bare") {
+            runtime.block_on(common::serve_bare(args[2].clone()));
+            return;
+        }
+        runtime.block_on(drive());
+    }
+
+    fn free_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    struct Proc(Child);
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn serve(games: &Path, data: &Path, port: u16, upload_limit: u64) -> Proc {
+        let child = Command::new(PEER)
+            .args([
+                "serve",
+                "--no-mdns",
+                "-q",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--games")
+            .arg(games)
+            .arg("--data")
+            .arg(data)
+            .args(["--upload-limit", &upload_limit.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    /// Wait until `lanspread-peer games` sees `game` at `port`.
+    fn wait_offered(port: u16, game: &str) {
+        let started = Instant::now();
+        loop {
+            let out = Command::new(PEER)
+                .args(["games", "--no-mdns", "-q", "--wait", "1", "--peer"])
+                .arg(format!("127.0.0.1:{port}"))
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains(game) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{game} never offered"
+            );
+        }
+    }
+
+    struct Run {
+        /// DownloadStarted to DownloadCompleted.
+        took: Duration,
+        /// Peak resident set of the downloader (VmHWM), bytes.
+        peak_rss: u64,
+    }
+
+    fn vm_hwm(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024
+    }
+
+    /// Start `lanspread-peer download` as a process; its JSON events go to the
+    /// returned reader.
+    fn start_download(
+        game: &str,
+        dir: &Path,
+        peers: &[String],
+        extra: &[&str],
+    ) -> (Proc, BufReader<std::process::ChildStdout>) {
+        let mut cmd = Command::new(PEER);
+        cmd.args([
+            "download",
+            game,
+            "--no-mdns",
+            "-q",
+            "--json",
+            "--wait",
+            "60",
+        ])
+        .arg("--games")
+        .arg(dir.join("games"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .args(extra)
+        .stdout(Stdio::piped());
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        std::fs::create_dir_all(dir.join("games")).unwrap();
+        let mut child = cmd.spawn().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        (Proc(child), out)
+    }
+
+    /// Follow a download's events until it completes.
+    fn follow(proc: &Proc, out: &mut BufReader<std::process::ChildStdout>) -> Run {
+        let mut started = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "downloader ended early"
+            );
+            if line.contains("\"type\":\"downloadStarted\"") {
+                started = Some(Instant::now());
+            } else if line.contains("\"type\":\"downloadCompleted\"") {
+                return Run {
+                    took: started.expect("started first").elapsed(),
+                    peak_rss: vm_hwm(proc.0.id()),
+                };
+            } else if line.contains("\"type\":\"downloadFailed\"") || line.contains("PeersGone") {
+                panic!("download failed: {line}");
+            }
+        }
+    }
+
+    fn download_once(game: &str, dir: &Path, peers: &[String]) -> Run {
+        let _ = std::fs::remove_dir_all(dir);
+        let (proc, mut out) = start_download(game, dir, peers, &[]);
+        let run = follow(&proc, &mut out);
+        drop(proc);
+        let _ = std::fs::remove_dir_all(dir);
+        run
+    }
+
+    fn spawn_bare(file: &Path) -> (Proc, SocketAddr) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve-bare")
+            .arg(format!("file:{}", file.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (Proc(child), line.trim().parse().unwrap())
+    }
+
+    async fn drive() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path().to_path_buf();
+        let mib = |m: usize| m as f64 * 1048576.0;
+
+        // One source, 2 GiB and 4 GiB.
+        let src = root.join("src/games");
+        let mut rows = Vec::new();
+        for size in [2048usize, 4096] {
+            let game = format!("big{size}");
+            std::fs::create_dir_all(src.join(&game)).unwrap();
+            common::write_random(&src.join(&game).join("data.bin"), size, size as u64);
+        }
+        let port = free_port();
+        let _seed = serve(&src, &root.join("src/data"), port, 0);
+        let seed_addr = vec![format!("127.0.0.1:{port}")];
+        for size in [2048usize, 4096] {
+            let game = format!("big{size}");
+            wait_offered(port, &game);
+            let file = src.join(&game).join("data.bin");
+            let (bare_proc, bare_addr) = spawn_bare(&file);
+            let bare_conn = common::bare_connection(bare_addr).await;
+            let t0 = Instant::now();
+            let got = common::bare_fetch(&bare_conn).await;
+            let bare = t0.elapsed();
+            assert_eq!(got, size << 20);
+            drop(bare_proc);
+            let ours = download_once(&game, &root.join("dst"), &seed_addr);
+            rows.push((size, bare, ours));
+        }
+
+        // Many small files against one file of the same size.
+        let n_files = 10_000usize;
+        let file_size = 16 << 10;
+        let total = n_files * file_size;
+        std::fs::create_dir_all(src.join("many")).unwrap();
+        for i in 0..n_files {
+            let dir = src.join("many").join(format!("d{:03}", i / 100));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut data = vec![(i % 251) as u8; file_size];
+            data[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            std::fs::write(dir.join(format!("f{i:05}.dat")), data).unwrap();
+        }
+        std::fs::create_dir_all(src.join("one")).unwrap();
+        common::write_random(&src.join("one").join("data.bin"), total >> 20, 99);
+        wait_offered(port, "many");
+        wait_offered(port, "one");
+        let one = download_once("one", &root.join("dst"), &seed_addr);
+        let many = download_once("many", &root.join("dst"), &seed_addr);
+
+        // Swarm: 1 seed + 8 downloaders, uploads capped at R.
+        const F_MIB: usize = 64;
+        const R: u64 = 8 << 20;
+        let swarm_src = root.join("swarm/games");
+        std::fs::create_dir_all(swarm_src.join("swarm")).unwrap();
+        common::write_random(&swarm_src.join("swarm").join("data.bin"), F_MIB, 5);
+        let seed_port = free_port();
+        let _swarm_seed = serve(&swarm_src, &root.join("swarm/data"), seed_port, R);
+        wait_offered(seed_port, "swarm");
+        let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let mut everyone: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        everyone.push(format!("127.0.0.1:{seed_port}"));
+        let mut downloads = Vec::new();
+        let t0 = Instant::now();
+        for (i, port) in ports.iter().enumerate() {
+            let dir = root.join(format!("swarm/d{i}"));
+            let listen = format!("127.0.0.1:{port}");
+            let rate = R.to_string();
+            let extra = ["--seed", "--listen", &listen, "--upload-limit", &rate];
+            downloads.push(start_download("swarm", &dir, &everyone, &extra));
+        }
+        let mut slowest = Duration::ZERO;
+        for (proc, out) in &mut downloads {
+            let run = follow(proc, out);
+            slowest = slowest.max(run.took);
+        }
+        let all_done = t0.elapsed();
+        drop(downloads);
+        let ideal = F_MIB as f64 * 1048576.0 / R as f64;
+
+        println!("| one source | bare quinn MB/s | ours MB/s | ours/bare | downloader peak RSS |");
+        println!("|---|---|---|---|---|");
+        for (size, bare, ours) in &rows {
+            println!(
+                "| {} GiB | {:.0} | {:.0} | {:.2} | {:.0} MiB |",
+                size / 1024,
+                mib(*size) / bare.as_secs_f64() / 1e6,
+                mib(*size) / ours.took.as_secs_f64() / 1e6,
+                bare.as_secs_f64() / ours.took.as_secs_f64(),
+                ours.peak_rss as f64 / 1048576.0
+            );
+        }
+        println!();
+        println!("| layout | MB/s | ratio to one file |");
+        println!("|---|---|---|");
+        let rate = |run: &Run| total as f64 / run.took.as_secs_f64() / 1e6;
+        println!(
+            "| one file of {} MiB | {:.0} | 1.00 |",
+            total >> 20,
+            rate(&one)
+        );
+        println!(
+            "| {n_files} files of {} KiB | {:.0} | {:.2} |",
+            file_size >> 10,
+            rate(&many),
+            one.took.as_secs_f64() / many.took.as_secs_f64()
+        );
+        println!();
+        println!("| swarm | value |");
+        println!("|---|---|");
+        println!("| game size F | {F_MIB} MiB |");
+        println!("| upload cap R (every peer) | {} MiB/s |", R >> 20);
+        println!("| ideal F/R | {ideal:.1} s |");
+        println!("| all 8 done after | {:.1} s |", all_done.as_secs_f64());
+        println!(
+            "| slowest download (started to done) | {:.1} s |",
+            slowest.as_secs_f64()
+        );
+        println!(
+            "| all done / ideal | {:.2} |",
+            all_done.as_secs_f64() / ideal
+        );
+        println!(
+            "| one host serving everyone would take | {:.1} s (8.00) |",
+            ideal * 8.0
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    bench::main()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("skipped: this benchmark reads /proc (Linux only)");
+}
