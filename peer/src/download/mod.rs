@@ -635,7 +635,13 @@ impl Engine {
         let total = manifest.total_size();
         let piece_size = manifest.piece_size as f64;
         let mut bytes_done: u64 = have.iter().map(|p| layout.piece_len(p)).sum();
-        let scheduler = Arc::new(Mutex::new(PieceScheduler::new(have)));
+        // Each peer orders equally rare pieces its own way (see the scheduler).
+        let tie = Hash::of(format!("{}{vid}", self.directory.our_id()).as_bytes());
+        let tie_seed = u64::from_le_bytes(tie.0[..8].try_into().expect("8 bytes"));
+        let scheduler = Arc::new(Mutex::new(PieceScheduler::with_tie_seed(have, tie_seed)));
+        let mut haves: JoinSet<(PeerId, PeerConnection, Option<PieceSet>)> = JoinSet::new();
+        let mut haves_in_flight: HashSet<PeerId> = HashSet::new();
+        let mut ready: Vec<(PeerId, PeerConnection, Option<PieceSet>)> = Vec::new();
         let lock = |s: &Arc<Mutex<PieceScheduler>>| {
             // Held for bookkeeping only, never across an await.
             s.lock().unwrap_or_else(|e| e.into_inner()).is_complete()
@@ -698,44 +704,42 @@ impl Engine {
                     writes.spawn_blocking(move || engine.verify_and_write(vid, &root, &manifest, &layout, arrival));
                 }
                 Some(_) = workers.join_next() => {}
+                Some(Ok((id, conn, have))) = haves.join_next() => {
+                    haves_in_flight.remove(&id);
+                    if let Some(have) = have {
+                        ready.push((id, conn, Some(have)));
+                    }
+                }
                 _ = refresh.tick() => {
                     let sources = self.directory.sources_of(&vid);
                     let current: HashSet<PeerId> = sources.iter().map(|(id, _, _)| id.clone()).collect();
-                    // Gone sources: drop at once.
-                    let gone: Vec<PeerId> = worker_handles.keys().filter(|id| !current.contains(*id)).cloned().collect();
+                    // Sources gone, and sources whose workers all ended (their
+                    // stream failed): drop now; still-present ones come back below.
+                    let gone: Vec<PeerId> = worker_handles
+                        .iter()
+                        .filter(|(id, handles)| !current.contains(*id) || handles.iter().all(AbortHandle::is_finished))
+                        .map(|(id, _)| id.clone())
+                        .collect();
                     for id in gone {
                         for handle in worker_handles.remove(&id).unwrap_or_default() {
                             handle.abort();
                         }
-                        scheduler.lock().unwrap_or_else(|e| e.into_inner()).handle_source_gone(&id);
+                        if !current.contains(&id) {
+                            scheduler.lock().unwrap_or_else(|e| e.into_inner()).handle_source_gone(&id);
+                        }
                     }
                     for (id, conn, complete) in sources {
-                        if scheduler.lock().unwrap_or_else(|e| e.into_inner()).is_banned(&id) {
-                            continue;
+                        if complete {
+                            ready.push((id, conn, None));
+                        } else if haves_in_flight.insert(id.clone()) {
+                            // Have-sets are fetched off the loop: a slow peer
+                            // never holds up the pieces arriving from others.
+                            let n_pieces = manifest.n_pieces();
+                            haves.spawn(async move {
+                                let have = have_set(&conn, &vid, n_pieces).await;
+                                (id, conn, have)
+                            });
                         }
-                        let have = if complete { None } else { have_set(&conn, &vid, manifest.n_pieces()).await };
-                        if !complete && have.is_none() {
-                            continue;
-                        }
-                        scheduler.lock().unwrap_or_else(|e| e.into_inner()).handle_source(id.clone(), have);
-                        if worker_handles.contains_key(&id) {
-                            continue;
-                        }
-                        let mut handles = Vec::new();
-                        for _ in 0..STREAMS_PER_SOURCE {
-                            let rate = rates.get(&id).copied().unwrap_or(0.0);
-                            let batch = ((rate * 0.5 / piece_size) as usize).clamp(MIN_BATCH, MAX_BATCH);
-                            let worker = Worker {
-                                conn: conn.clone(),
-                                peer: id.clone(),
-                                vid,
-                                scheduler: scheduler.clone(),
-                                arrivals: arrivals_tx.clone(),
-                                batch: batch.max(4),
-                            };
-                            handles.push(workers.spawn(worker.run()));
-                        }
-                        worker_handles.insert(id, handles);
                     }
                     let any = scheduler.lock().unwrap_or_else(|e| e.into_inner()).active_sources().next().is_some()
                         && !worker_handles.is_empty();
@@ -773,6 +777,36 @@ impl Engine {
                             .collect(),
                     });
                 }
+            }
+            // Sources ready to use: update what they have, start workers.
+            for (id, conn, have) in ready.drain(..) {
+                let mut s = scheduler.lock().unwrap_or_else(|e| e.into_inner());
+                if s.is_banned(&id) {
+                    continue;
+                }
+                s.handle_source(id.clone(), have);
+                drop(s);
+                if worker_handles.contains_key(&id) {
+                    continue;
+                }
+                let rate = rates.get(&id).copied().unwrap_or(0.0);
+                let batch = ((rate * 0.5 / piece_size) as usize)
+                    .clamp(MIN_BATCH, MAX_BATCH)
+                    .max(4);
+                let handles = (0..STREAMS_PER_SOURCE)
+                    .map(|_| {
+                        let worker = Worker {
+                            conn: conn.clone(),
+                            peer: id.clone(),
+                            vid,
+                            scheduler: scheduler.clone(),
+                            arrivals: arrivals_tx.clone(),
+                            batch,
+                        };
+                        workers.spawn(worker.run())
+                    })
+                    .collect();
+                worker_handles.insert(id, handles);
             }
         };
         workers.abort_all();

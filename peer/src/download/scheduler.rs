@@ -99,15 +99,34 @@ pub struct PieceScheduler {
     have: PieceSet,
     in_flight: HashMap<usize, Vec<PeerId>>,
     sources: BTreeMap<PeerId, Source>,
+    /// Orders pieces of equal rarity. Each downloader uses its own, so a
+    /// party that starts together does not ask the seed for the same pieces
+    /// in the same order (it would serve them eight times over).
+    tie_seed: u64,
 }
 
 impl PieceScheduler {
     pub fn new(have: PieceSet) -> Self {
+        Self::with_tie_seed(have, 0)
+    }
+
+    pub fn with_tie_seed(have: PieceSet, tie_seed: u64) -> Self {
         Self {
             have,
             in_flight: HashMap::new(),
             sources: BTreeMap::new(),
+            tie_seed,
         }
+    }
+
+    /// A pseudo-random but stable position for `piece` among equals.
+    fn tie_break(&self, piece: usize) -> u64 {
+        // SplitMix64 of the piece index mixed with the seed.
+        let mut z = (piece as u64) ^ self.tie_seed;
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     pub fn have(&self) -> &PieceSet {
@@ -180,7 +199,7 @@ impl PieceScheduler {
             .copied()
             .filter(|p| !self.in_flight.contains_key(p))
             .collect();
-        fresh.sort_by_key(|&p| (rarity(p), p));
+        fresh.sort_by_key(|&p| (rarity(p), self.tie_break(p)));
         let mut picked: Vec<usize> = fresh.into_iter().take(max).collect();
         if picked.is_empty() {
             // Endgame: everything missing is in flight somewhere; help out
@@ -261,12 +280,35 @@ mod tests {
         let mut s = PieceScheduler::new(PieceSet::empty(4));
         s.handle_source(a.clone(), None);
         let mut b_has = PieceSet::empty(4);
+        // (Ties between equally rare pieces are broken by the tie seed, so
+        // only the split between rare and common pieces is asserted.)
         b_has.insert(0);
         b_has.insert(1);
         s.handle_source(b, Some(b_has));
         // Pieces 2 and 3 only a has: rarest, so a is asked for them first.
-        assert_eq!(s.poll_request(&a, 2), vec![2, 3]);
-        assert_eq!(s.poll_request(&a, 2), vec![0, 1]);
+        let mut first = s.poll_request(&a, 2);
+        first.sort();
+        assert_eq!(first, vec![2, 3]);
+        let mut then = s.poll_request(&a, 2);
+        then.sort();
+        assert_eq!(then, vec![0, 1]);
+    }
+
+    #[test]
+    fn downloaders_start_on_different_pieces() {
+        let seed = ids(1).remove(0);
+        let firsts: Vec<Vec<usize>> = (1..=4u64)
+            .map(|tie_seed| {
+                let mut s = PieceScheduler::with_tie_seed(PieceSet::empty(64), tie_seed);
+                s.handle_source(seed.clone(), None);
+                s.poll_request(&seed, 4)
+            })
+            .collect();
+        for (i, a) in firsts.iter().enumerate() {
+            for b in &firsts[i + 1..] {
+                assert_ne!(a, b, "two downloaders asked for the same first pieces");
+            }
+        }
     }
 
     #[test]
@@ -276,8 +318,12 @@ mod tests {
         for id in [&a, &b, &c] {
             s.handle_source(id.clone(), None);
         }
-        assert_eq!(s.poll_request(&a, 8), vec![0, 1]);
-        assert_eq!(s.poll_request(&b, 8), vec![0, 1], "endgame copy");
+        let mut got = s.poll_request(&a, 8);
+        got.sort();
+        assert_eq!(got, vec![0, 1]);
+        let mut copy = s.poll_request(&b, 8);
+        copy.sort();
+        assert_eq!(copy, vec![0, 1], "endgame copy");
         assert!(s.poll_request(&c, 8).is_empty(), "at most two copies");
         s.handle_piece_done(0);
         s.handle_piece_done(1);
@@ -289,10 +335,10 @@ mod tests {
         let [a, b] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
         let mut s = PieceScheduler::new(PieceSet::empty(3));
         s.handle_source(a.clone(), None);
-        assert_eq!(s.poll_request(&a, 3), vec![0, 1, 2]);
+        assert_eq!(s.poll_request(&a, 3).len(), 3);
         s.handle_source_gone(&a);
         s.handle_source(b.clone(), None);
-        assert_eq!(s.poll_request(&b, 3), vec![0, 1, 2]);
+        assert_eq!(s.poll_request(&b, 3).len(), 3, "all free again");
     }
 
     #[test]
