@@ -421,6 +421,8 @@ async fn a_killed_downloader_resumes_and_refetches_only_what_was_in_flight() {
     stop(vec![source]).await;
 }
 
+/// Also pins a race: downloading again right after `DownloadCancelled` was
+/// ignored while the cancelled run was still letting go of its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_download_then_resume() {
     let dir = tempfile::tempdir().unwrap();

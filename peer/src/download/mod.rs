@@ -286,11 +286,17 @@ impl Engine {
     fn enqueue(self: &Arc<Self>, job: Job) {
         {
             let mut queue = self.queue();
-            let known = queue.running.contains_key(&job.version_id)
-                || queue.waiting.iter().any(|j| j.version_id == job.version_id);
-            if known {
+            // A download still winding down after a cancel may be queued
+            // again; it starts once the old run has let go (see `pump`).
+            let running = queue
+                .running
+                .get(&job.version_id)
+                .is_some_and(|(token, _)| !token.is_cancelled());
+            let waiting = queue.waiting.iter().any(|j| j.version_id == job.version_id);
+            if running || waiting {
                 return;
             }
+            queue.delete_on_cancel.remove(&job.version_id);
             queue.waiting.push_back(job);
         }
         self.pump();
@@ -304,9 +310,15 @@ impl Engine {
                 if queue.running.len() >= self.parallel || self.token.is_cancelled() {
                     return;
                 }
-                let Some(job) = queue.waiting.pop_front() else {
+                // The first waiting job whose version is not still running.
+                let Some(at) = queue
+                    .waiting
+                    .iter()
+                    .position(|j| !queue.running.contains_key(&j.version_id))
+                else {
                     return;
                 };
+                let job = queue.waiting.remove(at).expect("index from position");
                 let token = self.token.child_token();
                 let info = DownloadInfo {
                     version_id: job.version_id.to_hex(),
