@@ -51,6 +51,9 @@ const NO_SOURCE_GRACE: Duration = Duration::from_secs(4);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Source set and have-sets are refreshed this often.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
+/// Written data is flushed to disk in the background this often, so the
+/// final flush before install has little left to do.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Error codes of `DownloadFailed`, for the UI to branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -673,6 +676,8 @@ impl Engine {
         let mut last_source_seen = Instant::now();
         let mut ever_had_source = false;
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         let result = loop {
             tokio::select! {
@@ -716,6 +721,14 @@ impl Engine {
                     writes.spawn_blocking(move || engine.verify_and_write(vid, &root, &manifest, &layout, arrival));
                 }
                 Some(_) = workers.join_next() => {}
+                _ = flush.tick() => {
+                    if flushing.as_ref().is_none_or(|f| f.is_finished()) {
+                        let root = root.to_path_buf();
+                        flushing = Some(tokio::task::spawn_blocking(move || {
+                            let _ = staging::sync_file_system(&root);
+                        }));
+                    }
+                }
                 Some(Ok((id, conn, have))) = haves.join_next() => {
                     haves_in_flight.remove(&id);
                     if let Some(have) = have {
@@ -823,6 +836,9 @@ impl Engine {
         };
         workers.abort_all();
         drop(arrivals);
+        if let Some(flushing) = flushing {
+            let _ = flushing.await;
+        }
         // Writes in progress finish (a write is never interrupted half-way).
         while writes.join_next().await.is_some() {}
         if matches!(result, Ok(End::Completed)) {

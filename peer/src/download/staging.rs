@@ -101,18 +101,43 @@ pub fn write_piece(
 }
 
 /// Flush every file and folder below `root` to disk: one durability step per
-/// game, not per piece.
+/// game, not per piece (on Linux one `syncfs` for the whole file system:
+/// an fsync per file caps a game of small files at ~1.7k files/s).
 pub fn sync_all(root: &Path, manifest: &Manifest) -> io::Result<()> {
+    for entry in manifest.files.iter().filter(|e| e.executable) {
+        set_executable(&file_path(root, &entry.path))?;
+    }
+    if sync_file_system(root)? {
+        return Ok(());
+    }
     for entry in &manifest.files {
         OpenOptions::new()
             .write(true)
             .open(file_path(root, &entry.path))?
             .sync_all()?;
-        if entry.executable {
-            set_executable(&file_path(root, &entry.path))?;
-        }
     }
     sync_dir(root)
+}
+
+/// Flush the whole file system holding `path`, if the platform can; returns
+/// whether it did. Also used during a download to keep dirty pages few, so
+/// the final flush is short.
+pub fn sync_file_system(path: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(path)?;
+        // SAFETY: syncfs(2) on a descriptor we own for the duration of the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Ok(false)
+    }
 }
 
 #[cfg(unix)]
