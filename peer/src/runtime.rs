@@ -40,21 +40,21 @@ const COMMAND_CAPACITY: usize = 64;
 pub enum StartError {
     #[error("games folder {0} does not exist or is not a folder; create it or choose another")]
     GamesDirMissing(std::path::PathBuf),
-    #[error("cannot create the data folder {path}: {source}")]
+    #[error("cannot create the data folder {path}: {error}")]
     DataDir {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(
-        "cannot listen on {addr}: {source}; is another lanspread running? Choose another address"
+        "cannot listen on {addr}: {error}; is another lanspread running? Choose another address"
     )]
     Bind {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -433,9 +433,9 @@ pub(crate) fn start_with_services(
     if !config.games_dir.is_dir() {
         return Err(StartError::GamesDirMissing(config.games_dir));
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::DataDir {
         path: config.data_dir.clone(),
-        source,
+        error,
     })?;
 
     let store = Arc::new(Store::open(&config.data_dir)?);
@@ -470,15 +470,15 @@ pub(crate) fn start_with_services(
         0,
     ));
     let endpoint =
-        bind_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(|source| {
+        bind_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(|error| {
             StartError::Bind {
                 addr: config.listen,
-                source,
+                error,
             }
         })?;
-    let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+    let local_addr = endpoint.local_addr().map_err(|error| StartError::Bind {
         addr: config.listen,
-        source,
+        error,
     })?;
     tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
     let registry = Arc::new(DownloadRegistry::default());

@@ -51,10 +51,10 @@ const MIGRATIONS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: {source}")]
+    #[error("database {path}: {error}")]
     Open {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("database schema version {found} is newer than this lanspread understands ({known}); upgrade lanspread")]
     TooNew { found: usize, known: usize },
@@ -91,9 +91,9 @@ pub struct Store {
 impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| StoreError::Open {
+        let conn = Connection::open(&path).map_err(|error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::init(conn)
     }

@@ -234,6 +234,42 @@ fn bad_arguments_and_a_missing_games_dir_give_one_line_and_exit_2() {
     let out = run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
+    // A port in use, and a data folder that cannot be one: one line, exit 2.
+    let games = shared_game(dir.path());
+    let port = free_port();
+    let _first = Serve::start(&games, &dir.path().join("first"), port);
+    std::thread::sleep(Duration::from_millis(800));
+    let out = Command::new(PEER)
+        .args([
+            "serve",
+            "--no-mdns",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--games",
+        ])
+        .arg(&games)
+        .arg("--data")
+        .arg(dir.path().join("second"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    let not_a_folder = dir.path().join("file");
+    fs::write(&not_a_folder, b"").unwrap();
+    let out = Command::new(PEER)
+        .args(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--games"])
+        .arg(&games)
+        .arg("--data")
+        .arg(not_a_folder.join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("data folder"), "{stderr}");
+
     // A broken config file: one line, exit 2.
     let config = dir.path().join("bad.toml");
     fs::write(&config, "games = [").unwrap();

@@ -54,11 +54,8 @@ impl fmt::Display for PeerId {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read or write the identity key {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read or write the identity key {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("the identity key {path} is damaged ({reason}); move it away to make a new identity")]
     Damaged { path: String, reason: String },
     #[error("cannot make a certificate: {0}")]
@@ -77,9 +74,9 @@ impl Identity {
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IdentityError> {
         let path = data_dir.join(KEY_FILE);
         let shown = path.display().to_string();
-        let io = |source| IdentityError::Io {
+        let io = |error| IdentityError::Io {
             path: shown.clone(),
-            source,
+            error,
         };
         let key_der = match std::fs::read(&path) {
             Ok(der) => der,
