@@ -36,6 +36,7 @@ const STREAMS_PER_SOURCE: usize = 2;
 /// Pieces per request: about half a second of data at the source's measured
 /// rate, within these bounds.
 const MIN_BATCH: usize = 1;
+const START_BATCH: usize = 2;
 const MAX_BATCH: usize = 8;
 /// Pieces received and waiting to be verified and written, at most. With
 /// pieces of at most 16 MiB this bounds a download's buffers whatever the
@@ -815,9 +816,9 @@ impl Engine {
                     continue;
                 }
                 let rate = rates.get(&id).copied().unwrap_or(0.0);
-                let batch = ((rate * 0.5 / piece_size) as usize)
-                    .clamp(MIN_BATCH, MAX_BATCH)
-                    .max(4);
+                // Until a source is measured, start small: a slow source then
+                // holds few pieces, a fast one grows within a request or two.
+                let batch = ((rate * 0.5 / piece_size) as usize).clamp(START_BATCH, MAX_BATCH);
                 let handles = (0..STREAMS_PER_SOURCE)
                     .map(|_| {
                         let worker = Worker {
@@ -827,6 +828,7 @@ impl Engine {
                             scheduler: scheduler.clone(),
                             arrivals: arrivals_tx.clone(),
                             batch,
+                            piece_size: piece_size as u64,
                         };
                         workers.spawn(worker.run())
                     })
@@ -1015,11 +1017,14 @@ struct Worker {
     vid: VersionId,
     scheduler: Arc<Mutex<PieceScheduler>>,
     arrivals: mpsc::Sender<Arrival>,
+    /// Pieces per request, resized after each request to about half a
+    /// second of this source's measured rate.
     batch: usize,
+    piece_size: u64,
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
             let pieces = {
                 let mut s = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
@@ -1028,12 +1033,17 @@ impl Worker {
                 }
                 s.poll_request(&self.peer, self.batch)
             };
+            let asked_at = Instant::now();
             if pieces.is_empty() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             let mut pending: VecDeque<usize> = pieces.iter().copied().collect();
             let failed = self.fetch(&pieces, &mut pending).await.err();
+            let received = (pieces.len() - pending.len()) as f64 * self.piece_size as f64;
+            let rate = received / asked_at.elapsed().as_secs_f64().max(0.001);
+            self.batch =
+                ((rate * 0.5 / self.piece_size as f64) as usize).clamp(MIN_BATCH, MAX_BATCH);
             if !pending.is_empty() {
                 let mut s = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
                 for piece in pending {
