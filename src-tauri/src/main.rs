@@ -44,7 +44,16 @@ fn main() {
             });
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![commands::health])
+        .invoke_handler(tauri::generate_handler![
+            commands::health,
+            commands::catalog,
+            commands::peers,
+            commands::downloads,
+            commands::diagnostics,
+            commands::download,
+            commands::cancel_download,
+            commands::add_peer,
+        ])
         .build(tauri::generate_context!())
         .expect("the Tauri application could not be built");
 
