@@ -8,6 +8,7 @@
 //!
 //! Run: `cargo bench -p lanspread-peer --bench download` (Linux: it reads
 //! /proc). Every peer is a `lanspread-peer` process. Prints Markdown.
+//! `LANSPREAD_BENCH_ONLY=swarm` runs the swarm part alone.
 
 #[cfg(target_os = "linux")]
 mod common;
@@ -195,50 +196,53 @@ mod bench {
         let root = root.path().to_path_buf();
         let mib = |m: usize| m as f64 * 1048576.0;
 
+        let only_swarm = std::env::var("LANSPREAD_BENCH_ONLY").as_deref() == Ok("swarm");
         // One source, 2 GiB and 4 GiB.
         let src = root.join("src/games");
         let mut rows = Vec::new();
-        for size in [2048usize, 4096] {
-            let game = format!("big{size}");
-            std::fs::create_dir_all(src.join(&game)).unwrap();
-            common::write_random(&src.join(&game).join("data.bin"), size, size as u64);
-        }
-        let port = free_port();
-        let _seed = serve(&src, &root.join("src/data"), port, 0);
-        let seed_addr = vec![format!("127.0.0.1:{port}")];
-        for size in [2048usize, 4096] {
-            let game = format!("big{size}");
-            wait_offered(port, &game);
-            let file = src.join(&game).join("data.bin");
-            let (bare_proc, bare_addr) = spawn_bare(&file);
-            let bare_conn = common::bare_connection(bare_addr).await;
-            let t0 = Instant::now();
-            let got = common::bare_fetch(&bare_conn).await;
-            let bare = t0.elapsed();
-            assert_eq!(got, size << 20);
-            drop(bare_proc);
-            let ours = download_once(&game, &root.join("dst"), &seed_addr);
-            rows.push((size, bare, ours));
-        }
-
-        // Many small files against one file of the same size.
-        let n_files = 10_000usize;
-        let file_size = 16 << 10;
+        let (mut one, mut many) = (None, None);
+        let (n_files, file_size) = (10_000usize, 16usize << 10);
         let total = n_files * file_size;
-        std::fs::create_dir_all(src.join("many")).unwrap();
-        for i in 0..n_files {
-            let dir = src.join("many").join(format!("d{:03}", i / 100));
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut data = vec![(i % 251) as u8; file_size];
-            data[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            std::fs::write(dir.join(format!("f{i:05}.dat")), data).unwrap();
+        if !only_swarm {
+            for size in [2048usize, 4096] {
+                let game = format!("big{size}");
+                std::fs::create_dir_all(src.join(&game)).unwrap();
+                common::write_random(&src.join(&game).join("data.bin"), size, size as u64);
+            }
+            let port = free_port();
+            let _seed = serve(&src, &root.join("src/data"), port, 0);
+            let seed_addr = vec![format!("127.0.0.1:{port}")];
+            for size in [2048usize, 4096] {
+                let game = format!("big{size}");
+                wait_offered(port, &game);
+                let file = src.join(&game).join("data.bin");
+                let (bare_proc, bare_addr) = spawn_bare(&file);
+                let bare_conn = common::bare_connection(bare_addr).await;
+                let t0 = Instant::now();
+                let got = common::bare_fetch(&bare_conn).await;
+                let bare = t0.elapsed();
+                assert_eq!(got, size << 20);
+                drop(bare_proc);
+                let ours = download_once(&game, &root.join("dst"), &seed_addr);
+                rows.push((size, bare, ours));
+            }
+
+            // Many small files against one file of the same size.
+            std::fs::create_dir_all(src.join("many")).unwrap();
+            for i in 0..n_files {
+                let dir = src.join("many").join(format!("d{:03}", i / 100));
+                std::fs::create_dir_all(&dir).unwrap();
+                let mut data = vec![(i % 251) as u8; file_size];
+                data[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                std::fs::write(dir.join(format!("f{i:05}.dat")), data).unwrap();
+            }
+            std::fs::create_dir_all(src.join("one")).unwrap();
+            common::write_random(&src.join("one").join("data.bin"), total >> 20, 99);
+            wait_offered(port, "many");
+            wait_offered(port, "one");
+            one = Some(download_once("one", &root.join("dst"), &seed_addr));
+            many = Some(download_once("many", &root.join("dst"), &seed_addr));
         }
-        std::fs::create_dir_all(src.join("one")).unwrap();
-        common::write_random(&src.join("one").join("data.bin"), total >> 20, 99);
-        wait_offered(port, "many");
-        wait_offered(port, "one");
-        let one = download_once("one", &root.join("dst"), &seed_addr);
-        let many = download_once("many", &root.join("dst"), &seed_addr);
 
         // Swarm: 1 seed + 8 downloaders, uploads capped at R.
         const F_MIB: usize = 64;
@@ -283,21 +287,23 @@ mod bench {
             );
         }
         println!();
-        println!("| layout | MB/s | ratio to one file |");
-        println!("|---|---|---|");
-        let rate = |run: &Run| total as f64 / run.took.as_secs_f64() / 1e6;
-        println!(
-            "| one file of {} MiB | {:.0} | 1.00 |",
-            total >> 20,
-            rate(&one)
-        );
-        println!(
-            "| {n_files} files of {} KiB | {:.0} | {:.2} |",
-            file_size >> 10,
-            rate(&many),
-            one.took.as_secs_f64() / many.took.as_secs_f64()
-        );
-        println!();
+        if let (Some(one), Some(many)) = (&one, &many) {
+            println!("| layout | MB/s | ratio to one file |");
+            println!("|---|---|---|");
+            let rate = |run: &Run| total as f64 / run.took.as_secs_f64() / 1e6;
+            println!(
+                "| one file of {} MiB | {:.0} | 1.00 |",
+                total >> 20,
+                rate(one)
+            );
+            println!(
+                "| {n_files} files of {} KiB | {:.0} | {:.2} |",
+                file_size >> 10,
+                rate(many),
+                one.took.as_secs_f64() / many.took.as_secs_f64()
+            );
+            println!();
+        }
         println!("| swarm | value |");
         println!("|---|---|");
         println!("| game size F | {F_MIB} MiB |");

@@ -51,7 +51,7 @@ const NO_SOURCE_GRACE: Duration = Duration::from_secs(4);
 /// Progress events per download, at most one per this interval (4 per second).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Source set and have-sets are refreshed this often.
-const REFRESH_EVERY: Duration = Duration::from_millis(500);
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Written data is flushed to disk in the background this often, so the
 /// final flush before install has little left to do.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
