@@ -28,3 +28,9 @@ if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-loc
   echo "setup: npm ci"
   npm ci --no-audit --no-fund
 fi
+
+# The WebDriver server for the end-to-end test of the desktop app.
+if ! command -v tauri-driver > /dev/null; then
+  echo "setup: cargo install tauri-driver"
+  cargo install tauri-driver --version '^2' --locked --quiet
+fi

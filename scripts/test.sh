@@ -22,3 +22,6 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "UI tests (vitest)"
 npm run --silent ui:test
+
+step "end to end: the desktop app downloads from a headless peer (WebDriver, Xvfb)"
+./scripts/e2e.sh

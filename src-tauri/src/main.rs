@@ -84,15 +84,38 @@ fn shutdown_once(app: &tauri::AppHandle) {
     }
 }
 
+/// The runtime's configuration. Environment variables override the defaults,
+/// for scripted and end-to-end runs: `LANSPREAD_GAMES_DIR`,
+/// `LANSPREAD_DATA_DIR`, `LANSPREAD_LISTEN` (`addr:port`), `LANSPREAD_PEERS`
+/// (comma-separated `[id@]host:port`), `LANSPREAD_MDNS=0`.
 fn peer_config(app: &tauri::AppHandle) -> anyhow::Result<PeerConfig> {
-    let data_dir = app
-        .path()
-        .app_data_dir()
-        .context("no application data folder on this system")?;
-    let games_dir = dirs::home_dir()
-        .context("no home folder on this system")?
-        .join("lanspread-games");
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let data_dir = match env("LANSPREAD_DATA_DIR") {
+        Some(dir) => dir.into(),
+        None => app
+            .path()
+            .app_data_dir()
+            .context("no application data folder on this system")?,
+    };
+    let games_dir = match env("LANSPREAD_GAMES_DIR") {
+        Some(dir) => dir.into(),
+        None => dirs::home_dir()
+            .context("no home folder on this system")?
+            .join("lanspread-games"),
+    };
     std::fs::create_dir_all(&games_dir)
         .with_context(|| format!("cannot create the games folder {}", games_dir.display()))?;
-    Ok(PeerConfig::new(games_dir, data_dir))
+    let mut config = PeerConfig::new(games_dir, data_dir);
+    if let Some(listen) = env("LANSPREAD_LISTEN") {
+        config.listen = listen
+            .parse()
+            .with_context(|| format!("LANSPREAD_LISTEN={listen} is not an address"))?;
+    }
+    if let Some(peers) = env("LANSPREAD_PEERS") {
+        config.peers = peers.split(',').map(|p| p.trim().to_owned()).collect();
+    }
+    if env("LANSPREAD_MDNS").as_deref() == Some("0") {
+        config.mdns = false;
+    }
+    Ok(config)
 }

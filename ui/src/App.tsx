@@ -197,10 +197,14 @@ function Progress({ download }: { download: DownloadView }) {
   return (
     <div className="progress">
       <progress max={100} value={percent} aria-label={`${download.title} progress`} />
-      <span>
-        {percent.toFixed(0)}% · {formatBytes(download.bytesPerSec)}/s
-        {download.etaSecs != null ? ` · ${download.etaSecs} s left` : ""}
-      </span>
+      {download.phase === "completed" ? (
+        <span>Installed and verified · {formatBytes(download.bytesTotal)}</span>
+      ) : (
+        <span>
+          {percent.toFixed(0)}% · {formatBytes(download.bytesPerSec)}/s
+          {download.etaSecs != null ? ` · ${download.etaSecs} s left` : ""}
+        </span>
+      )}
     </div>
   );
 }
