@@ -40,6 +40,16 @@ function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = []) 
     download: vi.fn(async (target: string) => target),
     cancelDownload: vi.fn(async () => true),
     addPeer: vi.fn(async () => {}),
+    diagnostics: async () => ({
+      peerId: "abc",
+      boundAddr: "0.0.0.0:27600",
+      mdnsEnabled: true,
+      discovery: null,
+      interfaces: [{ name: "eth0", addr: "10.0.0.2", usedForDiscovery: true }],
+      peers: [],
+      addresses: [],
+      hints: ["No peer connected. Allow UDP port 27600 through the firewall."],
+    }),
     onEvent: async (h) => {
       handler = h;
       return () => {
@@ -138,6 +148,14 @@ describe("App", () => {
     const { bridge } = fakeBridge([]);
     render(<App bridge={bridge} />);
     expect(await screen.findByText(/are you on the party network/)).toBeInTheDocument();
+  });
+
+  it("explains why no peers are visible", async () => {
+    const { bridge } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Services" }));
+    expect(await screen.findByText(/Allow UDP port 27600/)).toBeInTheDocument();
+    expect(screen.getByText("eth0")).toBeInTheDocument();
   });
 
   it("adds a peer by address", async () => {

@@ -10,7 +10,7 @@ import {
   type AppModel,
   type DownloadView,
 } from "./state";
-import type { CatalogEntry, PeerEvent, PeerInfo, ServiceHealth } from "./types";
+import type { CatalogEntry, Diagnostics, PeerEvent, PeerInfo, ServiceHealth } from "./types";
 
 /** How the app reaches the peer; the real one wraps Tauri, tests pass a fake. */
 export interface PeerBridge {
@@ -20,6 +20,7 @@ export interface PeerBridge {
   download(target: string): Promise<string>;
   cancelDownload(versionId: string, remove: boolean): Promise<boolean>;
   addPeer(address: string): Promise<void>;
+  diagnostics(): Promise<Diagnostics>;
   onEvent(handler: (event: PeerEvent) => void): Promise<() => void>;
 }
 
@@ -113,7 +114,7 @@ export function App({ bridge }: { bridge: PeerBridge }) {
           />
         )}
         {tab === "peers" && <Peers model={model} onAdd={(a) => bridge.addPeer(a)} />}
-        {tab === "services" && <Services model={model} />}
+        {tab === "services" && <Services model={model} bridge={bridge} />}
       </main>
     </div>
   );
@@ -316,7 +317,11 @@ function Peers({ model, onAdd }: { model: AppModel; onAdd: (address: string) => 
   );
 }
 
-function Services({ model }: { model: AppModel }) {
+function Services({ model, bridge }: { model: AppModel; bridge: PeerBridge }) {
+  const [report, setReport] = useState<Diagnostics | null>(null);
+  useEffect(() => {
+    bridge.diagnostics().then(setReport, () => setReport(null));
+  }, [bridge]);
   return (
     <section aria-labelledby="health-title">
       <h2 id="health-title">Services</h2>
@@ -340,6 +345,54 @@ function Services({ model }: { model: AppModel }) {
           ))}
         </tbody>
       </table>
+      {report && <DiagnosticsReport report={report} />}
     </section>
+  );
+}
+
+/** "Why can't I see peers": what the runtime knows about the network. */
+function DiagnosticsReport({ report }: { report: Diagnostics }) {
+  return (
+    <div className="diagnostics" aria-labelledby="diagnostics-title">
+      <h2 id="diagnostics-title">Why can't I see peers?</h2>
+      <ul className="hints">
+        {report.hints.map((hint) => (
+          <li key={hint}>{hint}</li>
+        ))}
+      </ul>
+      <p className="meta">
+        Peer id <code>{report.peerId}</code> · listening on {report.boundAddr} (UDP) · mDNS{" "}
+        {report.mdnsEnabled ? (report.discovery?.state ?? "not running") : "off"}
+      </p>
+      <table className="health">
+        <thead>
+          <tr>
+            <th>Interface</th>
+            <th>Address</th>
+            <th>Discovery</th>
+          </tr>
+        </thead>
+        <tbody>
+          {report.interfaces.map((i) => (
+            <tr key={`${i.name}-${i.addr}`}>
+              <td>{i.name}</td>
+              <td>{i.addr}</td>
+              <td>{i.usedForDiscovery ? "used" : "skipped"}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {report.addresses.some((a) => a.lastError) && (
+        <ul className="hints">
+          {report.addresses
+            .filter((a) => a.lastError)
+            .map((a) => (
+              <li key={a.addr}>
+                {a.addr}: {a.lastError}
+              </li>
+            ))}
+        </ul>
+      )}
+    </div>
   );
 }

@@ -1,7 +1,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import type { PeerBridge } from "./App";
-import type { CatalogEntry, PeerEvent, PeerInfo, ServiceHealth } from "./types";
+import type { CatalogEntry, Diagnostics, PeerEvent, PeerInfo, ServiceHealth } from "./types";
 
 /** The bridge to the Rust side of the desktop app: the only file that knows Tauri. */
 export const tauriBridge: PeerBridge = {
@@ -12,5 +12,6 @@ export const tauriBridge: PeerBridge = {
   cancelDownload: (versionId, remove) =>
     invoke<boolean>("cancel_download", { versionId, delete: remove }),
   addPeer: (address) => invoke<void>("add_peer", { address }),
+  diagnostics: () => invoke<Diagnostics>("diagnostics"),
   onEvent: (handler) => listen<PeerEvent>("peer-event", (e) => handler(e.payload)),
 };

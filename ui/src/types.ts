@@ -69,3 +69,14 @@ export type PeerEvent =
   | { type: "downloadCancelled"; versionId: string; gameId: string }
   | { type: "downloadPeersGone"; versionId: string; gameId: string }
   | { type: "sourceBanned"; versionId: string; peerId: string; reason: string };
+
+export interface Diagnostics {
+  peerId: string;
+  boundAddr: string;
+  mdnsEnabled: boolean;
+  discovery: ServiceHealth | null;
+  interfaces: { name: string; addr: string; usedForDiscovery: boolean }[];
+  peers: PeerInfo[];
+  addresses: { addr: string; expectedPeerId: string | null; source: string; lastError: string | null }[];
+  hints: string[];
+}
