@@ -30,9 +30,13 @@ use crate::store::{FileStamp, Store};
 use scheduler::{PieceScheduler, PieceSet, Verdict};
 use staging::staging_root;
 
-/// Requests in flight per source: while one stream's pieces are being read
-/// off the wire the next request is already on its way.
-const STREAMS_PER_SOURCE: usize = 2;
+/// Request streams per source: one, and a second for a source measured
+/// faster than [`FAST_SOURCE`] (while one stream's pieces are read off the
+/// wire the next request is on its way). A slow, rate-capped source gets one:
+/// more would only spread its upload over more pieces at once, and a party
+/// swarms faster when each piece finishes sooner.
+const MAX_STREAMS_PER_SOURCE: usize = 2;
+const FAST_SOURCE: f64 = 32.0 * 1024.0 * 1024.0;
 /// Pieces per request: about half a second of data at the source's measured
 /// rate, within these bounds.
 const MIN_BATCH: usize = 1;
@@ -741,9 +745,12 @@ impl Engine {
                     let current: HashSet<PeerId> = sources.iter().map(|(id, _, _)| id.clone()).collect();
                     // Sources gone, and sources whose workers all ended (their
                     // stream failed): drop now; still-present ones come back below.
+                    for handles in worker_handles.values_mut() {
+                        handles.retain(|h| !h.is_finished());
+                    }
                     let gone: Vec<PeerId> = worker_handles
                         .iter()
-                        .filter(|(id, handles)| !current.contains(*id) || handles.iter().all(AbortHandle::is_finished))
+                        .filter(|(id, handles)| !current.contains(*id) || handles.is_empty())
                         .map(|(id, _)| id.clone())
                         .collect();
                     for id in gone {
@@ -812,14 +819,20 @@ impl Engine {
                 }
                 s.handle_source(id.clone(), have);
                 drop(s);
-                if worker_handles.contains_key(&id) {
+                let rate = rates.get(&id).copied().unwrap_or(0.0);
+                let wanted = if rate >= FAST_SOURCE {
+                    MAX_STREAMS_PER_SOURCE
+                } else {
+                    1
+                };
+                let running = worker_handles.get(&id).map_or(0, Vec::len);
+                if running >= wanted {
                     continue;
                 }
-                let rate = rates.get(&id).copied().unwrap_or(0.0);
                 // Until a source is measured, start small: a slow source then
                 // holds few pieces, a fast one grows within a request or two.
                 let batch = ((rate * 0.5 / piece_size) as usize).clamp(START_BATCH, MAX_BATCH);
-                let handles = (0..STREAMS_PER_SOURCE)
+                let handles: Vec<AbortHandle> = (running..wanted)
                     .map(|_| {
                         let worker = Worker {
                             conn: conn.clone(),
@@ -833,7 +846,7 @@ impl Engine {
                         workers.spawn(worker.run())
                     })
                     .collect();
-                worker_handles.insert(id, handles);
+                worker_handles.entry(id).or_default().extend(handles);
             }
         };
         workers.abort_all();
