@@ -248,16 +248,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !report.stuck_services.is_empty() {
                 tracing::warn!(services = ?report.stuck_services, "aborted after the shutdown deadline");
             }
-            if let Some(printer) = printer {
-                printer.abort();
-            }
+            stop_printer(printer).await;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Print events as JSON lines until aborted. The task is aborted and joined
-/// by the caller at exit.
+/// Shut the runtime down and exit with `code`.
+async fn finish(
+    handle: &lanspread_peer::PeerRuntimeHandle,
+    printer: Option<tokio::task::JoinHandle<()>>,
+    code: u8,
+) -> ExitCode {
+    handle.shutdown();
+    handle.wait_stopped().await;
+    stop_printer(printer).await;
+    ExitCode::from(code)
+}
+
+/// End the event printer and wait for it: its join point.
+async fn stop_printer(printer: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(printer) = printer {
+        printer.abort();
+        let _ = printer.await;
+    }
+}
+
+/// Print events as JSON lines until aborted. A plain `tokio::spawn` because
+/// the runtime's tracker is not the binary's; the caller owns the handle and
+/// joins it in `stop_printer` on every exit path.
 fn print_events(
     mut events: tokio::sync::broadcast::Receiver<lanspread_peer::PeerEvent>,
 ) -> tokio::task::JoinHandle<()> {
@@ -443,17 +462,6 @@ async fn download(
     let handle = start_peer(config).await?;
     let mut events = handle.subscribe();
     let printer = json.then(|| print_events(handle.subscribe()));
-    let stop = |code: u8| {
-        let (handle, printer) = (&handle, &printer);
-        async move {
-            handle.shutdown();
-            handle.wait_stopped().await;
-            if let Some(printer) = printer {
-                printer.abort();
-            }
-            ExitCode::from(code)
-        }
-    };
 
     // Wait for a source of the game.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
@@ -469,10 +477,10 @@ async fn download(
         }
         if tokio::time::Instant::now() >= deadline {
             eprintln!("lanspread-peer: game `{target}` not found on the LAN within {wait} s; check `lanspread-peer games` or `diagnose`");
-            return Ok(stop(exit::NOT_FOUND).await);
+            return Ok(finish(&handle, printer, exit::NOT_FOUND).await);
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(stop(exit::INTERRUPTED).await),
+            _ = tokio::signal::ctrl_c() => return Ok(finish(&handle, printer, exit::INTERRUPTED).await),
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
         }
     }
@@ -480,15 +488,15 @@ async fn download(
         Ok(v) => v,
         Err(e) if e.code == DownloadCode::AlreadyInstalled => {
             eprintln!("lanspread-peer: {e}");
-            return Ok(stop(0).await);
+            return Ok(finish(&handle, printer, 0).await);
         }
         Err(e) if e.code == DownloadCode::NotFound => {
             eprintln!("lanspread-peer: {e}");
-            return Ok(stop(exit::NOT_FOUND).await);
+            return Ok(finish(&handle, printer, exit::NOT_FOUND).await);
         }
         Err(e) => {
             eprintln!("lanspread-peer: cannot download `{target}`: {e}");
-            return Ok(stop(exit::FAILED).await);
+            return Ok(finish(&handle, printer, exit::FAILED).await);
         }
     };
     let vid = version_id.to_hex();
@@ -579,7 +587,7 @@ async fn download(
         }
         wait_for_signal().await?;
     }
-    Ok(stop(outcome).await)
+    Ok(finish(&handle, printer, outcome).await)
 }
 
 fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
