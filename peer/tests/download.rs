@@ -171,6 +171,27 @@ async fn progressed(events: &mut broadcast::Receiver<PeerEvent>, bytes: u64) {
     .expect("progress in time");
 }
 
+/// A peer that knows `addrs`, once `n` of them offer `arena`; with its events.
+async fn downloader(
+    root: &Path,
+    name: &str,
+    addrs: Vec<String>,
+    n: usize,
+    within: Duration,
+) -> (Peer, broadcast::Receiver<PeerEvent>) {
+    let down = peer(root, name, addrs, 0).await;
+    let events = down.handle.subscribe();
+    until("sources", within, || sources(&down, "arena") >= n).await;
+    (down, events)
+}
+
+fn assert_completed(end: &PeerEvent) {
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
+}
+
 async fn stop(peers: Vec<Peer>) {
     for p in peers {
         p.handle.shutdown();
@@ -227,26 +248,19 @@ async fn one_source() {
     let source = peer(dir.path(), "source", vec![], 0).await;
     make_game(&source.games, "arena", 5 * MIB + 123);
     indexed(&source, "arena").await;
-    let downloader = peer(
+    let (downloader, mut events) = downloader(
         dir.path(),
         "down",
         vec![source.handle.local_addr().to_string()],
-        0,
+        1,
+        Duration::from_secs(10),
     )
-    .await;
-    let mut events = downloader.handle.subscribe();
-    until("a source", Duration::from_secs(10), || {
-        sources(&downloader, "arena") > 0
-    })
     .await;
 
     downloader.handle.download("arena").await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(30)).await;
 
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     assert_identical(&source.games.join("arena"), &downloader.games.join("arena"));
     assert!(
         downloader.handle.library().contains_key("arena"),
@@ -292,10 +306,7 @@ async fn three_sources_one_killed_mid_download() {
     c.kill();
     let end = outcome(&mut events, "arena", Duration::from_secs(60)).await;
 
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     assert_identical(&a.games.join("arena"), &down.games.join("arena"));
     assert!(
         a.handle.bytes_served() > 0 && b.handle.bytes_served() > 0,
@@ -323,30 +334,23 @@ async fn a_source_serving_wrong_bytes_is_caught_and_banned() {
     }
     fs::write(&path, data).unwrap();
 
-    let down = peer(
+    let (down, mut events) = downloader(
         dir.path(),
         "down",
         vec![
             honest.handle.local_addr().to_string(),
             liar.handle.local_addr().to_string(),
         ],
-        0,
+        2,
+        Duration::from_secs(20),
     )
     .await;
-    let mut events = down.handle.subscribe();
     let mut banned = down.handle.subscribe();
-    until("two sources", Duration::from_secs(20), || {
-        sources(&down, "arena") == 2
-    })
-    .await;
 
     down.handle.download("arena").await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(60)).await;
 
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     assert_identical(&honest.games.join("arena"), &down.games.join("arena"));
     let liar_id = liar.handle.peer_id().to_string();
     let mut saw_ban = false;
@@ -429,17 +433,13 @@ async fn cancel_mid_download_then_resume() {
     let source = peer(dir.path(), "source", vec![], 8 * MIB as u64).await;
     make_game(&source.games, "arena", 24 * MIB);
     indexed(&source, "arena").await;
-    let down = peer(
+    let (down, mut events) = downloader(
         dir.path(),
         "down",
         vec![source.handle.local_addr().to_string()],
-        0,
+        1,
+        Duration::from_secs(10),
     )
-    .await;
-    let mut events = down.handle.subscribe();
-    until("a source", Duration::from_secs(10), || {
-        sources(&down, "arena") > 0
-    })
     .await;
 
     let version_id = down.handle.download("arena").await.unwrap();
@@ -460,10 +460,7 @@ async fn cancel_mid_download_then_resume() {
 
     down.handle.download("arena").await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(30)).await;
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     assert_identical(&source.games.join("arena"), &down.games.join("arena"));
     let second_run = source.handle.bytes_served() - served_at_cancel;
     let total = 24 * MIB as u64;
@@ -481,11 +478,13 @@ async fn every_source_gone_ends_with_peers_gone() {
     make_game(&games, "arena", 24 * MIB);
     let port = free_port();
     let mut source = ChildServe::start(&games, &dir.path().join("src/data"), port, 4 * MIB as u64);
-    let down = peer(dir.path(), "down", vec![format!("127.0.0.1:{port}")], 0).await;
-    let mut events = down.handle.subscribe();
-    until("a source", Duration::from_secs(20), || {
-        sources(&down, "arena") > 0
-    })
+    let (down, mut events) = downloader(
+        dir.path(),
+        "down",
+        vec![format!("127.0.0.1:{port}")],
+        1,
+        Duration::from_secs(20),
+    )
     .await;
 
     let version_id = down.handle.download("arena").await.unwrap();
@@ -512,24 +511,17 @@ async fn an_update_fetches_only_the_changed_pieces() {
     let source = peer(dir.path(), "source", vec![], 0).await;
     make_game(&source.games, "arena", 16 * MIB);
     indexed(&source, "arena").await;
-    let down = peer(
+    let (down, mut events) = downloader(
         dir.path(),
         "down",
         vec![source.handle.local_addr().to_string()],
-        0,
+        1,
+        Duration::from_secs(10),
     )
-    .await;
-    let mut events = down.handle.subscribe();
-    until("a source", Duration::from_secs(10), || {
-        sources(&down, "arena") > 0
-    })
     .await;
     down.handle.download("arena").await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(30)).await;
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     let v1 = down.handle.library()["arena"].version_id;
 
     // The host patches one byte in the middle of the big file.
@@ -553,10 +545,7 @@ async fn an_update_fetches_only_the_changed_pieces() {
     let v2 = source.handle.library()["arena"].version_id;
     down.handle.download(&v2.to_hex()).await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(30)).await;
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     assert_identical(&source.games.join("arena"), &down.games.join("arena"));
     let fetched = source.handle.bytes_served() - served_before;
     println!("update fetched {fetched} bytes");
@@ -572,43 +561,32 @@ async fn a_peer_with_part_of_the_game_serves_what_it_has() {
     let seed = peer(dir.path(), "seed", vec![], 4 * MIB as u64).await;
     make_game(&seed.games, "arena", 24 * MIB);
     indexed(&seed, "arena").await;
-    let early = peer(
+    let (early, mut early_events) = downloader(
         dir.path(),
         "early",
         vec![seed.handle.local_addr().to_string()],
-        0,
+        1,
+        Duration::from_secs(10),
     )
-    .await;
-    let mut early_events = early.handle.subscribe();
-    until("a source", Duration::from_secs(10), || {
-        sources(&early, "arena") > 0
-    })
     .await;
     early.handle.download("arena").await.unwrap();
     progressed(&mut early_events, 8 * MIB as u64).await;
 
-    let late = peer(
+    let (late, mut late_events) = downloader(
         dir.path(),
         "late",
         vec![
             seed.handle.local_addr().to_string(),
             early.handle.local_addr().to_string(),
         ],
-        0,
+        2,
+        Duration::from_secs(20),
     )
-    .await;
-    let mut late_events = late.handle.subscribe();
-    until("seed and partial peer", Duration::from_secs(20), || {
-        sources(&late, "arena") == 2
-    })
     .await;
     late.handle.download("arena").await.unwrap();
 
     let end = outcome(&mut late_events, "arena", Duration::from_secs(60)).await;
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    assert_completed(&end);
     assert_identical(&seed.games.join("arena"), &late.games.join("arena"));
     assert!(
         early.handle.bytes_served() > 0,
