@@ -61,6 +61,35 @@ fn shared_game(root: &Path) -> std::path::PathBuf {
     games
 }
 
+/// A temp dir with a host serving the shared game on 127.0.0.1.
+fn host() -> (tempfile::TempDir, std::path::PathBuf, u16, Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let games = shared_game(dir.path());
+    let port = free_port();
+    let serve = Serve::start(&games, &dir.path().join("host/data"), port);
+    (dir, games, port, serve)
+}
+
+/// `lanspread-peer download GAME` into `root/guest`, from the host at `port`.
+fn download(root: &Path, game: &str, port: u16, wait: u32) -> Output {
+    Command::new(PEER)
+        .args([
+            "download",
+            game,
+            "--no-mdns",
+            "-q",
+            "--wait",
+            &wait.to_string(),
+        ])
+        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .arg("--games")
+        .arg(root.join("guest/games"))
+        .arg("--data")
+        .arg(root.join("guest/data"))
+        .output()
+        .unwrap()
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(PEER).args(args).output().unwrap()
 }
@@ -92,10 +121,7 @@ fn games_until(port: u16, needle: &str) -> String {
 
 #[test]
 fn serve_and_games_list_the_game() {
-    let dir = tempfile::tempdir().unwrap();
-    let games = shared_game(dir.path());
-    let port = free_port();
-    let _host = Serve::start(&games, &dir.path().join("host/data"), port);
+    let (_dir, _games, port, _host) = host();
 
     let listing = games_until(port, "OpenArena");
     assert!(listing.contains("openarena"), "{listing}");
@@ -106,31 +132,12 @@ fn serve_and_games_list_the_game() {
 
 #[test]
 fn serve_and_download_install_a_byte_identical_copy() {
-    let dir = tempfile::tempdir().unwrap();
-    let games = shared_game(dir.path());
-    let port = free_port();
-    let _host = Serve::start(&games, &dir.path().join("host/data"), port);
+    let (dir, games, port, _host) = host();
     games_until(port, "OpenArena");
     let target = dir.path().join("guest/games");
     fs::create_dir_all(&target).unwrap();
 
-    let out = Command::new(PEER)
-        .args([
-            "download",
-            "openarena",
-            "--no-mdns",
-            "-q",
-            "--wait",
-            "20",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--games")
-        .arg(&target)
-        .arg("--data")
-        .arg(dir.path().join("guest/data"))
-        .output()
-        .unwrap();
+    let out = download(dir.path(), "openarena", port, 20);
 
     assert!(out.status.success(), "{out:?}");
     for file in ["baseoa/pak0.pk3", "readme.txt", "lanspread.toml"] {
@@ -144,31 +151,12 @@ fn serve_and_download_install_a_byte_identical_copy() {
 
 #[test]
 fn an_unknown_game_exits_3_within_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let games = shared_game(dir.path());
-    let port = free_port();
-    let _host = Serve::start(&games, &dir.path().join("host/data"), port);
+    let (dir, _games, port, _host) = host();
     let target = dir.path().join("guest/games");
     fs::create_dir_all(&target).unwrap();
 
     let started = Instant::now();
-    let out = Command::new(PEER)
-        .args([
-            "download",
-            "no-such-game",
-            "--no-mdns",
-            "-q",
-            "--wait",
-            "2",
-            "--peer",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--games")
-        .arg(&target)
-        .arg("--data")
-        .arg(dir.path().join("guest/data"))
-        .output()
-        .unwrap();
+    let out = download(dir.path(), "no-such-game", port, 2);
 
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(
