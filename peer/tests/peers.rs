@@ -192,6 +192,8 @@ async fn one_address_and_peer_exchange_find_the_party() {
     }
 }
 
+/// Also pins a race: a peer that listed another's games just before that one
+/// finished indexing never heard of the change and kept an empty list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_address_is_remembered_across_restarts() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,7 +78,7 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
             _ = ctx.token().cancelled() => return Ok(()),
             Some(done) = tasks.join_next() => {
                 if let Ok(outcome) = done {
-                    live.handle_outcome(outcome);
+                    live.handle_outcome(outcome, &mut tasks);
                 }
             }
             changed = library.changed() => {
@@ -207,9 +207,23 @@ impl Liveness {
         })
     }
 
-    fn handle_outcome(&self, outcome: Outcome) {
+    fn handle_outcome(&self, outcome: Outcome, tasks: &mut JoinSet<Outcome>) {
         match outcome {
-            Outcome::Dialed { addr, result } => self.handle_dialed(addr, result),
+            Outcome::Dialed { addr, result } => {
+                if let Some(conn) = self.handle_dialed(addr, result) {
+                    // It may have listed our games before we finished
+                    // indexing and before this connection could tell it of
+                    // the change: tell it now, so it lists us again.
+                    let digest = library_digest(&self.library.snapshot());
+                    tasks.spawn(async move {
+                        let notice = Request::LibraryChanged {
+                            library_digest: digest,
+                        };
+                        let _ = timeout(DIAL_TIMEOUT, conn.request(&notice)).await;
+                        Outcome::Told
+                    });
+                }
+            }
             Outcome::Pinged { peer, ok } => {
                 if ok {
                     let mut table = self.directory.lock();
@@ -251,12 +265,10 @@ impl Liveness {
         &self,
         addr: SocketAddr,
         result: Result<(PeerConnection, Vec<GameSummary>), ConnectError>,
-    ) {
+    ) -> Option<PeerConnection> {
         let mut table = self.directory.lock();
         let source = table.candidates.get(&addr).map(|c| c.source);
-        let Some(candidate) = table.candidates.get_mut(&addr) else {
-            return;
-        };
+        let candidate = table.candidates.get_mut(&addr)?;
         candidate.in_flight = false;
         let (conn, games) = match result {
             Ok(ok) => ok,
@@ -270,13 +282,13 @@ impl Liveness {
                         self.directory.mark_incompatible(id, addr, None);
                     }
                 }
-                return;
+                return None;
             }
         };
         if conn.peer_id == *self.directory.our_id() {
             candidate.is_self = true;
             conn.connection.close(0u32.into(), b"that is us");
-            return;
+            return None;
         }
         candidate.last_error = None;
         let peer_id = conn.peer_id.clone();
@@ -294,9 +306,10 @@ impl Liveness {
             if old.info.state == PeerState::Connected && old.connection.is_some() {
                 // Already connected by another address: keep the first.
                 conn.connection.close(0u32.into(), b"duplicate");
-                return;
+                return None;
             }
         }
+        let kept = conn.clone();
         table.peers.insert(
             peer_id.clone(),
             RemotePeer {
@@ -313,6 +326,7 @@ impl Liveness {
         tracing::info!(peer = %peer_id, %addr, name = %info.display_name, "peer discovered");
         self.directory
             .emit(PeerEvent::PeerDiscovered { peer: info });
+        Some(kept)
     }
 
     fn check_lost(&self) {
