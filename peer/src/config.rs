@@ -18,6 +18,9 @@ pub const DEFAULT_LIBRARY_QUIET_PERIOD: Duration = Duration::from_secs(3);
 /// manual `host:port` easy to type and a firewall rule easy to write.
 pub const DEFAULT_PORT: u16 = 27_600;
 
+/// Downloads that run at once unless configured otherwise.
+pub const DEFAULT_PARALLEL_DOWNLOADS: usize = 2;
+
 /// Everything a peer runtime needs to start.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -64,7 +67,7 @@ impl PeerConfig {
             peers: Vec::new(),
             lost_after: crate::peers::liveness::DEFAULT_LOST_AFTER,
             mdns_interfaces: Vec::new(),
-            parallel_downloads: 2,
+            parallel_downloads: DEFAULT_PARALLEL_DOWNLOADS,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::peers::catalog::CatalogEntry;
 use crate::peers::PeerInfo;
 
 /// Everything the runtime tells the outside world.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -39,6 +39,12 @@ pub enum PeerEvent {
     PeerLost { peer_id: String, reason: String },
     /// The LAN catalog changed; the whole new catalog.
     CatalogChanged { catalog: Vec<CatalogEntry> },
+    /// A download waits for a free slot (see the parallel downloads setting).
+    DownloadQueued {
+        version_id: String,
+        game_id: String,
+        title: String,
+    },
     /// A download has its manifest and staging folder and starts fetching.
     DownloadStarted {
         version_id: String,

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::events::PeerEvent;
 
 /// Lifecycle state of one supervised service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub enum ServiceState {
     Starting,
@@ -21,7 +21,7 @@ pub enum ServiceState {
 }
 
 /// What the supervisor knows about one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceHealth {
     pub service: String,

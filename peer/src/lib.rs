@@ -12,11 +12,13 @@ pub mod config;
 pub mod download;
 pub mod events;
 pub mod fsx;
+pub mod games;
 pub mod health;
 pub mod library;
 pub mod net;
 pub mod peers;
 pub mod runtime;
+pub mod settings;
 pub mod store;
 pub mod supervisor;
 

@@ -1,11 +1,12 @@
 //! The supervised peer runtime and its handle.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use lanspread_proto::VersionId;
+use lanspread_proto::{Hash, VersionId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::PeerConfig;
 use crate::download::{DownloadError, DownloadInfo, DownloadRegistry, Engine};
 use crate::events::PeerEvent;
+use crate::games::{self, GameActionError};
 use crate::health::{HealthBoard, HealthSnapshot};
 use crate::library::monitor::{self, Library};
 use crate::library::scan::ScanError;
@@ -25,6 +27,7 @@ use crate::peers::catalog::CatalogEntry;
 use crate::peers::diagnostics::{self, Diagnostics};
 use crate::peers::discovery::{self, Discovery};
 use crate::peers::liveness::{self, Liveness};
+use crate::peers::thumbnails::{self, Picture, ThumbnailCache};
 use crate::peers::{PeerDirectory, PeerInfo, Source};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Backoff, ServiceContext, SupervisionPolicy, Supervisor};
@@ -197,6 +200,7 @@ pub struct PeerRuntimeHandle {
     local_addr: std::net::SocketAddr,
     mdns: bool,
     mdns_interfaces: Vec<String>,
+    thumbnails: Arc<ThumbnailCache>,
     shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
     stopped: watch::Receiver<Option<StopReport>>,
@@ -334,6 +338,39 @@ impl PeerRuntimeHandle {
         let stopped = || AddPeerError::Store("the runtime has stopped".into());
         self.commands.send(command).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// The game picture with `hash` (hex, as the catalog gives it): ours, or
+    /// fetched from a peer that lists it and checked against the hash.
+    pub async fn thumbnail(&self, hash: &str) -> Option<Picture> {
+        let hash = Hash::from_hex(hash)?;
+        let local = self.library.snapshot();
+        thumbnails::thumbnail(hash, &local, &self.directory, &self.thumbnails).await
+    }
+
+    /// The folder of an installed game.
+    pub fn game_folder(&self, game_id: &str) -> Result<PathBuf, GameActionError> {
+        games::folder(&self.library.snapshot(), game_id)
+    }
+
+    /// Start an installed game's program (see [`games::launch`]).
+    pub fn launch_game(&self, game_id: &str) -> Result<(), GameActionError> {
+        games::launch(&self.library.snapshot(), game_id)
+    }
+
+    /// Delete an installed game's folder; the library drops it and peers are
+    /// told at once.
+    pub async fn delete_game(&self, game_id: &str) -> Result<(), GameActionError> {
+        let library = self.library.clone();
+        let cancel = self.shutdown_token.clone();
+        let game_id = game_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            games::delete(&library.snapshot(), &game_id)?;
+            library.rescan(Some(vec![game_id]), &cancel);
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Resolves once every task has finished (or was aborted after the
@@ -583,6 +620,7 @@ pub(crate) fn start_with_services(
         local_addr,
         mdns: config.mdns,
         mdns_interfaces: config.mdns_interfaces,
+        thumbnails: Arc::default(),
         shutdown_token,
         shutdown_requested,
         stopped: stopped_rx,

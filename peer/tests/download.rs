@@ -595,3 +595,72 @@ async fn a_peer_with_part_of_the_game_serves_what_it_has() {
     let _ = outcome(&mut early_events, "arena", Duration::from_secs(60)).await;
     stop(vec![seed, early, late]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_past_the_parallel_limit_wait_in_the_queue() {
+    use lanspread_peer::download::DownloadState;
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = peer(dir.path(), "source", vec![], 4 * MIB as u64).await;
+    make_game(&source.games, "arena", 4 * MIB);
+    make_game(&source.games, "racer", MIB);
+    indexed(&source, "arena").await;
+    indexed(&source, "racer").await;
+    let games = dir.path().join("down/games");
+    fs::create_dir_all(&games).unwrap();
+    let mut config = PeerConfig::new(&games, dir.path().join("down/data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.mdns = false;
+    config.peers = vec![source.handle.local_addr().to_string()];
+    config.parallel_downloads = 1;
+    let down = Peer {
+        handle: start_peer(config).await.unwrap(),
+        games,
+    };
+    let mut events = down.handle.subscribe();
+    until("sources", Duration::from_secs(10), || {
+        sources(&down, "arena") == 1 && sources(&down, "racer") == 1
+    })
+    .await;
+
+    down.handle.download("arena").await.unwrap();
+    let racer = down.handle.download("racer").await.unwrap();
+    let states: Vec<_> = down
+        .handle
+        .downloads()
+        .into_iter()
+        .map(|d| (d.game_id, d.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("arena".to_owned(), DownloadState::Running),
+            ("racer".to_owned(), DownloadState::Queued)
+        ]
+    );
+    // Cancelling the waiting one ends it at once, with its own event.
+    assert!(down.handle.cancel_download(racer, false).await);
+    let end = outcome(&mut events, "racer", Duration::from_secs(5)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCancelled { .. }),
+        "{end:?}"
+    );
+    assert_completed(&outcome(&mut events, "arena", Duration::from_secs(30)).await);
+    assert!(!down.games.join("racer").exists());
+
+    // Queued again, it starts once the slot is free and completes.
+    let mut queued = false;
+    down.handle.download(&racer.to_hex()).await.unwrap();
+    let end = loop {
+        match events.recv().await.unwrap() {
+            PeerEvent::DownloadQueued { game_id, .. } if game_id == "racer" => queued = true,
+            e @ PeerEvent::DownloadCompleted { .. } => break e,
+            e @ PeerEvent::DownloadFailed { .. } => break e,
+            _ => {}
+        }
+    };
+    assert!(queued, "the queue said so");
+    assert_completed(&end);
+    assert_identical(&source.games.join("racer"), &down.games.join("racer"));
+    stop(vec![source, down]).await;
+}

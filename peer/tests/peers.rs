@@ -257,3 +257,52 @@ async fn shutdown_with_discovery_running_takes_under_2_s() {
     assert!(report.stuck_services.is_empty(), "{report:?}");
     assert!(peer.diagnostics().mdns_enabled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_s_game_picture_is_fetched_and_a_deleted_game_leaves_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = in_process(dir.path(), "alpha", vec![]).await;
+    let picture = b"\x89PNG\r\n\x1a\nalpha's cover".to_vec();
+    let game_dir = dir.path().join("alpha/games/alpha");
+    fs::write(game_dir.join("cover.png"), &picture).unwrap();
+    let bravo = in_process(dir.path(), "bravo", vec![alpha.local_addr().to_string()]).await;
+    let entry = |peer: &PeerRuntimeHandle| {
+        peer.catalog()
+            .into_iter()
+            .find(|e| e.game_id == "alpha" && !e.sources.is_empty())
+    };
+    until(
+        "bravo sees alpha's game with its picture",
+        Duration::from_secs(15),
+        || entry(&bravo).is_some_and(|e| e.thumbnail.is_some()),
+    )
+    .await;
+    let hash = entry(&bravo).unwrap().thumbnail.unwrap();
+
+    let fetched = bravo.thumbnail(&hash).await.expect("fetched from alpha");
+    assert_eq!(
+        (fetched.mime, fetched.bytes.as_slice()),
+        ("image/png", &picture[..])
+    );
+    // A hash nobody lists is not found, and nothing is fetched for it.
+    let unknown = lanspread_proto::Hash::of(b"nobody's").to_hex();
+    assert!(bravo.thumbnail(&unknown).await.is_none());
+
+    assert!(
+        bravo.delete_game("alpha").await.is_err(),
+        "bravo does not have it"
+    );
+    alpha.delete_game("alpha").await.unwrap();
+    assert!(!game_dir.exists());
+    assert!(!alpha.library().contains_key("alpha"));
+    until(
+        "the game leaves bravo's catalog",
+        Duration::from_secs(10),
+        || entry(&bravo).is_none(),
+    )
+    .await;
+    for peer in [alpha, bravo] {
+        peer.shutdown();
+        peer.wait_stopped().await;
+    }
+}

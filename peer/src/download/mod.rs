@@ -61,7 +61,7 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Error codes of `DownloadFailed`, for the UI to branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub enum DownloadCode {
     NotFound,
@@ -108,7 +108,7 @@ impl DownloadError {
 }
 
 /// One source's share of a download's progress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceRate {
     pub peer_id: String,
@@ -116,14 +116,21 @@ pub struct SourceRate {
 }
 
 /// A download as the UI lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct DownloadInfo {
     pub version_id: String,
     pub game_id: String,
     pub title: String,
-    /// `queued` or `running`.
-    pub state: String,
+    pub state: DownloadState,
+}
+
+/// Whether a listed download runs or waits for a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "camelCase")]
+pub enum DownloadState {
+    Queued,
+    Running,
 }
 
 /// A download in progress whose verified pieces other peers may fetch.
@@ -305,6 +312,11 @@ impl Engine {
                 return;
             }
             queue.delete_on_cancel.remove(&job.version_id);
+            self.emit(PeerEvent::DownloadQueued {
+                version_id: job.version_id.to_hex(),
+                game_id: job.game_id.clone(),
+                title: job.title.clone(),
+            });
             queue.waiting.push_back(job);
         }
         self.pump();
@@ -332,7 +344,7 @@ impl Engine {
                     version_id: job.version_id.to_hex(),
                     game_id: job.game_id.clone(),
                     title: job.title.clone(),
-                    state: "running".into(),
+                    state: DownloadState::Running,
                 };
                 queue.running.insert(job.version_id, (token.clone(), info));
                 (job, token)
@@ -360,17 +372,24 @@ impl Engine {
             token.cancel();
             return true;
         }
-        let before = queue.waiting.len();
-        queue.waiting.retain(|j| j.version_id != *version_id);
-        let removed = queue.waiting.len() != before;
+        let Some(at) = queue
+            .waiting
+            .iter()
+            .position(|j| j.version_id == *version_id)
+        else {
+            return false;
+        };
+        let job = queue.waiting.remove(at).expect("index from position");
         drop(queue);
-        if removed {
-            let _ = self.store.set_download_state(version_id, "cancelled");
-            if delete {
-                self.delete_staging(version_id);
-            }
+        self.emit(PeerEvent::DownloadCancelled {
+            version_id: version_id.to_hex(),
+            game_id: job.game_id,
+        });
+        let _ = self.store.set_download_state(version_id, "cancelled");
+        if delete {
+            self.delete_staging(version_id);
         }
-        removed
+        true
     }
 
     fn delete_staging(&self, version_id: &VersionId) {
@@ -390,7 +409,7 @@ impl Engine {
             version_id: j.version_id.to_hex(),
             game_id: j.game_id.clone(),
             title: j.title.clone(),
-            state: "queued".into(),
+            state: DownloadState::Queued,
         }));
         list
     }

@@ -9,7 +9,7 @@ use crate::library::LibrarySnapshot;
 use crate::net::identity::PeerId;
 
 /// One game version on the LAN.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogEntry {
     /// The folder name.

@@ -8,7 +8,7 @@ use super::discovery::interface_used;
 use super::PeerDirectory;
 use crate::health::ServiceHealth;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct InterfaceReport {
     pub name: String,
@@ -16,19 +16,21 @@ pub struct InterfaceReport {
     pub used_for_discovery: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressReport {
+    #[ts(type = "string")]
     pub addr: SocketAddr,
     pub expected_peer_id: Option<String>,
     pub source: super::Source,
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct Diagnostics {
     pub peer_id: String,
+    #[ts(type = "string")]
     pub bound_addr: SocketAddr,
     pub mdns_enabled: bool,
     /// The discovery service's health (multicast status).

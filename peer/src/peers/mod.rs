@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod diagnostics;
 pub mod discovery;
 pub mod liveness;
+pub mod thumbnails;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use crate::net::identity::PeerId;
 use catalog::CatalogEntry;
 
 /// How a peer's address became known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub enum Source {
     Manual,
@@ -35,7 +36,7 @@ pub enum Source {
     Incoming,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub enum PeerState {
     Connected,
@@ -45,11 +46,12 @@ pub enum PeerState {
 }
 
 /// What the UI and CLI show of a peer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerInfo {
     pub peer_id: String,
     pub display_name: String,
+    #[ts(type = "string | null")]
     pub addr: Option<SocketAddr>,
     pub state: PeerState,
     pub rtt_ms: Option<f64>,
@@ -248,6 +250,20 @@ impl PeerDirectory {
                 let game = p.games.iter().find(|g| g.version_id == *version_id)?;
                 Some((id.clone(), p.connection.clone()?, game.complete))
             })
+            .collect()
+    }
+
+    /// Connected peers whose games list the picture `hash`.
+    pub(crate) fn holders_of_thumbnail(
+        &self,
+        hash: &lanspread_proto::Hash,
+    ) -> Vec<(PeerId, PeerConnection)> {
+        self.lock()
+            .peers
+            .iter()
+            .filter(|(_, p)| p.info.state == PeerState::Connected)
+            .filter(|(_, p)| p.games.iter().any(|g| g.thumbnail.as_ref() == Some(hash)))
+            .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
             .collect()
     }
 

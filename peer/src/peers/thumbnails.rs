@@ -1,0 +1,153 @@
+//! Game pictures for the catalog: from the local library, from a small
+//! cache, or fetched from a peer that lists the picture. A picture is
+//! addressed by the BLAKE3 hash of its bytes, so a fetched one is checked
+//! against the hash it was asked by: a peer cannot swap pictures.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lanspread_proto::{Hash, Request, Response};
+
+use super::PeerDirectory;
+use crate::library::metadata::{image_mime, MAX_THUMBNAIL_BYTES};
+use crate::library::LibrarySnapshot;
+
+/// Pictures kept in memory, in bytes: a few hundred games' covers.
+pub const CACHE_BUDGET: usize = 64 << 20;
+
+/// How long one peer may take to send a picture before the next is asked.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A picture and its type (`image/png`, `image/jpeg`, `image/webp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    pub mime: &'static str,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// Pictures fetched from peers, oldest dropped first past [`CACHE_BUDGET`].
+#[derive(Default)]
+pub struct ThumbnailCache {
+    inner: Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    pictures: HashMap<Hash, Picture>,
+    order: VecDeque<Hash>,
+    bytes: usize,
+}
+
+impl ThumbnailCache {
+    fn get(&self, hash: &Hash) -> Option<Picture> {
+        let cached = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        cached.pictures.get(hash).cloned()
+    }
+
+    fn insert(&self, hash: Hash, picture: Picture) {
+        let mut cached = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.pictures.contains_key(&hash) {
+            return;
+        }
+        cached.bytes += picture.bytes.len();
+        cached.pictures.insert(hash, picture);
+        cached.order.push_back(hash);
+        while cached.bytes > CACHE_BUDGET {
+            let Some(oldest) = cached.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = cached.pictures.remove(&oldest) {
+                cached.bytes -= gone.bytes.len();
+            }
+        }
+    }
+}
+
+/// The picture with `hash`: ours, cached, or fetched from a peer listing it.
+pub async fn thumbnail(
+    hash: Hash,
+    local: &LibrarySnapshot,
+    directory: &PeerDirectory,
+    cache: &ThumbnailCache,
+) -> Option<Picture> {
+    let ours = local.values().find_map(|g| {
+        let t = g.thumbnail.as_ref().filter(|t| t.hash == hash)?;
+        Some(Picture {
+            mime: t.mime,
+            bytes: t.bytes.clone(),
+        })
+    });
+    if let Some(picture) = ours.or_else(|| cache.get(&hash)) {
+        return Some(picture);
+    }
+    for (peer_id, connection) in directory.holders_of_thumbnail(&hash) {
+        let request = Request::GetThumbnail { hash };
+        let answer = tokio::time::timeout(FETCH_TIMEOUT, connection.request(&request)).await;
+        let bytes = match answer {
+            Ok(Ok(Response::Thumbnail { bytes, .. })) => bytes,
+            Ok(Ok(other)) => {
+                tracing::debug!(peer = %peer_id, "thumbnail request answered with {other:?}");
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer_id, "thumbnail request failed: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        match check(&hash, &bytes) {
+            Ok(mime) => {
+                let picture = Picture {
+                    mime,
+                    bytes: Arc::new(bytes),
+                };
+                cache.insert(hash, picture.clone());
+                return Some(picture);
+            }
+            Err(problem) => tracing::warn!(peer = %peer_id, "thumbnail refused: {problem}"),
+        }
+    }
+    None
+}
+
+/// The picture's type, if `bytes` are the picture `hash` names.
+fn check(hash: &Hash, bytes: &[u8]) -> Result<&'static str, &'static str> {
+    if bytes.len() as u64 > MAX_THUMBNAIL_BYTES {
+        return Err("larger than the limit");
+    }
+    if Hash::of(bytes) != *hash {
+        return Err("its bytes do not match its hash");
+    }
+    image_mime(bytes).ok_or("not a png, jpeg or webp picture")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\nrest of a picture";
+
+    #[test]
+    fn a_picture_is_accepted_only_under_its_own_hash() {
+        assert_eq!(check(&Hash::of(PNG), PNG), Ok("image/png"));
+        assert!(check(&Hash::of(b"other"), PNG).is_err());
+        assert!(check(&Hash::of(b"text"), b"text").is_err());
+    }
+
+    #[test]
+    fn the_cache_drops_the_oldest_past_its_budget() {
+        let cache = ThumbnailCache::default();
+        let big = |n: u8| Picture {
+            mime: "image/png",
+            bytes: Arc::new(vec![n; CACHE_BUDGET / 2]),
+        };
+        let hashes: Vec<Hash> = (0..3u8).map(|n| Hash::of(&[n])).collect();
+        for (n, hash) in hashes.iter().enumerate() {
+            cache.insert(*hash, big(n as u8));
+        }
+        assert_eq!(cache.get(&hashes[0]), None);
+        assert_eq!(cache.get(&hashes[1]), Some(big(1)));
+        assert_eq!(cache.get(&hashes[2]), Some(big(2)));
+    }
+}

@@ -1,0 +1,249 @@
+//! The settings a player changes, persisted as TOML in the data folder. The
+//! desktop app reads them at start and writes them when the player saves;
+//! the runtime only ever sees the [`PeerConfig`] they are applied to.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{default_display_name, PeerConfig, DEFAULT_PARALLEL_DOWNLOADS};
+
+/// The settings file's name, in the data folder.
+pub const SETTINGS_FILE: &str = "settings.toml";
+
+/// Most downloads that may run at once: beyond this they only compete for
+/// the same disk and sources.
+pub const MAX_PARALLEL_DOWNLOADS: u32 = 8;
+
+/// Longest display name other peers are shown.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 40;
+
+/// What the player chose. Absent keys take their defaults, so a file
+/// written by an older version still loads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Settings {
+    /// The folder games are shared from and installed into. `None` until the
+    /// player picked one: the app asks on first run.
+    #[ts(type = "string | null")]
+    pub games_dir: Option<PathBuf>,
+    /// The name other peers show; empty: the computer's name.
+    pub display_name: String,
+    /// Upload limit in bytes per second; 0: none.
+    pub upload_limit: u64,
+    /// Only peers with the same key connect; empty: any peer.
+    pub party_key: String,
+    pub parallel_downloads: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            games_dir: None,
+            display_name: String::new(),
+            upload_limit: 0,
+            party_key: String::new(),
+            parallel_downloads: DEFAULT_PARALLEL_DOWNLOADS as u32,
+        }
+    }
+}
+
+/// Why settings could not be read, saved or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}; fix or delete it")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot save {path}: {error}")]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// The settings in `data_dir`; `Ok(None)` when there are none yet (first run).
+    pub fn load(data_dir: &Path) -> Result<Option<Self>, SettingsError> {
+        let path = data_dir.join(SETTINGS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(SettingsError::Read { path, error }),
+        };
+        let settings: Settings = toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path: path.clone(),
+            message: e.message().to_owned(),
+        })?;
+        settings.validate().map_err(|e| SettingsError::Parse {
+            path,
+            message: e.to_string(),
+        })?;
+        Ok(Some(settings))
+    }
+
+    /// Check the values, then write them atomically: a crash mid-save leaves
+    /// the old file, never half of the new one.
+    pub fn save(&self, data_dir: &Path) -> Result<(), SettingsError> {
+        self.validate()?;
+        let path = data_dir.join(SETTINGS_FILE);
+        let write_error = |error| SettingsError::Write {
+            path: path.clone(),
+            error,
+        };
+        std::fs::create_dir_all(data_dir).map_err(write_error)?;
+        let text = toml::to_string_pretty(self).expect("settings serialize to TOML");
+        let temp = data_dir.join(format!(".{SETTINGS_FILE}.tmp"));
+        std::fs::write(&temp, text).map_err(write_error)?;
+        std::fs::rename(&temp, &path).map_err(write_error)
+    }
+
+    /// Values the app can run with; the message says what to change.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(dir) = &self.games_dir {
+            if !dir.is_absolute() {
+                return Err(SettingsError::Invalid(format!(
+                    "the games folder must be a full path, not {}",
+                    dir.display()
+                )));
+            }
+        }
+        if self.display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+            return Err(SettingsError::Invalid(format!(
+                "the display name is longer than {MAX_DISPLAY_NAME_CHARS} characters"
+            )));
+        }
+        if !(1..=MAX_PARALLEL_DOWNLOADS).contains(&self.parallel_downloads) {
+            return Err(SettingsError::Invalid(format!(
+                "parallel downloads must be between 1 and {MAX_PARALLEL_DOWNLOADS}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the runtime must restart to take `other`: only the upload
+    /// limit changes on a running peer.
+    pub fn needs_restart(&self, other: &Settings) -> bool {
+        Settings {
+            upload_limit: other.upload_limit,
+            ..self.clone()
+        } != *other
+    }
+
+    /// Put the settings into `config`.
+    pub fn apply(&self, config: &mut PeerConfig) {
+        if let Some(dir) = &self.games_dir {
+            config.games_dir = dir.clone();
+        }
+        let name = self.display_name.trim();
+        config.display_name = if name.is_empty() {
+            default_display_name()
+        } else {
+            name.to_owned()
+        };
+        config.upload_limit = self.upload_limit;
+        let key = self.party_key.trim();
+        config.party_key = (!key.is_empty()).then(|| key.to_owned());
+        config.parallel_downloads = self.parallel_downloads as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chosen() -> Settings {
+        Settings {
+            games_dir: Some(std::env::temp_dir().join("games")),
+            display_name: "Alice".into(),
+            upload_limit: 50 << 20,
+            party_key: "lan-2026".into(),
+            parallel_downloads: 3,
+        }
+    }
+
+    #[test]
+    fn no_file_is_a_first_run() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn saved_settings_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        chosen().save(dir.path()).unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap(), Some(chosen()));
+        assert!(!dir.path().join(format!(".{SETTINGS_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn missing_keys_take_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), "displayName = \"Bob\"\n").unwrap();
+        let settings = Settings::load(dir.path()).unwrap().unwrap();
+        assert_eq!(settings.display_name, "Bob");
+        assert_eq!(settings.parallel_downloads, 2);
+        assert_eq!(settings.games_dir, None);
+    }
+
+    #[test]
+    fn a_broken_file_names_itself_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), "parallelDownloads = 0\n").unwrap();
+        let err = Settings::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(SETTINGS_FILE), "{err}");
+        assert!(err.contains("between 1 and 8"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_not_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let relative = Settings {
+            games_dir: Some("games".into()),
+            ..chosen()
+        };
+        assert!(relative.save(dir.path()).is_err());
+        let long_name = Settings {
+            display_name: "x".repeat(MAX_DISPLAY_NAME_CHARS + 1),
+            ..chosen()
+        };
+        assert!(long_name.save(dir.path()).is_err());
+        assert_eq!(Settings::load(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn only_the_upload_limit_applies_without_a_restart() {
+        let now = chosen();
+        let faster = Settings {
+            upload_limit: 0,
+            ..chosen()
+        };
+        let renamed = Settings {
+            display_name: "Carol".into(),
+            ..chosen()
+        };
+        assert!(!now.needs_restart(&faster));
+        assert!(now.needs_restart(&renamed));
+    }
+
+    #[test]
+    fn apply_fills_the_config() {
+        let mut config = PeerConfig::new("/old", "/data");
+        chosen().apply(&mut config);
+        assert_eq!(config.games_dir, std::env::temp_dir().join("games"));
+        assert_eq!(config.display_name, "Alice");
+        assert_eq!(config.upload_limit, 50 << 20);
+        assert_eq!(config.party_key.as_deref(), Some("lan-2026"));
+        assert_eq!(config.parallel_downloads, 3);
+
+        Settings::default().apply(&mut config);
+        assert_eq!(config.party_key, None);
+        assert_eq!(config.display_name, default_display_name());
+        assert_eq!(config.games_dir, std::env::temp_dir().join("games"));
+    }
+}
