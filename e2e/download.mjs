@@ -1,16 +1,18 @@
 // End to end: the real desktop app (driven over WebDriver by tauri-driver)
-// sees a game shared by a real headless peer, downloads it, and the files
-// land on disk byte for byte. Screenshots go to out/e2e/.
+// sees the games shared by a real headless peer with their covers, opens one,
+// downloads it, the files land on disk byte for byte, and Play starts it.
+// Screenshots go to out/e2e/.
 //
 // Needs: tauri-driver on :4444 (under Xvfb), LANSPREAD_APP (the app binary),
-// E2E_SOURCE_GAME and E2E_TARGET_GAME (source and expected install folders).
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+// E2E_SOURCE_GAME and E2E_TARGET_GAME (source and expected install folders),
+// E2E_PLAYED (the file the game's program writes when Play starts it).
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const DRIVER = "http://127.0.0.1:4444";
 const ELEMENT = "element-6066-11e4-a52f-4ca6c4f3e4a3";
 const OUT = "out/e2e";
-const { LANSPREAD_APP, E2E_SOURCE_GAME, E2E_TARGET_GAME } = process.env;
+const { LANSPREAD_APP, E2E_SOURCE_GAME, E2E_TARGET_GAME, E2E_PLAYED } = process.env;
 
 async function call(method, path, body) {
   const response = await fetch(DRIVER + path, {
@@ -63,22 +65,50 @@ async function main() {
     // W3C reference, or the older JSON-wire key some drivers still send.
     return found[ELEMENT] ?? found.ELEMENT ?? Object.values(found)[0];
   };
+  const findX = async (xpath) => {
+    const found = await call("POST", `/session/${sid}/element`, { using: "xpath", value: xpath });
+    return found[ELEMENT] ?? found.ELEMENT ?? Object.values(found)[0];
+  };
+  const count = async (css) =>
+    (await call("POST", `/session/${sid}/elements`, { using: "css selector", value: css })).length;
   const text = async (css) => call("GET", `/session/${sid}/element/${await find(css)}/text`);
   const click = async (css) => call("POST", `/session/${sid}/element/${await find(css)}/click`, {});
+  const clickButton = async (label) =>
+    call("POST", `/session/${sid}/element/${await findX(`//button[normalize-space()='${label}']`)}/click`, {});
   const shot = async (name) => {
     const png = await call("GET", `/session/${sid}/screenshot`);
     writeFileSync(join(OUT, name), Buffer.from(png, "base64"));
   };
   try {
-    const card = 'li[aria-label="E2E Arena"]';
-    await until("the shared game appears in the library", 30, () => text(card));
+    const card = 'button[aria-label^="E2E Arena"]';
+    await until("the shared games appear in the library", 30, () => text(card));
+    await until("every game shows its cover", 20, async () => (await count("img.cover")) >= 3);
     console.log("e2e: the game appeared:", (await text(card)).replace(/\n/g, " | "));
     await shot("library.png");
-    await click(`${card} button`);
+
+    await click(card);
+    const dialog = await until("the game's page opens", 10, () => text('[role="dialog"]'));
+    for (const fact of ["A test arena", "Test", "2–8 players", "1.0", "e2e host"]) {
+      if (!dialog.includes(fact)) throw new Error(`the game's page lacks "${fact}": ${dialog}`);
+    }
+    await shot("game-detail.png");
+    await clickButton("Download");
+    await click('[role="dialog"] button[aria-label="Close"]');
+    await until("the card shows progress", 20, async () => /downloading[\s\S]*\d+% · /i.test(await text(card)));
+    await new Promise((r) => setTimeout(r, 1500));
+    await shot("library-downloading.png");
     await until("the download completes", 120, async () => /installed/i.test(await text(card)));
     console.log("e2e: installed:", (await text(card)).replace(/\n/g, " | "));
-    await click('nav button:nth-child(2)');
-    await until("the downloads page shows it", 10, async () => /completed/i.test(await text(".downloads")));
+    compareTrees(E2E_SOURCE_GAME, E2E_TARGET_GAME);
+
+    await click(card);
+    await clickButton("Play");
+    await until("Play starts the game", 15, () => existsSync(E2E_PLAYED));
+    await click('[role="dialog"] button[aria-label="Close"]');
+    console.log("e2e: Play started the game");
+
+    await click("nav button:nth-child(2)");
+    await until("the downloads page shows it", 10, async () => /installed/i.test(await text(".downloads")));
     await shot("download-finished.png");
   } catch (e) {
     await shot("failure.png").catch(() => {});
@@ -88,18 +118,22 @@ async function main() {
   } finally {
     await call("DELETE", `/session/${sid}`).catch(() => {});
   }
-  const expected = files(E2E_SOURCE_GAME);
-  const got = files(E2E_TARGET_GAME);
+  console.log("e2e: 1 passed, 0 failed");
+}
+
+/** The installed tree must equal the source byte for byte. */
+function compareTrees(source, target) {
+  const expected = files(source);
+  const got = files(target);
   if (JSON.stringify(expected) !== JSON.stringify(got)) {
     throw new Error(`installed files differ: ${JSON.stringify(got)} vs ${JSON.stringify(expected)}`);
   }
   for (const file of expected.filter((f) => !f.endsWith("/"))) {
-    if (!readFileSync(join(E2E_SOURCE_GAME, file)).equals(readFileSync(join(E2E_TARGET_GAME, file)))) {
+    if (!readFileSync(join(source, file)).equals(readFileSync(join(target, file)))) {
       throw new Error(`${file} differs`);
     }
   }
   console.log(`e2e: ${expected.length} files and folders identical`);
-  console.log("e2e: 1 passed, 0 failed");
 }
 
 main().catch((e) => {

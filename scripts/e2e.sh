@@ -21,18 +21,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A small game with metadata, several files and an empty folder.
-game="$work/host/games/e2e-arena"
+# Games with covers; the one downloaded has several files, an empty folder
+# and a program for Play that leaves a mark outside the game folder.
+games="$work/host/games"
+make_game() { # folder, title, cover hue, size in bytes, extra metadata
+  mkdir -p "$games/$1/data"
+  head -c "$4" /dev/urandom > "$games/$1/data/$1.pak"
+  node e2e/cover.mjs "$games/$1/cover.png" "$3"
+  printf 'title = "%s"\nversion = "1.0"\n%s' "$2" "$5" > "$games/$1/lanspread.toml"
+}
+game="$games/e2e-arena"
+played="$work/played"
+make_game e2e-arena "E2E Arena" 215 12000000 "$(printf '%s\n' \
+  'genre = "Test"' 'description = "A test arena."' 'min_players = 2' 'max_players = 8' \
+  'executable = "run.sh"' "args = [\"$played\"]")"
 mkdir -p "$game/data/maps" "$game/saves"
-head -c 6000000 /dev/urandom > "$game/data/arena.pak"
 for i in 1 2 3; do head -c $((i * 1000)) /dev/urandom > "$game/data/maps/map$i.bsp"; done
-printf 'title = "E2E Arena"\nversion = "1.0"\ngenre = "Test"\n' > "$game/lanspread.toml"
+printf '#!/bin/sh\necho played > "$1"\n' > "$game/run.sh"
+chmod +x "$game/run.sh"
+make_game neon-racer "Neon Racer" 300 1000000 'genre = "Racing"'
+make_game castle-siege "Castle Siege" 25 1000000 'genre = "Strategy"'
 
 port=$((20000 + RANDOM % 20000))
-setsid "$peer" serve -q --no-mdns --listen "127.0.0.1:$port" --games "$work/host/games" \
-  --data "$work/host/data" --name "e2e host" &
+# The upload limit makes the download last a few seconds: long enough to
+# see it in progress.
+setsid "$peer" serve -q --no-mdns --listen "127.0.0.1:$port" --games "$games" \
+  --data "$work/host/data" --name "e2e host" --upload-limit 2500000 &
 pids+=($!)
 
+rm -rf out/e2e
 mkdir -p out/e2e "$work/app/games"
 export LANSPREAD_GAMES_DIR="$work/app/games" LANSPREAD_DATA_DIR="$work/app/data"
 export LANSPREAD_PEERS="127.0.0.1:$port" LANSPREAD_MDNS=0 LANSPREAD_LISTEN="127.0.0.1:0"
@@ -45,4 +62,4 @@ for _ in $(seq 1 50); do
 done
 
 LANSPREAD_APP="$app" E2E_SOURCE_GAME="$game" E2E_TARGET_GAME="$work/app/games/e2e-arena" \
-  node e2e/download.mjs
+  E2E_PLAYED="$played" node e2e/download.mjs

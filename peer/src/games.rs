@@ -5,13 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use serde::Serialize;
-
 use crate::library::{LibrarySnapshot, LocalGame};
 
 /// Why an action on an installed game did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, ts_rs::TS)]
-#[serde(tag = "code", rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GameActionError {
     #[error("no installed game `{game_id}`")]
     NotInstalled { game_id: String },
@@ -21,6 +18,18 @@ pub enum GameActionError {
     Launch { path: String, message: String },
     #[error("cannot delete {path}: {message}")]
     Delete { path: String, message: String },
+}
+
+impl GameActionError {
+    /// A stable name for front ends to branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotInstalled { .. } => "notInstalled",
+            Self::NoExecutable { .. } => "noExecutable",
+            Self::Launch { .. } => "launch",
+            Self::Delete { .. } => "delete",
+        }
+    }
 }
 
 fn installed(snapshot: &LibrarySnapshot, game_id: &str) -> Result<LocalGame, GameActionError> {

@@ -340,6 +340,11 @@ impl PeerRuntimeHandle {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// The folder this peer shares and installs into.
+    pub fn games_dir(&self) -> &std::path::Path {
+        self.library.indexer.games_dir()
+    }
+
     /// The game picture with `hash` (hex, as the catalog gives it): ours, or
     /// fetched from a peer that lists it and checked against the hash.
     pub async fn thumbnail(&self, hash: &str) -> Option<Picture> {

@@ -41,6 +41,11 @@ fn make_game(games: &Path, name: &str, size: usize) {
         .unwrap();
     }
     fs::write(root.join("empty.cfg"), b"").unwrap();
+    fs::write(
+        root.join("cover.png"),
+        [&b"\x89PNG\r\n\x1a\n"[..], name.as_bytes()].concat(),
+    )
+    .unwrap();
     fs::write(root.join("lanspread.toml"), format!("title = \"{name}\"\n")).unwrap();
 }
 
@@ -262,10 +267,16 @@ async fn one_source() {
 
     assert_completed(&end);
     assert_identical(&source.games.join("arena"), &downloader.games.join("arena"));
-    assert!(
-        downloader.handle.library().contains_key("arena"),
-        "offered at once"
+    let installed = downloader.handle.library()["arena"].clone();
+    let shared = source.handle.library()["arena"].clone();
+    assert_eq!(installed.version_id, shared.version_id, "offered at once");
+    // With its title and picture, as the source offers it.
+    assert_eq!(installed.metadata, shared.metadata);
+    assert_eq!(
+        installed.thumbnail.as_ref().map(|t| t.hash),
+        shared.thumbnail.as_ref().map(|t| t.hash)
     );
+    assert!(installed.thumbnail.is_some());
     // The library took the verified hashes: the installed game is not re-hashed.
     assert_eq!(downloader.handle.bytes_hashed(), 0);
     assert!(fs::read_dir(downloader.games.join(".lanspread-staging"))
@@ -467,6 +478,39 @@ async fn cancel_mid_download_then_resume() {
     assert!(
         second_run < total,
         "the resume fetched {second_run} of {total} bytes"
+    );
+    stop(vec![source, down]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discarding_a_paused_download_deletes_its_staging_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = peer(dir.path(), "source", vec![], 4 * MIB as u64).await;
+    make_game(&source.games, "arena", 16 * MIB);
+    indexed(&source, "arena").await;
+    let (down, mut events) = downloader(
+        dir.path(),
+        "down",
+        vec![source.handle.local_addr().to_string()],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let version_id = down.handle.download("arena").await.unwrap();
+    progressed(&mut events, 2 * MIB as u64).await;
+    assert!(down.handle.cancel_download(version_id, false).await);
+    outcome(&mut events, "arena", Duration::from_secs(10)).await;
+    let staging = down
+        .games
+        .join(".lanspread-staging")
+        .join(version_id.to_hex());
+    assert!(staging.exists(), "paused with its data");
+
+    assert!(down.handle.cancel_download(version_id, true).await);
+    assert!(!staging.exists(), "discarded");
+    assert!(
+        !down.handle.cancel_download(version_id, true).await,
+        "nothing left"
     );
     stop(vec![source, down]).await;
 }

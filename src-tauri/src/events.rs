@@ -1,7 +1,11 @@
-//! Forwarding of peer events to the UI.
+//! Forwarding of peer events to the UI, and desktop notifications when a
+//! download ends while the player looks elsewhere.
+
+use std::collections::HashMap;
 
 use lanspread_peer::PeerEvent;
 use tauri::{AppHandle, Emitter};
+use tauri_plugin_notification::NotificationExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Every event, as one typed stream.
@@ -12,9 +16,13 @@ pub const PEER_RUNTIME_FAILED: &str = "peer-runtime-failed";
 /// Forward events until the runtime drops its event channel.
 pub fn forward(app: AppHandle, mut events: broadcast::Receiver<PeerEvent>) {
     tauri::async_runtime::spawn(async move {
+        let mut titles = HashMap::new();
         loop {
             match events.recv().await {
-                Ok(event) => emit(&app, &event),
+                Ok(event) => {
+                    emit(&app, &event);
+                    notify(&app, &event, &mut titles);
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "the UI fell behind the peer's events");
                 }
@@ -33,4 +41,48 @@ fn emit(app: &AppHandle, event: &PeerEvent) {
     if let Err(e) = app.emit(PEER_EVENT, event) {
         tracing::warn!("cannot emit {PEER_EVENT}: {e}");
     }
+}
+
+/// A notification when a download completes or fails. `titles` remembers
+/// each download's title from its start, by version id.
+fn notify(app: &AppHandle, event: &PeerEvent, titles: &mut HashMap<String, String>) {
+    let (title, body) = match event {
+        PeerEvent::DownloadQueued {
+            version_id, title, ..
+        }
+        | PeerEvent::DownloadStarted {
+            version_id, title, ..
+        } => {
+            titles.insert(version_id.clone(), title.clone());
+            return;
+        }
+        PeerEvent::DownloadCompleted {
+            version_id,
+            game_id,
+        } => {
+            let name = titles.remove(version_id).unwrap_or_else(|| game_id.clone());
+            (
+                format!("{name} is ready"),
+                "Downloaded and verified.".into(),
+            )
+        }
+        PeerEvent::DownloadFailed {
+            version_id,
+            game_id,
+            message,
+            ..
+        } => {
+            let name = titles.remove(version_id).unwrap_or_else(|| game_id.clone());
+            (format!("{name} failed to download"), message.clone())
+        }
+        _ => return,
+    };
+    // Showing talks to the desktop's notification service; keep that off
+    // the event loop.
+    let app = app.clone();
+    tauri::async_runtime::spawn_blocking(move || {
+        if let Err(e) = app.notification().builder().title(title).body(body).show() {
+            tracing::debug!("no desktop notification: {e}");
+        }
+    });
 }

@@ -1,42 +1,29 @@
-import { act, fireEvent, render, screen } from "@testing-library/react";
+import { act, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
-import { App, type PeerBridge } from "./App";
-import { gameState, initialModel, reconnecting, reduce } from "./state";
-import type { CatalogEntry, PeerEvent, ServiceHealth } from "./types";
+import { App } from "./App";
+import type { CatalogEntry, PeerEvent, ServiceHealth, Settings, SettingsView } from "./bindings";
+import type { PeerBridge } from "./bridge";
+import { entry, running } from "./fixtures";
 
-const running = (service: string): ServiceHealth => ({
-  service,
-  policy: "restart",
-  state: "running",
-  restarts: 0,
-  lastError: null,
-  lastHeartbeatMs: 1,
-});
+const savedSettings: Settings = {
+  gamesDir: "/home/ana/games",
+  displayName: "ana",
+  uploadLimit: 0,
+  partyKey: "",
+  parallelDownloads: 2,
+};
 
-const entry = (over: Partial<CatalogEntry> = {}): CatalogEntry => ({
-  gameId: "openarena",
-  versionId: "ab".repeat(32),
-  title: "OpenArena",
-  description: null,
-  genre: "Shooter",
-  minPlayers: null,
-  maxPlayers: 16,
-  versionLabel: "0.8.8",
-  totalSize: 3 * 1024 * 1024,
-  thumbnail: null,
-  sources: ["peer1"],
-  partialSources: [],
-  installed: false,
-  updateTo: null,
-  ...over,
-});
+function view(over: Partial<SettingsView> = {}): SettingsView {
+  return { settings: savedSettings, firstRun: false, gamesDir: "/home/ana/games", problem: null, ...over };
+}
 
-function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = []) {
+function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], settings = view()) {
   let handler: ((e: PeerEvent) => void) | null = null;
   const bridge: PeerBridge = {
     health: async () => health,
     catalog: async () => catalog,
     peers: async () => [],
+    downloads: async () => [],
     download: vi.fn(async (target: string) => target),
     cancelDownload: vi.fn(async () => true),
     addPeer: vi.fn(async () => {}),
@@ -50,6 +37,14 @@ function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = []) 
       addresses: [],
       hints: ["No peer connected. Allow UDP port 27600 through the firewall."],
     }),
+    thumbnail: vi.fn(async () => new Uint8Array([0x89, 0x50]).buffer),
+    play: vi.fn(async () => {}),
+    openGameFolder: vi.fn(async () => {}),
+    deleteGame: vi.fn(async () => {}),
+    settings: async () => settings,
+    saveSettings: vi.fn(async (s: Settings) => view({ settings: s })),
+    pickGamesFolder: vi.fn(async () => "/mnt/big/games"),
+    openLogFolder: vi.fn(async () => "/home/ana/.local/share/lanspread/logs"),
     onEvent: async (h) => {
       handler = h;
       return () => {
@@ -60,72 +55,16 @@ function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = []) 
   return { bridge, emit: (e: PeerEvent) => act(() => handler!(e)) };
 }
 
-describe("reduce", () => {
-  it("records a runtime failure", () => {
-    const model = reduce(initialModel, {
-      kind: "event",
-      event: { type: "runtimeFailed", component: "quic-server", error: "port in use" },
-    });
-    expect(model.failure).toEqual({ component: "quic-server", error: "port in use" });
-  });
-
-  it("lists services backing off as reconnecting", () => {
-    let model = reduce(initialModel, { kind: "healthSnapshot", health: [running("discovery")] });
-    expect(reconnecting(model)).toEqual([]);
-    model = reduce(model, {
-      kind: "event",
-      event: { type: "healthChanged", health: { ...running("discovery"), state: "backingOff", restarts: 1 } },
-    });
-    expect(reconnecting(model)).toEqual(["discovery"]);
-  });
-
-  it("follows a download from start to completion and failure", () => {
-    const vid = "cd".repeat(32);
-    let model = reduce(initialModel, {
-      kind: "event",
-      event: { type: "downloadStarted", versionId: vid, gameId: "q3", title: "Quake III", bytesTotal: 100 },
-    });
-    model = reduce(model, {
-      kind: "event",
-      event: {
-        type: "downloadProgress",
-        versionId: vid,
-        gameId: "q3",
-        bytesDone: 40,
-        bytesTotal: 100,
-        bytesPerSec: 10,
-        etaSecs: 6,
-        sources: [{ peerId: "p", bytesPerSec: 10 }],
-      },
-    });
-    expect(model.downloads[vid]).toMatchObject({ bytesDone: 40, etaSecs: 6, phase: "running" });
-    expect(gameState(model, entry({ versionId: vid }))).toBe("downloading");
-    const failed = reduce(model, {
-      kind: "event",
-      event: { type: "downloadFailed", versionId: vid, gameId: "q3", code: "noSpace", message: "disk full" },
-    });
-    expect(failed.downloads[vid]).toMatchObject({ phase: "failed", message: "disk full" });
-    const done = reduce(model, { kind: "event", event: { type: "downloadCompleted", versionId: vid, gameId: "q3" } });
-    expect(done.downloads[vid].phase).toBe("completed");
-  });
-
-  it("marks a lost peer", () => {
-    let model = reduce(initialModel, {
-      kind: "event",
-      event: {
-        type: "peerDiscovered",
-        peer: { peerId: "p1", displayName: "host", addr: "10.0.0.2:27600", state: "connected", rttMs: 0.4, games: 3, source: "mdns", lastError: null },
-      },
-    });
-    model = reduce(model, { kind: "event", event: { type: "peerLost", peerId: "p1", reason: "no answer" } });
-    expect(model.peers.p1).toMatchObject({ state: "lost", lastError: "no answer", rttMs: null });
-  });
-});
+async function openGame(title: RegExp) {
+  fireEvent.click(await screen.findByRole("button", { name: title }));
+  return screen.getByRole("dialog");
+}
 
 describe("App", () => {
   it("shows a banner when the runtime fails", async () => {
     const { bridge, emit } = fakeBridge([], [running("quic-server")]);
     render(<App bridge={bridge} />);
+    await screen.findByText(/are you on the party network/);
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
     emit({ type: "runtimeFailed", component: "quic-server", error: "address in use" });
     const banner = screen.getByRole("alert");
@@ -133,14 +72,103 @@ describe("App", () => {
     expect(banner).toHaveTextContent("can no longer share");
   });
 
-  it("lists games from the catalog and downloads one on click", async () => {
-    const game = entry();
-    const { bridge } = fakeBridge([game]);
+  it("shows a card per game with its picture, size, sources and state", async () => {
+    const { bridge } = fakeBridge([entry({ thumbnail: "77".repeat(32) })]);
+    const { container } = render(<App bridge={bridge} />);
+    const card = await screen.findByRole("button", { name: "OpenArena: Available" });
+    expect(card).toHaveTextContent("3.0 MiB · 1 source · v0.8.8");
+    await waitFor(() => expect(container.querySelector("img.cover")).toHaveAttribute("src", expect.stringMatching(/^blob:/)));
+    expect(bridge.thumbnail).toHaveBeenCalledWith("77".repeat(32));
+  });
+
+  it("opens a game's page with its facts and downloads it", async () => {
+    const game = entry({ description: "Fast arena shooter.", minPlayers: 2, sources: ["p1"] });
+    const { bridge, emit } = fakeBridge([game]);
     render(<App bridge={bridge} />);
-    const card = await screen.findByRole("listitem", { name: "OpenArena" });
-    expect(card).toHaveTextContent("3.0 MiB · 1 source");
-    expect(card).toHaveTextContent("Available");
-    fireEvent.click(screen.getByRole("button", { name: "Download" }));
+    await screen.findByRole("button", { name: /OpenArena/ });
+    emit({
+      type: "peerDiscovered",
+      peer: { peerId: "p1", displayName: "lan-host", addr: "10.0.0.9:27600", state: "connected", rttMs: 0.3, games: 1, source: "mdns", lastError: null },
+    });
+    const dialog = await openGame(/OpenArena/);
+    expect(dialog).toHaveTextContent("Fast arena shooter.");
+    expect(dialog).toHaveTextContent("Shooter");
+    expect(dialog).toHaveTextContent("2–16 players");
+    expect(dialog).toHaveTextContent("0.8.8");
+    expect(dialog).toHaveTextContent("lan-host");
+    fireEvent.click(within(dialog).getByRole("button", { name: "Download" }));
+    expect(bridge.download).toHaveBeenCalledWith(game.versionId);
+
+    emit({ type: "downloadStarted", versionId: game.versionId, gameId: game.gameId, title: game.title, bytesTotal: 100 });
+    emit({
+      type: "downloadProgress",
+      versionId: game.versionId,
+      gameId: game.gameId,
+      bytesDone: 25,
+      bytesTotal: 100,
+      bytesPerSec: 2048,
+      etaSecs: 90,
+      sources: [{ peerId: "p1", bytesPerSec: 2048 }],
+    });
+    expect(dialog).toHaveTextContent("25% · 2.0 KiB/s · 1 min 30 s left");
+    fireEvent.click(within(dialog).getByRole("button", { name: "Cancel" }));
+    expect(bridge.cancelDownload).toHaveBeenCalledWith(game.versionId, false);
+    fireEvent.keyDown(dialog, { key: "Escape" });
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+  });
+
+  it("plays, opens and deletes an installed game, deleting only once confirmed", async () => {
+    const { bridge } = fakeBridge([entry({ installed: true, sources: [] })]);
+    render(<App bridge={bridge} />);
+    const dialog = await openGame(/OpenArena: Installed/);
+    fireEvent.click(within(dialog).getByRole("button", { name: "Play" }));
+    expect(bridge.play).toHaveBeenCalledWith("openarena");
+    await waitFor(() => expect(within(dialog).getByRole("button", { name: "Play" })).toBeEnabled());
+    fireEvent.click(within(dialog).getByRole("button", { name: "Open folder" }));
+    expect(bridge.openGameFolder).toHaveBeenCalledWith("openarena");
+    fireEvent.click(within(dialog).getByRole("button", { name: "Delete" }));
+    expect(bridge.deleteGame).not.toHaveBeenCalled();
+    const confirm = within(dialog).getByRole("alertdialog");
+    expect(confirm).toHaveTextContent("Delete OpenArena (3.0 MiB)");
+    fireEvent.click(within(confirm).getByRole("button", { name: "Delete" }));
+    expect(bridge.deleteGame).toHaveBeenCalledWith("openarena");
+  });
+
+  it("says why Play did not start", async () => {
+    const { bridge } = fakeBridge([entry({ installed: true, sources: [] })]);
+    bridge.play = vi.fn(async () => Promise.reject({ code: "noExecutable", message: "OpenArena names no program to start" }));
+    render(<App bridge={bridge} />);
+    const dialog = await openGame(/OpenArena/);
+    fireEvent.click(within(dialog).getByRole("button", { name: "Play" }));
+    expect(await screen.findByText(/names no program to start/)).toBeInTheDocument();
+  });
+
+  it("lists downloads with per-source rates and resumes a paused one", async () => {
+    const game = entry();
+    const { bridge, emit } = fakeBridge([game]);
+    render(<App bridge={bridge} />);
+    await screen.findByRole("button", { name: /OpenArena/ });
+    emit({ type: "downloadStarted", versionId: game.versionId, gameId: game.gameId, title: game.title, bytesTotal: 1000 });
+    emit({
+      type: "downloadProgress",
+      versionId: game.versionId,
+      gameId: game.gameId,
+      bytesDone: 500,
+      bytesTotal: 1000,
+      bytesPerSec: 3072,
+      etaSecs: 1,
+      sources: [
+        { peerId: "aaaaaaaaaaaa", bytesPerSec: 1024 },
+        { peerId: "bbbbbbbbbbbb", bytesPerSec: 2048 },
+      ],
+    });
+    fireEvent.click(screen.getByRole("button", { name: "Downloads (1)" }));
+    const sources = screen.getByRole("list", { name: "OpenArena sources" });
+    expect(sources).toHaveTextContent("aaaaaaaa: 1.0 KiB/s");
+    expect(sources).toHaveTextContent("bbbbbbbb: 2.0 KiB/s");
+    emit({ type: "downloadPeersGone", versionId: game.versionId, gameId: game.gameId });
+    expect(screen.getByText(/Every source left/)).toBeInTheDocument();
+    fireEvent.click(screen.getByRole("button", { name: "Resume" }));
     expect(bridge.download).toHaveBeenCalledWith(game.versionId);
   });
 
@@ -150,12 +178,14 @@ describe("App", () => {
     expect(await screen.findByText(/are you on the party network/)).toBeInTheDocument();
   });
 
-  it("explains why no peers are visible", async () => {
+  it("explains why no peers are visible and opens the log folder", async () => {
     const { bridge } = fakeBridge([]);
     render(<App bridge={bridge} />);
     fireEvent.click(screen.getByRole("button", { name: "Services" }));
     expect(await screen.findByText(/Allow UDP port 27600/)).toBeInTheDocument();
     expect(screen.getByText("eth0")).toBeInTheDocument();
+    fireEvent.click(screen.getByRole("button", { name: "Open log folder" }));
+    expect(await screen.findByText(/lanspread\/logs/)).toBeInTheDocument();
   });
 
   it("adds a peer by address", async () => {
@@ -165,5 +195,34 @@ describe("App", () => {
     fireEvent.change(screen.getByLabelText("Add peer by address"), { target: { value: "10.0.0.2:27600" } });
     fireEvent.click(screen.getByRole("button", { name: "Add" }));
     expect(bridge.addPeer).toHaveBeenCalledWith("10.0.0.2:27600");
+  });
+
+  it("asks for the games folder on first run", async () => {
+    const { bridge } = fakeBridge([], [], view({ firstRun: true, settings: { ...savedSettings, gamesDir: null } }));
+    render(<App bridge={bridge} />);
+    const welcome = await screen.findByRole("dialog", { name: "Welcome to lanspread" });
+    fireEvent.click(within(welcome).getByRole("button", { name: "Choose another folder…" }));
+    expect(await within(welcome).findByText("/mnt/big/games")).toBeInTheDocument();
+    fireEvent.change(within(welcome).getByLabelText("Your name at the party"), { target: { value: " Ana " } });
+    fireEvent.click(within(welcome).getByRole("button", { name: "Start" }));
+    expect(bridge.saveSettings).toHaveBeenCalledWith({ ...savedSettings, gamesDir: "/mnt/big/games", displayName: "Ana" });
+    await waitFor(() => expect(screen.queryByRole("dialog")).not.toBeInTheDocument());
+  });
+
+  it("saves settings, with the upload limit given in MiB/s", async () => {
+    const { bridge } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Settings" }));
+    fireEvent.change(await screen.findByLabelText("Upload limit (MiB/s)"), { target: { value: "12.5" } });
+    fireEvent.change(screen.getByLabelText("Party key"), { target: { value: "lan2026" } });
+    fireEvent.change(screen.getByLabelText("Parallel downloads"), { target: { value: "3" } });
+    fireEvent.click(screen.getByRole("button", { name: "Save" }));
+    expect(bridge.saveSettings).toHaveBeenCalledWith({
+      ...savedSettings,
+      uploadLimit: 12.5 * 1024 * 1024,
+      partyKey: "lan2026",
+      parallelDownloads: 3,
+    });
+    expect(await screen.findByText("Saved.")).toBeInTheDocument();
   });
 });

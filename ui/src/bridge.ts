@@ -1,17 +1,57 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
-import type { PeerBridge } from "./App";
-import type { CatalogEntry, Diagnostics, PeerEvent, PeerInfo, ServiceHealth } from "./types";
+import type {
+  CatalogEntry,
+  Diagnostics,
+  DownloadInfo,
+  PeerEvent,
+  PeerInfo,
+  ServiceHealth,
+  Settings,
+  SettingsView,
+} from "./bindings";
+
+/** How the app reaches the peer; the real one wraps Tauri, tests pass a fake. */
+export interface PeerBridge {
+  health(): Promise<ServiceHealth[]>;
+  catalog(): Promise<CatalogEntry[]>;
+  peers(): Promise<PeerInfo[]>;
+  downloads(): Promise<DownloadInfo[]>;
+  download(target: string): Promise<string>;
+  cancelDownload(versionId: string, remove: boolean): Promise<boolean>;
+  addPeer(address: string): Promise<void>;
+  diagnostics(): Promise<Diagnostics>;
+  /** A game picture's bytes by its hash. */
+  thumbnail(hash: string): Promise<ArrayBuffer>;
+  play(gameId: string): Promise<void>;
+  openGameFolder(gameId: string): Promise<void>;
+  deleteGame(gameId: string): Promise<void>;
+  settings(): Promise<SettingsView>;
+  saveSettings(settings: Settings): Promise<SettingsView>;
+  /** The system folder dialog; null when the player cancels. */
+  pickGamesFolder(): Promise<string | null>;
+  /** Opens the log folder; answers its path. */
+  openLogFolder(): Promise<string>;
+  onEvent(handler: (event: PeerEvent) => void): Promise<() => void>;
+}
 
 /** The bridge to the Rust side of the desktop app: the only file that knows Tauri. */
 export const tauriBridge: PeerBridge = {
-  health: () => invoke<ServiceHealth[]>("health"),
-  catalog: () => invoke<CatalogEntry[]>("catalog"),
-  peers: () => invoke<PeerInfo[]>("peers"),
-  download: (target) => invoke<string>("download", { target }),
-  cancelDownload: (versionId, remove) =>
-    invoke<boolean>("cancel_download", { versionId, delete: remove }),
-  addPeer: (address) => invoke<void>("add_peer", { address }),
-  diagnostics: () => invoke<Diagnostics>("diagnostics"),
+  health: () => invoke("health"),
+  catalog: () => invoke("catalog"),
+  peers: () => invoke("peers"),
+  downloads: () => invoke("downloads"),
+  download: (target) => invoke("download", { target }),
+  cancelDownload: (versionId, remove) => invoke("cancel_download", { versionId, delete: remove }),
+  addPeer: (address) => invoke("add_peer", { address }),
+  diagnostics: () => invoke("diagnostics"),
+  thumbnail: (hash) => invoke("thumbnail", { hash }),
+  play: (gameId) => invoke("play", { gameId }),
+  openGameFolder: (gameId) => invoke("open_game_folder", { gameId }),
+  deleteGame: (gameId) => invoke("delete_game", { gameId }),
+  settings: () => invoke("settings"),
+  saveSettings: (settings) => invoke("save_settings", { settings }),
+  pickGamesFolder: () => invoke("pick_games_folder"),
+  openLogFolder: () => invoke("open_log_folder"),
   onEvent: (handler) => listen<PeerEvent>("peer-event", (e) => handler(e.payload)),
 };

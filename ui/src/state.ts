@@ -1,11 +1,18 @@
-import type { CatalogEntry, PeerEvent, PeerInfo, ServiceHealth, SourceRate } from "./types";
+import type {
+  CatalogEntry,
+  DownloadInfo,
+  PeerEvent,
+  PeerInfo,
+  ServiceHealth,
+  SourceRate,
+} from "./bindings";
 
 export interface RuntimeFailure {
   component: string;
   error: string;
 }
 
-export type DownloadPhase = "running" | "completed" | "failed" | "cancelled" | "peersGone";
+export type DownloadPhase = "queued" | "running" | "completed" | "failed" | "cancelled" | "peersGone";
 
 export interface DownloadView {
   versionId: string;
@@ -40,7 +47,9 @@ export type Action =
   | { kind: "event"; event: PeerEvent }
   | { kind: "healthSnapshot"; health: ServiceHealth[] }
   | { kind: "catalogSnapshot"; catalog: CatalogEntry[] }
-  | { kind: "peersSnapshot"; peers: PeerInfo[] };
+  | { kind: "peersSnapshot"; peers: PeerInfo[] }
+  | { kind: "downloadsSnapshot"; downloads: DownloadInfo[] }
+  | { kind: "clearDownload"; versionId: string };
 
 /** Folds peer events into what the UI shows. Pure: tested without a window. */
 export function reduce(model: AppModel, action: Action): AppModel {
@@ -51,20 +60,48 @@ export function reduce(model: AppModel, action: Action): AppModel {
       return { ...model, catalog: action.catalog };
     case "peersSnapshot":
       return { ...model, peers: Object.fromEntries(action.peers.map((p) => [p.peerId, p])) };
+    case "downloadsSnapshot": {
+      const downloads = { ...model.downloads };
+      for (const d of action.downloads) {
+        const known = downloads[d.versionId];
+        const phase: DownloadPhase = d.state === "queued" ? "queued" : "running";
+        downloads[d.versionId] = known
+          ? { ...known, phase }
+          : { ...newDownload(d.versionId, d.gameId, d.title, 0), phase };
+      }
+      return { ...model, downloads };
+    }
+    case "clearDownload": {
+      const { [action.versionId]: _, ...rest } = model.downloads;
+      return { ...model, downloads: rest };
+    }
     case "event":
       return reduceEvent(model, action.event);
   }
 }
 
-function updateDownload(
-  model: AppModel,
-  versionId: string,
-  change: Partial<DownloadView>,
-): AppModel {
+function newDownload(versionId: string, gameId: string, title: string, bytesTotal: number): DownloadView {
+  return {
+    versionId,
+    gameId,
+    title,
+    bytesDone: 0,
+    bytesTotal,
+    bytesPerSec: 0,
+    etaSecs: null,
+    sources: [],
+    phase: "running",
+    message: null,
+  };
+}
+
+function updateDownload(model: AppModel, versionId: string, change: Partial<DownloadView>): AppModel {
   const current = model.downloads[versionId];
   if (!current) return model;
   return { ...model, downloads: { ...model.downloads, [versionId]: { ...current, ...change } } };
 }
+
+const stopped = { bytesPerSec: 0, etaSecs: null, sources: [] };
 
 function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
   switch (event.type) {
@@ -82,25 +119,35 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
       const lost: PeerInfo = { ...peer, state: "lost", lastError: event.reason, rttMs: null };
       return { ...model, peers: { ...model.peers, [event.peerId]: lost } };
     }
-    case "downloadStarted":
+    case "downloadQueued": {
+      const known = model.downloads[event.versionId];
+      const view = known ?? newDownload(event.versionId, event.gameId, event.title, 0);
+      return {
+        ...model,
+        downloads: {
+          ...model.downloads,
+          [event.versionId]: { ...view, ...stopped, phase: "queued", message: null },
+        },
+      };
+    }
+    case "downloadStarted": {
+      // A resumed download keeps the bytes it had until progress says more.
+      const known = model.downloads[event.versionId];
+      const view = known ?? newDownload(event.versionId, event.gameId, event.title, event.bytesTotal);
       return {
         ...model,
         downloads: {
           ...model.downloads,
           [event.versionId]: {
-            versionId: event.versionId,
-            gameId: event.gameId,
+            ...view,
             title: event.title,
-            bytesDone: 0,
             bytesTotal: event.bytesTotal,
-            bytesPerSec: 0,
-            etaSecs: null,
-            sources: [],
             phase: "running",
             message: null,
           },
         },
       };
+    }
     case "downloadProgress":
       return updateDownload(model, event.versionId, {
         bytesDone: event.bytesDone,
@@ -109,14 +156,26 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
         etaSecs: event.etaSecs,
         sources: event.sources,
       });
-    case "downloadCompleted":
-      return updateDownload(model, event.versionId, { phase: "completed", etaSecs: 0 });
+    case "downloadCompleted": {
+      const done = model.downloads[event.versionId];
+      return updateDownload(model, event.versionId, {
+        ...stopped,
+        phase: "completed",
+        bytesDone: done?.bytesTotal ?? 0,
+        etaSecs: 0,
+      });
+    }
     case "downloadFailed":
-      return updateDownload(model, event.versionId, { phase: "failed", message: event.message });
+      return updateDownload(model, event.versionId, { ...stopped, phase: "failed", message: event.message });
     case "downloadCancelled":
-      return updateDownload(model, event.versionId, { phase: "cancelled" });
+      return updateDownload(model, event.versionId, {
+        ...stopped,
+        phase: "cancelled",
+        message: "Paused. What was downloaded is kept; Resume goes on from there.",
+      });
     case "downloadPeersGone":
       return updateDownload(model, event.versionId, {
+        ...stopped,
         phase: "peersGone",
         message: "Every source left. Resume when one is back.",
       });
@@ -132,22 +191,53 @@ export function reconnecting(model: AppModel): string[] {
     .map((h) => h.service);
 }
 
-export type GameState = "installed" | "update" | "downloading" | "available";
+export type GameState = "installed" | "update" | "downloading" | "queued" | "paused" | "available";
+
+/** The download of this entry, or of the update it points to. */
+export function downloadOf(model: AppModel, entry: CatalogEntry): DownloadView | undefined {
+  return model.downloads[entry.versionId] ?? (entry.updateTo ? model.downloads[entry.updateTo] : undefined);
+}
 
 export function gameState(model: AppModel, entry: CatalogEntry): GameState {
-  const download = model.downloads[entry.versionId];
-  if (download && download.phase === "running") return "downloading";
+  const download = downloadOf(model, entry);
+  if (download?.phase === "running") return "downloading";
+  if (download?.phase === "queued") return "queued";
   if (entry.installed && entry.updateTo) return "update";
   if (entry.installed) return "installed";
+  if (download && download.phase !== "completed") return "paused";
   return "available";
 }
 
-/** Catalog entries worth a card: installed versions and versions others serve. */
-export function libraryEntries(model: AppModel, search: string): CatalogEntry[] {
+export type LibraryFilter = "all" | "installed" | "available" | "updates" | "downloading";
+
+/**
+ * Catalog entries worth a card: installed versions and versions others
+ * serve. A newer version of an installed game is shown on the installed
+ * card ("Update available"), not as a card of its own.
+ */
+export function libraryEntries(model: AppModel, search: string, filter: LibraryFilter = "all"): CatalogEntry[] {
   const needle = search.trim().toLowerCase();
+  const updates = new Set(model.catalog.filter((e) => e.installed && e.updateTo).map((e) => e.updateTo));
   return model.catalog
     .filter((e) => e.installed || e.sources.length + e.partialSources.length > 0)
-    .filter((e) => !needle || e.title.toLowerCase().includes(needle) || e.gameId.includes(needle));
+    .filter((e) => !updates.has(e.versionId))
+    .filter((e) => !needle || e.title.toLowerCase().includes(needle) || e.gameId.includes(needle))
+    .filter((e) => {
+      const state = gameState(model, e);
+      switch (filter) {
+        case "all":
+          return true;
+        case "installed":
+          return e.installed;
+        case "available":
+          return !e.installed;
+        case "updates":
+          return state === "update";
+        case "downloading":
+          return state === "downloading" || state === "queued" || state === "paused";
+      }
+    })
+    .sort((a, b) => a.title.localeCompare(b.title));
 }
 
 export function formatBytes(bytes: number): string {
@@ -159,4 +249,25 @@ export function formatBytes(bytes: number): string {
     unit += 1;
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatEta(secs: number): string {
+  if (secs < 60) return `${secs} s left`;
+  const minutes = Math.floor(secs / 60);
+  if (minutes < 60) return `${minutes} min ${secs % 60} s left`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
+}
+
+export function players(entry: CatalogEntry): string | null {
+  const { minPlayers: min, maxPlayers: max } = entry;
+  if (min != null && max != null) return min === max ? `${min} players` : `${min}–${max} players`;
+  if (max != null) return `up to ${max} players`;
+  if (min != null) return `${min}+ players`;
+  return null;
+}
+
+/** The message of a command error (`{ code, message }`) or of anything else. */
+export function errorText(e: unknown): string {
+  if (e && typeof e === "object" && "message" in e) return String((e as { message: unknown }).message);
+  return String(e);
 }

@@ -362,7 +362,8 @@ impl Engine {
     }
 
     /// Cancel a download (running or queued). With `delete`, its staging data
-    /// goes too; otherwise it stays for a later resume.
+    /// goes too, also of a paused download; otherwise it stays for a later
+    /// resume.
     pub fn cancel(self: &Arc<Self>, version_id: &VersionId, delete: bool) -> bool {
         let mut queue = self.queue();
         if delete {
@@ -377,7 +378,16 @@ impl Engine {
             .iter()
             .position(|j| j.version_id == *version_id)
         else {
-            return false;
+            // Neither running nor waiting: a paused download. Discarding it
+            // removes what it had downloaded.
+            queue.delete_on_cancel.remove(version_id);
+            drop(queue);
+            if !delete {
+                return false;
+            }
+            let had_staging = staging_root(&self.games_dir, version_id).exists();
+            self.delete_staging(version_id);
+            return had_staging;
         };
         let job = queue.waiting.remove(at).expect("index from position");
         drop(queue);
@@ -987,6 +997,7 @@ impl Engine {
             .ok()
             .and_then(|text| GameMetadata::parse(&text, game_id).ok())
             .unwrap_or_else(|| GameMetadata::fallback(game_id));
+        let thumbnail = crate::library::manifest_thumbnail(game_id, &dest, &metadata, &manifest);
         Ok(LocalGame {
             id: game_id.to_owned(),
             root: dest,
@@ -994,7 +1005,7 @@ impl Engine {
             total_size: manifest.total_size(),
             manifest,
             version_id: vid,
-            thumbnail: None,
+            thumbnail,
         })
     }
 }

@@ -438,15 +438,51 @@ fn load_thumbnail(
     files: &[ScannedFile],
     errors: &mut Vec<ScanError>,
 ) -> Option<Thumbnail> {
+    let lookup = |rel: &str| {
+        let file = files.iter().find(|f| f.rel_path == rel)?;
+        Some((file.abs_path.clone(), file.size))
+    };
+    find_thumbnail(game, metadata, lookup, errors)
+}
+
+/// The thumbnail of a game whose files are those of `manifest` under `root`
+/// (a game just installed, not scanned). Problems are logged.
+pub(crate) fn manifest_thumbnail(
+    game: &str,
+    root: &Path,
+    metadata: &GameMetadata,
+    manifest: &Manifest,
+) -> Option<Thumbnail> {
+    let lookup = |rel: &str| {
+        let file = manifest.files.iter().find(|f| f.path == rel)?;
+        let path = rel.split('/').fold(root.to_owned(), |p, part| p.join(part));
+        Some((path, file.size))
+    };
+    let mut errors = Vec::new();
+    let thumbnail = find_thumbnail(game, metadata, lookup, &mut errors);
+    for e in errors {
+        tracing::warn!(game, "{}", e.message);
+    }
+    thumbnail
+}
+
+/// The first thumbnail candidate that `lookup` finds (path and size), read
+/// and checked.
+fn find_thumbnail(
+    game: &str,
+    metadata: &GameMetadata,
+    lookup: impl Fn(&str) -> Option<(PathBuf, u64)>,
+    errors: &mut Vec<ScanError>,
+) -> Option<Thumbnail> {
     let named = metadata.thumbnail.is_some();
     for candidate in metadata.thumbnail_candidates() {
-        let Some(file) = files.iter().find(|f| f.rel_path == candidate) else {
+        let Some((abs_path, size)) = lookup(candidate) else {
             continue;
         };
-        let problem = if file.size > MAX_THUMBNAIL_BYTES {
+        let problem = if size > MAX_THUMBNAIL_BYTES {
             format!("larger than {} KiB", MAX_THUMBNAIL_BYTES >> 10)
         } else {
-            match std::fs::read(&file.abs_path) {
+            match std::fs::read(&abs_path) {
                 Ok(bytes) => match image_mime(&bytes) {
                     Some(mime) => {
                         return Some(Thumbnail {

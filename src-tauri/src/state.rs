@@ -1,0 +1,245 @@
+//! The app's managed state: the running peer and the settings it runs with.
+//! Saving settings that a running peer cannot take restarts the runtime.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use lanspread_peer::settings::Settings;
+use lanspread_peer::{start_peer, PeerConfig, PeerRuntimeHandle};
+use serde::Serialize;
+use tauri::{AppHandle, Manager};
+
+use crate::events;
+
+/// What the settings screen shows.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsView {
+    pub settings: Settings,
+    /// No games folder chosen yet: the UI asks for one.
+    pub first_run: bool,
+    /// The folder the running peer shares.
+    pub games_dir: String,
+    /// Why the saved settings could not be used, if so.
+    pub problem: Option<String>,
+}
+
+/// Set by scripted and end-to-end runs; each wins over the saved settings.
+#[derive(Debug, Default)]
+struct Overrides {
+    games_dir: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    peers: Option<Vec<String>>,
+    mdns_off: bool,
+}
+
+impl Overrides {
+    /// `LANSPREAD_GAMES_DIR`, `LANSPREAD_LISTEN` (`addr:port`),
+    /// `LANSPREAD_PEERS` (comma-separated `[id@]host:port`), `LANSPREAD_MDNS=0`.
+    fn from_env() -> anyhow::Result<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let listen = match env("LANSPREAD_LISTEN") {
+            Some(listen) => Some(
+                listen
+                    .parse()
+                    .with_context(|| format!("LANSPREAD_LISTEN={listen} is not an address"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            games_dir: env("LANSPREAD_GAMES_DIR").map(PathBuf::from),
+            listen,
+            peers: env("LANSPREAD_PEERS")
+                .map(|peers| peers.split(',').map(|p| p.trim().to_owned()).collect()),
+            mdns_off: env("LANSPREAD_MDNS").as_deref() == Some("0"),
+        })
+    }
+}
+
+pub struct AppState {
+    peer: RwLock<Arc<PeerRuntimeHandle>>,
+    settings: Mutex<Settings>,
+    problem: Mutex<Option<String>>,
+    data_dir: PathBuf,
+    default_games_dir: PathBuf,
+    overrides: Overrides,
+    /// One settings change at a time.
+    restarting: tokio::sync::Mutex<()>,
+    exiting: AtomicBool,
+}
+
+impl AppState {
+    /// Read the settings and start the peer with them.
+    pub async fn start(app: &AppHandle) -> anyhow::Result<Self> {
+        let data_dir = match std::env::var_os("LANSPREAD_DATA_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => dir.into(),
+            None => app
+                .path()
+                .app_data_dir()
+                .context("no application data folder on this system")?,
+        };
+        let default_games_dir = dirs::home_dir()
+            .context("no home folder on this system")?
+            .join("lanspread-games");
+        let overrides = Overrides::from_env()?;
+        let (settings, mut problem) = match Settings::load(&data_dir) {
+            Ok(settings) => (settings.unwrap_or_default(), None),
+            Err(e) => (Settings::default(), Some(e.to_string())),
+        };
+        let peer = start_with(
+            &settings,
+            &data_dir,
+            &default_games_dir,
+            &overrides,
+            &mut problem,
+        )
+        .await?;
+        events::forward(app.clone(), peer.subscribe());
+        Ok(Self {
+            peer: RwLock::new(Arc::new(peer)),
+            settings: Mutex::new(settings),
+            problem: Mutex::new(problem),
+            data_dir,
+            default_games_dir,
+            overrides,
+            restarting: tokio::sync::Mutex::new(()),
+            exiting: AtomicBool::new(false),
+        })
+    }
+
+    /// The running peer. Hold it only for one command: a settings change
+    /// replaces it.
+    pub fn peer(&self) -> Arc<PeerRuntimeHandle> {
+        self.peer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn settings_view(&self) -> SettingsView {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        SettingsView {
+            first_run: settings.games_dir.is_none() && self.overrides.games_dir.is_none(),
+            games_dir: self.peer().games_dir().display().to_string(),
+            problem: self
+                .problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            settings,
+        }
+    }
+
+    /// Save `new`; apply the upload limit at once and restart the runtime
+    /// for anything else that changed.
+    pub async fn save_settings(&self, app: &AppHandle, new: Settings) -> anyhow::Result<()> {
+        let _one_at_a_time = self.restarting.lock().await;
+        if let Some(dir) = &new.games_dir {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "the games folder {} does not exist",
+                dir.display()
+            );
+        }
+        new.save(&self.data_dir)?;
+        let old = std::mem::replace(
+            &mut *self.settings.lock().unwrap_or_else(|e| e.into_inner()),
+            new.clone(),
+        );
+        if !old.needs_restart(&new) {
+            self.peer().set_upload_limit(new.upload_limit);
+            return Ok(());
+        }
+        let old_peer = self.peer();
+        old_peer.shutdown();
+        if tokio::time::timeout(crate::EXIT_WAIT, old_peer.wait_stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the old runtime is still stopping; starting the new one anyway");
+        }
+        let mut problem = None;
+        let peer = start_with(
+            &new,
+            &self.data_dir,
+            &self.default_games_dir,
+            &self.overrides,
+            &mut problem,
+        )
+        .await?;
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+        events::forward(app.clone(), peer.subscribe());
+        *self.peer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peer);
+        tracing::info!("peer runtime restarted with the new settings");
+        Ok(())
+    }
+
+    /// Stop the runtime on the first exit event and wait for it, at most
+    /// `wait`; later exit events find the flag set and return.
+    pub fn shutdown_once(&self, wait: Duration) {
+        if self.exiting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let peer = self.peer();
+        peer.shutdown();
+        let stopped = tauri::async_runtime::block_on(async {
+            tokio::time::timeout(wait, peer.wait_stopped()).await
+        });
+        match stopped {
+            Ok(report) if report.stuck_services.is_empty() => {
+                tracing::info!("peer runtime stopped")
+            }
+            Ok(report) => tracing::warn!(services = ?report.stuck_services, "aborted on exit"),
+            Err(_) => tracing::warn!("peer runtime still stopping after {wait:?}; exiting anyway"),
+        }
+    }
+}
+
+/// Start the peer with `settings`. A chosen games folder that is gone (an
+/// unplugged drive, say) is not silently recreated: the default folder is
+/// used and `problem` says why, so the UI asks again.
+async fn start_with(
+    settings: &Settings,
+    data_dir: &std::path::Path,
+    default_games_dir: &std::path::Path,
+    overrides: &Overrides,
+    problem: &mut Option<String>,
+) -> anyhow::Result<PeerRuntimeHandle> {
+    let mut config = PeerConfig::new(default_games_dir, data_dir);
+    settings.apply(&mut config);
+    if let Some(chosen) = &settings.games_dir {
+        if !chosen.is_dir() {
+            *problem = Some(format!(
+                "the games folder {} is missing; pick it again or choose another",
+                chosen.display()
+            ));
+            config.games_dir = default_games_dir.to_owned();
+        }
+    }
+    if let Some(dir) = &overrides.games_dir {
+        config.games_dir = dir.clone();
+    }
+    if let Some(listen) = overrides.listen {
+        config.listen = listen;
+    }
+    if let Some(peers) = &overrides.peers {
+        config.peers = peers.clone();
+    }
+    if overrides.mdns_off {
+        config.mdns = false;
+    }
+    if config.games_dir == default_games_dir || overrides.games_dir.is_some() {
+        std::fs::create_dir_all(&config.games_dir).with_context(|| {
+            format!(
+                "cannot create the games folder {}",
+                config.games_dir.display()
+            )
+        })?;
+    }
+    Ok(start_peer(config).await?)
+}

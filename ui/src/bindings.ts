@@ -1,0 +1,153 @@
+// Generated from the Rust types by src-tauri/src/bindings.rs; do not edit.
+
+/**
+ * Everything the runtime tells the outside world.
+ */
+export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: DownloadCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
+
+/**
+ * Lifecycle state of one supervised service.
+ */
+export type ServiceState = "starting" | "running" | "backingOff" | "failed" | "stopped";
+
+/**
+ * What the supervisor knows about one service.
+ */
+export type ServiceHealth = { service: string, 
+/**
+ * `required`, `restart` or `bestEffort`.
+ */
+policy: string, state: ServiceState, 
+/**
+ * How many times the supervisor restarted it after a failure.
+ */
+restarts: number, lastError: string | null, 
+/**
+ * Unix milliseconds of the last sign of life (start or explicit heartbeat).
+ */
+lastHeartbeatMs: number | null, };
+
+/**
+ * One game version on the LAN.
+ */
+export type CatalogEntry = { 
+/**
+ * The folder name.
+ */
+gameId: string, 
+/**
+ * Hex of the version id.
+ */
+versionId: string, title: string, description: string | null, genre: string | null, minPlayers: number | null, maxPlayers: number | null, versionLabel: string | null, totalSize: number, 
+/**
+ * Hex of the thumbnail hash.
+ */
+thumbnail: string | null, 
+/**
+ * Peers that serve this version.
+ */
+sources: Array<string>, 
+/**
+ * Peers still downloading it that serve the pieces they have.
+ */
+partialSources: Array<string>, 
+/**
+ * This exact version is in our games folder.
+ */
+installed: boolean, 
+/**
+ * On the entry of an installed version: the version id of a newer one
+ * on the LAN (same game id).
+ */
+updateTo: string | null, };
+
+/**
+ * What the UI and CLI show of a peer.
+ */
+export type PeerInfo = { peerId: string, displayName: string, addr: string | null, state: PeerState, rttMs: number | null, games: number, source: Source, lastError: string | null, };
+
+export type PeerState = "connected" | "lost" | "incompatible";
+
+/**
+ * How a peer's address became known.
+ */
+export type Source = "manual" | "mdns" | "exchange" | "incoming";
+
+/**
+ * One source's share of a download's progress.
+ */
+export type SourceRate = { peerId: string, bytesPerSec: number, };
+
+/**
+ * Error codes of `DownloadFailed`, for the UI to branch on.
+ */
+export type DownloadCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io";
+
+/**
+ * A download as the UI lists it.
+ */
+export type DownloadInfo = { versionId: string, gameId: string, title: string, state: DownloadState, };
+
+/**
+ * Whether a listed download runs or waits for a free slot.
+ */
+export type DownloadState = "queued" | "running";
+
+export type Diagnostics = { peerId: string, boundAddr: string, mdnsEnabled: boolean, 
+/**
+ * The discovery service's health (multicast status).
+ */
+discovery: ServiceHealth | null, interfaces: Array<InterfaceReport>, peers: Array<PeerInfo>, 
+/**
+ * Addresses we know of and what went wrong dialling them.
+ */
+addresses: Array<AddressReport>, hints: Array<string>, };
+
+export type InterfaceReport = { name: string, addr: string, usedForDiscovery: boolean, };
+
+export type AddressReport = { addr: string, expectedPeerId: string | null, source: Source, lastError: string | null, };
+
+/**
+ * What the player chose. Absent keys take their defaults, so a file
+ * written by an older version still loads.
+ */
+export type Settings = { 
+/**
+ * The folder games are shared from and installed into. `None` until the
+ * player picked one: the app asks on first run.
+ */
+gamesDir: string | null, 
+/**
+ * The name other peers show; empty: the computer's name.
+ */
+displayName: string, 
+/**
+ * Upload limit in bytes per second; 0: none.
+ */
+uploadLimit: number, 
+/**
+ * Only peers with the same key connect; empty: any peer.
+ */
+partyKey: string, parallelDownloads: number, };
+
+/**
+ * What the settings screen shows.
+ */
+export type SettingsView = { settings: Settings, 
+/**
+ * No games folder chosen yet: the UI asks for one.
+ */
+firstRun: boolean, 
+/**
+ * The folder the running peer shares.
+ */
+gamesDir: string, 
+/**
+ * Why the saved settings could not be used, if so.
+ */
+problem: string | null, };
+
+/**
+ * What a failed command gives the UI: it branches on `code`.
+ */
+export type CommandError = { code: string, message: string, };
