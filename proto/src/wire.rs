@@ -23,7 +23,8 @@ pub const MAX_GAMES_FRAME: u32 = 4 << 20;
 pub const MAX_MANIFEST_FRAME: u32 = 32 << 20;
 /// A thumbnail (2 MiB cap) and its header.
 pub const MAX_THUMBNAIL_FRAME: u32 = (2 << 20) + 1024;
-/// Everything else: handshakes, errors, acks, have-sets (32 Ki pieces = 4 KiB).
+/// Everything else: handshakes, errors, acks, have-sets (32 Ki pieces = two
+/// bitmaps of 4 KiB).
 pub const MAX_SMALL_FRAME: u32 = 64 << 10;
 /// Pieces one `GetPieces` may ask for. With 1-16 MiB pieces this is 32-512 MiB
 /// of data per stream: enough to keep a stream busy, small enough that a
@@ -148,10 +149,12 @@ pub enum Response {
         mime: String,
         bytes: Vec<u8>,
     },
-    /// Bit `i` (LSB first within each byte) set when piece `i` is present.
+    /// Bit `i` (LSB first within each byte) set when piece `i` is present
+    /// (`bits`), or being fetched by the sender right now (`fetching`).
     HaveSet {
         n_pieces: u32,
         bits: Vec<u8>,
+        fetching: Vec<u8>,
     },
     Ok,
     Pong {
@@ -370,7 +373,11 @@ impl Response {
             Response::Manifest(m) => frame(kind::R_MANIFEST, m),
             Response::Piece { piece_idx, len } => frame(kind::R_PIECE, &(piece_idx, len)),
             Response::Thumbnail { mime, bytes } => frame(kind::R_THUMBNAIL, &(mime, bytes)),
-            Response::HaveSet { n_pieces, bits } => frame(kind::R_HAVE_SET, &(n_pieces, bits)),
+            Response::HaveSet {
+                n_pieces,
+                bits,
+                fetching,
+            } => frame(kind::R_HAVE_SET, &(n_pieces, bits, fetching)),
             Response::Ok => frame(kind::R_OK, &()),
             Response::Pong { nonce } => frame(kind::R_PONG, nonce),
             Response::Error { code, message } => frame(kind::R_ERROR, &(code, message)),
@@ -396,14 +403,19 @@ impl Response {
                 Response::Thumbnail { mime, bytes }
             }
             kind::R_HAVE_SET => {
-                let (n_pieces, bits): (u32, Vec<u8>) = body("HaveSet", bytes)?;
-                if bits.len() != (n_pieces as usize).div_ceil(8) {
+                let (n_pieces, bits, fetching): (u32, Vec<u8>, Vec<u8>) = body("HaveSet", bytes)?;
+                let bytes_needed = (n_pieces as usize).div_ceil(8);
+                if bits.len() != bytes_needed || fetching.len() != bytes_needed {
                     return Err(DecodeError::Malformed {
                         kind: "HaveSet",
                         reason: "bit count does not match the piece count".into(),
                     });
                 }
-                Response::HaveSet { n_pieces, bits }
+                Response::HaveSet {
+                    n_pieces,
+                    bits,
+                    fetching,
+                }
             }
             kind::R_OK => {
                 body::<()>("Ok", bytes)?;
@@ -541,7 +553,8 @@ mod tests {
             }),
             (0u32..200).prop_map(|n| Response::HaveSet {
                 n_pieces: n,
-                bits: vec![0xa5; (n as usize).div_ceil(8)]
+                bits: vec![0xa5; (n as usize).div_ceil(8)],
+                fetching: vec![0x18; (n as usize).div_ceil(8)]
             }),
             Just(Response::Ok),
             any::<u64>().prop_map(|nonce| Response::Pong { nonce }),

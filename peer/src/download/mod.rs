@@ -139,6 +139,8 @@ pub struct Partial {
     pub game: LocalGame,
     // A std Mutex: set/test one bit under it.
     have: Mutex<PieceSet>,
+    /// The pieces this download is fetching now, kept by its scheduler.
+    fetching: Arc<Mutex<PieceSet>>,
 }
 
 impl Partial {
@@ -151,6 +153,13 @@ impl Partial {
 
     pub fn have_set(&self) -> PieceSet {
         self.have.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn fetching_set(&self) -> PieceSet {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -535,6 +544,7 @@ impl Engine {
                 thumbnail: None,
             },
             have: Mutex::new(have.clone()),
+            fetching: Arc::new(Mutex::new(PieceSet::empty(have.len()))),
         });
         self.registry.lock().insert(vid, partial.clone());
         self.library.offer_changed();
@@ -687,10 +697,13 @@ impl Engine {
         // Each peer orders equally rare pieces its own way (see the scheduler).
         let tie = Hash::of(format!("{}{vid}", self.directory.our_id()).as_bytes());
         let tie_seed = u64::from_le_bytes(tie.0[..8].try_into().expect("8 bytes"));
-        let scheduler = Arc::new(Mutex::new(PieceScheduler::with_tie_seed(have, tie_seed)));
-        let mut haves: JoinSet<(PeerId, PeerConnection, Option<PieceSet>)> = JoinSet::new();
+        let scheduler = Arc::new(Mutex::new(
+            PieceScheduler::with_tie_seed(have, tie_seed)
+                .publish_in_flight_to(partial.fetching.clone()),
+        ));
+        let mut haves: JoinSet<(PeerId, PeerConnection, Option<Availability>)> = JoinSet::new();
         let mut haves_in_flight: HashSet<PeerId> = HashSet::new();
-        let mut ready: Vec<(PeerId, PeerConnection, Option<PieceSet>)> = Vec::new();
+        let mut ready: Vec<(PeerId, PeerConnection, Option<Availability>)> = Vec::new();
         let lock = |s: &Arc<Mutex<PieceScheduler>>| {
             // Held for bookkeeping only, never across an await.
             s.lock().unwrap_or_else(|e| e.into_inner()).is_complete()
@@ -846,7 +859,13 @@ impl Engine {
                 if s.is_banned(&id) {
                     continue;
                 }
-                s.handle_source(id.clone(), have);
+                match have {
+                    Some(Availability { have, fetching }) => {
+                        s.handle_source(id.clone(), Some(have));
+                        s.handle_source_fetching(&id, fetching);
+                    }
+                    None => s.handle_source(id.clone(), None),
+                }
                 drop(s);
                 let rate = rates.get(&id).copied().unwrap_or(0.0);
                 let wanted = if rate >= FAST_SOURCE {
@@ -1038,16 +1057,27 @@ struct WriteResult {
     outcome: Result<bool, DownloadError>,
 }
 
-async fn have_set(conn: &PeerConnection, vid: &VersionId, n_pieces: usize) -> Option<PieceSet> {
+/// What a partial source has, and what it is fetching now.
+struct Availability {
+    have: PieceSet,
+    fetching: PieceSet,
+}
+
+async fn have_set(conn: &PeerConnection, vid: &VersionId, n_pieces: usize) -> Option<Availability> {
     match tokio::time::timeout(
         Duration::from_secs(2),
         conn.request(&Request::GetHaveSet { version_id: *vid }),
     )
     .await
     {
-        Ok(Ok(Response::HaveSet { n_pieces: n, bits })) if n as usize == n_pieces => {
-            PieceSet::from_bits(n_pieces, bits)
-        }
+        Ok(Ok(Response::HaveSet {
+            n_pieces: n,
+            bits,
+            fetching,
+        })) if n as usize == n_pieces => Some(Availability {
+            have: PieceSet::from_bits(n_pieces, bits)?,
+            fetching: PieceSet::from_bits(n_pieces, fetching)?,
+        }),
         _ => None,
     }
 }

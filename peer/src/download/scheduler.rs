@@ -1,9 +1,11 @@
 //! Piece scheduling for one download: which piece to ask which source for.
-//! Pure: no IO, no clock. Rarest first among the pieces a source has;
-//! once every missing piece is in flight, the last ones are asked of a
-//! second source too (endgame), so one slow source cannot hold the finish.
+//! Pure: no IO, no clock. Rarest first among the pieces a source has (a
+//! piece another downloader is fetching counts as held by it); once every
+//! missing piece is in flight, the last ones are asked of a second source
+//! too (endgame), so one slow source cannot hold the finish.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::net::identity::PeerId;
 
@@ -75,6 +77,9 @@ impl PieceSet {
 struct Source {
     /// `None`: it has every piece.
     have: Option<PieceSet>,
+    /// Pieces it is fetching itself (a downloader serving what it has):
+    /// soon available there, so not worth asking anyone else for first.
+    fetching: Option<PieceSet>,
     bad_pieces: u32,
     banned: bool,
 }
@@ -82,6 +87,10 @@ struct Source {
 impl Source {
     fn has(&self, piece: usize) -> bool {
         self.have.as_ref().is_none_or(|h| h.contains(piece))
+    }
+
+    fn fetches(&self, piece: usize) -> bool {
+        self.fetching.as_ref().is_some_and(|f| f.contains(piece))
     }
 }
 
@@ -103,6 +112,9 @@ pub struct PieceScheduler {
     /// party that starts together does not ask the seed for the same pieces
     /// in the same order (it would serve them eight times over).
     tie_seed: u64,
+    /// Where the pieces in flight are published for other downloaders
+    /// (served with our have-set).
+    published: Option<Arc<Mutex<PieceSet>>>,
 }
 
 impl PieceScheduler {
@@ -116,7 +128,26 @@ impl PieceScheduler {
             in_flight: HashMap::new(),
             sources: BTreeMap::new(),
             tie_seed,
+            published: None,
         }
+    }
+
+    /// Keep `published` equal to the set of pieces in flight.
+    pub fn publish_in_flight_to(mut self, published: Arc<Mutex<PieceSet>>) -> Self {
+        self.published = Some(published);
+        self.publish();
+        self
+    }
+
+    fn publish(&self) {
+        let Some(published) = &self.published else {
+            return;
+        };
+        let mut set = PieceSet::empty(self.have.len());
+        for &piece in self.in_flight.keys() {
+            set.insert(piece);
+        }
+        *published.lock().unwrap_or_else(|e| e.into_inner()) = set;
     }
 
     /// A pseudo-random but stable position for `piece` among equals.
@@ -145,10 +176,18 @@ impl PieceScheduler {
     pub fn handle_source(&mut self, source: PeerId, have: Option<PieceSet>) {
         let entry = self.sources.entry(source).or_insert(Source {
             have: None,
+            fetching: None,
             bad_pieces: 0,
             banned: false,
         });
         entry.have = have;
+    }
+
+    /// What a partial source is fetching now (see [`Source::fetching`]).
+    pub fn handle_source_fetching(&mut self, source: &PeerId, fetching: PieceSet) {
+        if let Some(entry) = self.sources.get_mut(source) {
+            entry.fetching = (fetching.len() == self.have.len()).then_some(fetching);
+        }
     }
 
     /// A source left: its pieces in flight are free again.
@@ -167,6 +206,7 @@ impl PieceScheduler {
             holders.retain(|h| h != source);
             !holders.is_empty()
         });
+        self.publish();
     }
 
     /// Usable sources (known, not banned).
@@ -188,10 +228,13 @@ impl PieceScheduler {
         let missing: Vec<usize> = (0..self.have.len())
             .filter(|&p| !self.have.contains(p) && src.has(p))
             .collect();
+        // Pieces another downloader is fetching count as held: asking the
+        // seed for one of those spends its upload on a piece the party is
+        // about to have anyway.
         let rarity = |p: usize| {
             self.sources
                 .values()
-                .filter(|s| !s.banned && s.has(p))
+                .filter(|s| !s.banned && (s.has(p) || s.fetches(p)))
                 .count()
         };
         let mut fresh: Vec<usize> = missing
@@ -218,13 +261,18 @@ impl PieceScheduler {
         for &p in &picked {
             self.in_flight.entry(p).or_default().push(source.clone());
         }
+        if !picked.is_empty() {
+            self.publish();
+        }
         picked
     }
 
     /// The piece verified and was written.
     pub fn handle_piece_done(&mut self, piece: usize) {
         self.have.insert(piece);
-        self.in_flight.remove(&piece);
+        if self.in_flight.remove(&piece).is_some() {
+            self.publish();
+        }
     }
 
     /// The request for `piece` from `source` failed without bad data
@@ -234,6 +282,7 @@ impl PieceScheduler {
             holders.retain(|h| h != source);
             if holders.is_empty() {
                 self.in_flight.remove(&piece);
+                self.publish();
             }
         }
     }
@@ -309,6 +358,30 @@ mod tests {
                 assert_ne!(a, b, "two downloaders asked for the same first pieces");
             }
         }
+    }
+
+    #[test]
+    fn pieces_others_are_fetching_are_asked_of_the_seed_last() {
+        let [seed, other] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
+        let published = Arc::new(Mutex::new(PieceSet::empty(0)));
+        let mut s = PieceScheduler::new(PieceSet::empty(4)).publish_in_flight_to(published.clone());
+        s.handle_source(seed.clone(), None);
+        s.handle_source(other.clone(), Some(PieceSet::empty(4)));
+        let mut fetching = PieceSet::empty(4);
+        fetching.insert(0);
+        fetching.insert(1);
+        s.handle_source_fetching(&other, fetching);
+        let mut first = s.poll_request(&seed, 2);
+        first.sort();
+        assert_eq!(first, vec![2, 3], "the pieces nobody has or fetches");
+        // What we fetch is published for the others, and cleared on arrival.
+        let mut expected = PieceSet::empty(4);
+        expected.insert(2);
+        expected.insert(3);
+        assert_eq!(*published.lock().unwrap(), expected);
+        s.handle_piece_done(2);
+        s.handle_piece_dropped(3, &seed);
+        assert_eq!(*published.lock().unwrap(), PieceSet::empty(4));
     }
 
     #[test]

@@ -182,6 +182,14 @@ impl Served {
             Served::Partial(partial) => partial.have_set(),
         }
     }
+
+    /// Pieces a download is fetching; a complete game fetches none.
+    fn fetching_set(&self) -> PieceSet {
+        match self {
+            Served::Complete(game) => PieceSet::empty(game.manifest.n_pieces()),
+            Served::Partial(partial) => partial.fetching_set(),
+        }
+    }
 }
 
 /// Frees a connection slot on every exit path.
@@ -437,9 +445,15 @@ async fn serve_stream(
         Request::GetHaveSet { version_id } => match state.game_by_version(&version_id) {
             Some(served) => {
                 let have = served.have_set();
+                let mut fetching = served.fetching_set();
+                if fetching.len() != have.len() {
+                    // Published before the scheduler knew the piece count.
+                    fetching = PieceSet::empty(have.len());
+                }
                 let response = Response::HaveSet {
                     n_pieces: have.len() as u32,
                     bits: have.bits().to_vec(),
+                    fetching: fetching.bits().to_vec(),
                 };
                 reply(&mut send, response).await
             }
