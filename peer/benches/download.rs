@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo bench -p lanspread-peer --bench download` (Linux: it reads
 //! /proc). Every peer is a `lanspread-peer` process. Prints Markdown.
-//! `LANSPREAD_BENCH_ONLY=swarm` runs the swarm part alone.
+//! `LANSPREAD_BENCH_ONLY=one`, `layout` or `swarm` runs one part alone.
 
 #[cfg(target_os = "linux")]
 mod common;
@@ -199,22 +199,29 @@ mod bench {
         let root = root.path().to_path_buf();
         let mib = |m: usize| m as f64 * 1048576.0;
 
-        let only_swarm = std::env::var("LANSPREAD_BENCH_ONLY").as_deref() == Ok("swarm");
+        let only = std::env::var("LANSPREAD_BENCH_ONLY").unwrap_or_default();
+        let (run_one, run_layout, run_swarm) = match only.as_str() {
+            "one" => (true, false, false),
+            "layout" => (false, true, false),
+            "swarm" => (false, false, true),
+            _ => (true, true, true),
+        };
         // One source, 2 GiB and 4 GiB.
         let src = root.join("src/games");
         let mut rows = Vec::new();
         let (mut one, mut many) = (None, None);
         let (n_files, file_size) = (10_000usize, 16usize << 10);
         let total = n_files * file_size;
-        if !only_swarm {
+        let port = free_port();
+        let seed_addr = vec![format!("127.0.0.1:{port}")];
+        std::fs::create_dir_all(&src).unwrap();
+        let _seed = (run_one || run_layout).then(|| serve(&src, &root.join("src/data"), port, 0));
+        if run_one {
             for size in [2048usize, 4096] {
                 let game = format!("big{size}");
                 std::fs::create_dir_all(src.join(&game)).unwrap();
                 common::write_random(&src.join(&game).join("data.bin"), size, size as u64);
             }
-            let port = free_port();
-            let _seed = serve(&src, &root.join("src/data"), port, 0);
-            let seed_addr = vec![format!("127.0.0.1:{port}")];
             for size in [2048usize, 4096] {
                 let game = format!("big{size}");
                 wait_offered(port, &game);
@@ -225,11 +232,18 @@ mod bench {
                 let got = common::bare_fetch(&bare_conn).await;
                 let bare = t0.elapsed();
                 assert_eq!(got, size << 20);
+                let copy = root.join("bare-copy.bin");
+                let t0 = Instant::now();
+                let got = common::bare_fetch_to_file(&bare_conn, &copy).await;
+                let bare_disk = t0.elapsed();
+                assert_eq!(got, size << 20);
+                let _ = std::fs::remove_file(&copy);
                 drop(bare_proc);
                 let ours = download_once(&game, &root.join("dst"), &seed_addr);
-                rows.push((size, bare, ours));
+                rows.push((size, bare, bare_disk, ours));
             }
-
+        }
+        if run_layout {
             // Many small files against one file of the same size.
             std::fs::create_dir_all(src.join("many")).unwrap();
             for i in 0..n_files {
@@ -247,7 +261,47 @@ mod bench {
             many = Some(download_once("many", &root.join("dst"), &seed_addr));
         }
 
-        // Swarm: 1 seed + 8 downloaders, uploads capped at R.
+        if !rows.is_empty() {
+            println!("| one source | bare quinn MB/s | bare quinn to disk MB/s | ours MB/s | ours/bare | ours/bare to disk | downloader peak RSS |");
+            println!("|---|---|---|---|---|---|---|");
+        }
+        for (size, bare, bare_disk, ours) in &rows {
+            println!(
+                "| {} GiB | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} MiB |",
+                size / 1024,
+                mib(*size) / bare.as_secs_f64() / 1e6,
+                mib(*size) / bare_disk.as_secs_f64() / 1e6,
+                mib(*size) / ours.took.as_secs_f64() / 1e6,
+                bare.as_secs_f64() / ours.took.as_secs_f64(),
+                bare_disk.as_secs_f64() / ours.took.as_secs_f64(),
+                ours.peak_rss as f64 / 1048576.0
+            );
+        }
+        println!();
+        if let (Some(one), Some(many)) = (&one, &many) {
+            println!("| layout | MB/s | ratio to one file |");
+            println!("|---|---|---|");
+            let rate = |run: &Run| total as f64 / run.took.as_secs_f64() / 1e6;
+            println!(
+                "| one file of {} MiB | {:.0} | 1.00 |",
+                total >> 20,
+                rate(one)
+            );
+            println!(
+                "| {n_files} files of {} KiB | {:.0} | {:.2} |",
+                file_size >> 10,
+                rate(many),
+                one.took.as_secs_f64() / many.took.as_secs_f64()
+            );
+            println!();
+        }
+        if run_swarm {
+            swarm(&root);
+        }
+    }
+
+    /// Swarm: 1 seed + 8 downloaders, uploads capped at R.
+    fn swarm(root: &Path) {
         const F_MIB: usize = 64;
         const R: u64 = 8 << 20;
         let swarm_src = root.join("swarm/games");
@@ -283,36 +337,6 @@ mod bench {
         drop(downloads);
         let ideal = F_MIB as f64 * 1048576.0 / R as f64;
 
-        println!("| one source | bare quinn MB/s | ours MB/s | ours/bare | downloader peak RSS |");
-        println!("|---|---|---|---|---|");
-        for (size, bare, ours) in &rows {
-            println!(
-                "| {} GiB | {:.0} | {:.0} | {:.2} | {:.0} MiB |",
-                size / 1024,
-                mib(*size) / bare.as_secs_f64() / 1e6,
-                mib(*size) / ours.took.as_secs_f64() / 1e6,
-                bare.as_secs_f64() / ours.took.as_secs_f64(),
-                ours.peak_rss as f64 / 1048576.0
-            );
-        }
-        println!();
-        if let (Some(one), Some(many)) = (&one, &many) {
-            println!("| layout | MB/s | ratio to one file |");
-            println!("|---|---|---|");
-            let rate = |run: &Run| total as f64 / run.took.as_secs_f64() / 1e6;
-            println!(
-                "| one file of {} MiB | {:.0} | 1.00 |",
-                total >> 20,
-                rate(one)
-            );
-            println!(
-                "| {n_files} files of {} KiB | {:.0} | {:.2} |",
-                file_size >> 10,
-                rate(many),
-                one.took.as_secs_f64() / many.took.as_secs_f64()
-            );
-            println!();
-        }
         println!("| swarm | value |");
         println!("|---|---|");
         println!("| game size F | {F_MIB} MiB |");

@@ -98,3 +98,32 @@ pub async fn bare_fetch(conn: &quinn::Connection) -> usize {
     }
     got
 }
+
+/// Read one whole bare stream into a file at `path`, and fsync it at the
+/// end: a plain file copy over quinn, doing the disk work a download must do
+/// (but no verification). A writer thread takes the chunks as they arrive
+/// and writes them in order, so receiving never waits on the disk unless the
+/// disk falls behind by more than a few chunks.
+pub async fn bare_fetch_to_file(conn: &quinn::Connection, path: &Path) -> usize {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"go").await.unwrap();
+    send.finish().unwrap();
+    let (chunks, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let path = path.to_owned();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut rx = rx;
+        let mut file = std::fs::File::create(path).unwrap();
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk).unwrap();
+        }
+        file.sync_all().unwrap();
+    });
+    let mut got = 0usize;
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+        got += chunk.bytes.len();
+        chunks.send(chunk.bytes).await.unwrap();
+    }
+    drop(chunks);
+    writer.await.unwrap();
+    got
+}

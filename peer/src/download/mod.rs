@@ -41,7 +41,7 @@ const FAST_SOURCE: f64 = 32.0 * 1024.0 * 1024.0;
 /// rate, within these bounds.
 const MIN_BATCH: usize = 1;
 const START_BATCH: usize = 2;
-const MAX_BATCH: usize = 8;
+const MAX_BATCH: usize = lanspread_proto::wire::MAX_PIECES_PER_REQUEST;
 /// Pieces received and waiting to be verified and written, at most. With
 /// pieces of at most 16 MiB this bounds a download's buffers whatever the
 /// game's size.
@@ -57,7 +57,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Source set and have-sets are refreshed this often.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Written data is flushed to disk in the background this often, so the
-/// final flush before install has little left to do.
+/// final flush before install has little left to do (large writes also
+/// start their own writeback at once: see [`staging::write_piece`]).
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Error codes of `DownloadFailed`, for the UI to branch on.

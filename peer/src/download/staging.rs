@@ -80,6 +80,12 @@ pub fn verify(manifest: &Manifest, piece_idx: usize, data: &[u8]) -> bool {
     manifest.pieces.get(piece_idx) == Some(&Hash::of(data))
 }
 
+/// A written span at least this long starts its own writeback: the disk is
+/// busy from the first piece of a big file on, and dirty memory stays small.
+/// Spans of small files are left to the periodic flush, which writes many of
+/// them in one go.
+const WRITEBACK_MIN_SPAN: u64 = 256 << 10;
+
 /// Write a verified piece positionally into its files.
 pub fn write_piece(
     root: &Path,
@@ -95,6 +101,9 @@ pub fn write_piece(
             .open(file_path(root, &manifest.files[span.file_idx].path))?;
         let len = span.len as usize;
         fsx::write_all_at(&file, &data[at..at + len], span.offset)?;
+        if span.len >= WRITEBACK_MIN_SPAN {
+            fsx::start_writeback(&file, span.offset, span.len)?;
+        }
         at += len;
     }
     Ok(())
