@@ -117,6 +117,32 @@ describe("App", () => {
     expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
   });
 
+  it("keeps Tab inside the game's page and gives focus back when it closes", async () => {
+    const { bridge } = fakeBridge([entry()]);
+    render(<App bridge={bridge} />);
+    const card = await screen.findByRole("button", { name: /OpenArena/ });
+    card.focus();
+    fireEvent.click(card);
+    const dialog = screen.getByRole("dialog");
+    const close = within(dialog).getByRole("button", { name: "Close" });
+    const download = within(dialog).getByRole("button", { name: "Download" });
+    download.focus();
+    fireEvent.keyDown(download, { key: "Tab" });
+    expect(close).toHaveFocus();
+    fireEvent.keyDown(close, { key: "Tab", shiftKey: true });
+    expect(download).toHaveFocus();
+    fireEvent.keyDown(dialog, { key: "Escape" });
+    expect(card).toHaveFocus();
+  });
+
+  it("says which games are being prepared for sharing", async () => {
+    const { bridge, emit } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    await screen.findByText(/are you on the party network/);
+    emit({ type: "indexingProgress", game: "quake", bytesDone: 512, bytesTotal: 1024 });
+    expect(screen.getByText("Preparing quake (50%) to share…")).toBeInTheDocument();
+  });
+
   it("plays, opens and deletes an installed game, deleting only once confirmed", async () => {
     const { bridge } = fakeBridge([entry({ installed: true, sources: [] })]);
     render(<App bridge={bridge} />);

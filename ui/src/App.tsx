@@ -72,6 +72,7 @@ export function App({ bridge }: { bridge: PeerBridge }) {
   };
 
   const waiting = reconnecting(model);
+  const indexing = Object.entries(model.indexing);
   const active = Object.values(model.downloads).filter((d) => d.phase === "running" || d.phase === "queued").length;
   const tabs: [Tab, string][] = [
     ["library", "Library"],
@@ -99,6 +100,11 @@ export function App({ bridge }: { bridge: PeerBridge }) {
         {waiting.length > 0 && (
           <span className="reconnecting" role="status">
             Reconnecting {waiting.join(", ")}…
+          </span>
+        )}
+        {indexing.length > 0 && (
+          <span className="indexing" role="status">
+            Preparing {indexing.map(([game, p]) => `${game} (${Math.floor((100 * p.bytesDone) / Math.max(p.bytesTotal, 1))}%)`).join(", ")} to share…
           </span>
         )}
       </header>

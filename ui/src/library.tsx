@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 import type { CatalogEntry } from "./bindings";
 import type { PeerBridge } from "./bridge";
+import { useFocusTrap } from "./focus";
 import {
   downloadOf,
   formatBytes,
@@ -202,6 +203,7 @@ function GameDetail({
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [busy, setBusy] = useState(false);
   const panel = useRef<HTMLDivElement>(null);
+  useFocusTrap(panel);
   useEffect(() => {
     panel.current?.focus();
   }, []);

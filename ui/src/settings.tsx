@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import type { Settings, SettingsView } from "./bindings";
 import type { PeerBridge } from "./bridge";
+import { useFocusTrap } from "./focus";
 import { errorText } from "./state";
 
 const MIB = 1024 * 1024;
@@ -127,6 +128,7 @@ export function FirstRun({
   const [name, setName] = useState(view.settings.displayName);
   const [error, setError] = useState<string | null>(view.problem);
   const panel = useRef<HTMLFormElement>(null);
+  useFocusTrap(panel);
   useEffect(() => panel.current?.querySelector<HTMLButtonElement>("button[type=submit]")?.focus(), []);
   const pick = () =>
     bridge.pickGamesFolder().then(

@@ -78,6 +78,15 @@ describe("reduce", () => {
     ]);
   });
 
+  it("tracks games being prepared for sharing until the library has them", () => {
+    let model = apply(initialModel, { type: "indexingProgress", game: "q3", bytesDone: 10, bytesTotal: 100 });
+    expect(model.indexing).toEqual({ q3: { bytesDone: 10, bytesTotal: 100 } });
+    model = apply(model, { type: "libraryChanged", added: ["q3"], updated: [], removed: [] });
+    expect(model.indexing).toEqual({});
+    model = apply(model, { type: "indexingProgress", game: "ut", bytesDone: 100, bytesTotal: 100 });
+    expect(model.indexing).toEqual({});
+  });
+
   it("marks a lost peer", () => {
     let model = apply(initialModel, {
       type: "peerDiscovered",

@@ -33,6 +33,8 @@ export interface AppModel {
   catalog: CatalogEntry[];
   peers: Record<string, PeerInfo>;
   downloads: Record<string, DownloadView>;
+  /** Games of our own folder being hashed: bytes done and total. */
+  indexing: Record<string, { bytesDone: number; bytesTotal: number }>;
 }
 
 export const initialModel: AppModel = {
@@ -41,6 +43,7 @@ export const initialModel: AppModel = {
   catalog: [],
   peers: {},
   downloads: {},
+  indexing: {},
 };
 
 export type Action =
@@ -107,6 +110,17 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
   switch (event.type) {
     case "runtimeFailed":
       return { ...model, failure: { component: event.component, error: event.error } };
+    case "indexingProgress": {
+      const { [event.game]: _, ...others } = model.indexing;
+      const done = event.bytesDone >= event.bytesTotal;
+      const progress = { bytesDone: event.bytesDone, bytesTotal: event.bytesTotal };
+      return { ...model, indexing: done ? others : { ...others, [event.game]: progress } };
+    }
+    case "libraryChanged": {
+      const finished = new Set([...event.added, ...event.updated, ...event.removed]);
+      const indexing = Object.fromEntries(Object.entries(model.indexing).filter(([game]) => !finished.has(game)));
+      return { ...model, indexing };
+    }
     case "healthChanged":
       return { ...model, health: { ...model.health, [event.health.service]: event.health } };
     case "catalogChanged":
