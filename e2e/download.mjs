@@ -1,6 +1,7 @@
 // End to end: the real desktop app (driven over WebDriver by tauri-driver)
 // sees the games shared by a real headless peer with their covers, opens one,
-// downloads it, the files land on disk byte for byte, and Play starts it.
+// downloads it, the files land on disk byte for byte, Play starts it, and a
+// settings change restarts the peer, which comes back with its games.
 // Screenshots go to out/e2e/.
 //
 // Needs: tauri-driver on :4444 (under Xvfb), LANSPREAD_APP (the app binary),
@@ -12,7 +13,7 @@ import { join, relative } from "node:path";
 const DRIVER = "http://127.0.0.1:4444";
 const ELEMENT = "element-6066-11e4-a52f-4ca6c4f3e4a3";
 const OUT = "out/e2e";
-const { LANSPREAD_APP, E2E_SOURCE_GAME, E2E_TARGET_GAME, E2E_PLAYED } = process.env;
+const { LANSPREAD_APP, LANSPREAD_DATA_DIR: E2E_DATA_DIR, E2E_SOURCE_GAME, E2E_TARGET_GAME, E2E_PLAYED } = process.env;
 
 async function call(method, path, body) {
   const response = await fetch(DRIVER + path, {
@@ -110,6 +111,24 @@ async function main() {
     await click("nav button:nth-child(2)");
     await until("the downloads page shows it", 10, async () => /installed/i.test(await text(".downloads")));
     await shot("download-finished.png");
+
+    // A settings change the running peer cannot take restarts it; the app
+    // comes back with the new name, its games and its peer.
+    await click("nav button:nth-child(5)");
+    const name = await until("the settings page opens", 10, () => find("#display-name"));
+    await call("POST", `/session/${sid}/element/${name}/clear`, {});
+    await call("POST", `/session/${sid}/element/${name}/value`, { text: "E2E Player" });
+    await clickButton("Save");
+    await until("the settings are saved", 20, async () => /Saved\./.test(await text(".settings")));
+    const saved = readFileSync(join(E2E_DATA_DIR, "settings.toml"), "utf8");
+    if (!saved.includes('displayName = "E2E Player"')) throw new Error(`settings.toml: ${saved}`);
+    await click("nav button:nth-child(1)");
+    const neon = 'button[aria-label^="Neon Racer"]';
+    await until("the restarted peer finds its peer again", 30, async () => /1 source/.test(await text(neon)));
+    const restarted = Date.now();
+    await until("the restarted peer offers the installed game again", 30, async () => /installed/i.test(await text(card)));
+    console.log(`e2e: the installed game was back ${Date.now() - restarted} ms after its peer`);
+    console.log("e2e: settings saved, the peer restarted and reconnected");
   } catch (e) {
     await shot("failure.png").catch(() => {});
     const source = await call("GET", `/session/${sid}/source`).catch(() => "");

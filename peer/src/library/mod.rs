@@ -164,7 +164,18 @@ impl Indexer {
         let mut list = walk_game(game, &root);
         let mut errors = std::mem::take(&mut list.errors);
         let walked = listing(&list);
-        if !self.settle.is_zero() {
+        let cached = self.store.cached_game(game)?;
+        // Exactly the files, sizes and trusted mtimes recorded when it was
+        // last indexed or installed: it is not being copied in, so it need
+        // not wait out the settle time (a restart offers it at once).
+        let unchanged = cached.as_ref().is_some_and(|c| {
+            c.stamps.len() == list.files.len()
+                && list
+                    .files
+                    .iter()
+                    .all(|f| c.stamps.get(&f.rel_path) == Some(&f.stamp()))
+        });
+        if !self.settle.is_zero() && !unchanged {
             let settled_before = walked_at
                 .checked_sub(self.settle)
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -196,7 +207,6 @@ impl Indexer {
             },
         };
 
-        let cached = self.store.cached_game(game)?;
         let is_dirty = |file: &ScannedFile| {
             cached
                 .as_ref()

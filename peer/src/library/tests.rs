@@ -183,6 +183,30 @@ fn the_cache_prevents_rehashing() {
 }
 
 #[test]
+fn a_fresh_game_waits_out_the_settle_time_but_an_unchanged_one_does_not() {
+    let f = Fixture::new();
+    f.write("g/a.bin", &bytes(MIB, 1));
+    let settling = Indexer::new(f.games.clone(), f.indexer.store.clone())
+        .with_settle(Duration::from_secs(7200));
+    let cancel = CancellationToken::new();
+    let fresh = settling.index_game("g", &cancel, &|_, _| {});
+    assert!(matches!(fresh, Err(IndexError::Changed(_))), "just written");
+
+    // Indexed once without settling, with a trusted mtime (an hour old,
+    // still inside the two-hour settle time): a later scan finds it exactly
+    // as recorded and offers it at once.
+    set_old_mtime(&f.games.join("g/a.bin"));
+    f.index("g");
+    let again = settling.index_game("g", &cancel, &|_, _| {}).unwrap();
+    assert!(again.0.is_some());
+
+    // Touched again: it waits.
+    f.write("g/a.bin", &bytes(MIB, 2));
+    let touched = settling.index_game("g", &cancel, &|_, _| {});
+    assert!(matches!(touched, Err(IndexError::Changed(_))));
+}
+
+#[test]
 fn a_recently_modified_file_is_not_trusted_from_the_cache() {
     let f = Fixture::new();
     f.write("g/a.bin", &bytes(MIB, 1));
