@@ -21,7 +21,7 @@ use crate::library::scan::ScanError;
 use crate::library::{Indexer, LibrarySnapshot};
 use crate::net::identity::{Identity, IdentityError, PeerId};
 use crate::net::limiter::UploadLimiter;
-use crate::net::server::{self, ServerState};
+use crate::net::server::{self, close_code, ServerState};
 use crate::net::{bind_endpoint, tls};
 use crate::peers::catalog::CatalogEntry;
 use crate::peers::diagnostics::{self, Diagnostics};
@@ -727,11 +727,20 @@ impl CommandLoop {
         // 4. Wait for every task under the deadline, then abort and report the
         //    services that ignored cancellation.
         self.tasks.close();
-        let stuck_services =
-            match tokio::time::timeout(self.shutdown_deadline, self.tasks.wait()).await {
-                Ok(()) => Vec::new(),
-                Err(_) => self.supervisor.abort_stragglers(),
-            };
+        let deadline = tokio::time::Instant::now() + self.shutdown_deadline;
+        let stuck_services = match tokio::time::timeout_at(deadline, self.tasks.wait()).await {
+            Ok(()) => Vec::new(),
+            Err(_) => self.supervisor.abort_stragglers(),
+        };
+        // 5. Release the UDP port, so a new runtime (the desktop app restarts
+        //    one when settings change) can bind it while this handle lives:
+        //    drop the connections we hold and let the closed ones drain.
+        self.directory.forget_connections();
+        self.endpoint.close(
+            quinn::VarInt::from_u32(close_code::SHUTDOWN),
+            b"shutting down",
+        );
+        let _ = tokio::time::timeout_at(deadline, self.endpoint.wait_idle()).await;
         StopReport {
             requested: self.shutdown_requested.load(Ordering::SeqCst),
             stuck_services,

@@ -306,3 +306,33 @@ async fn a_peer_s_game_picture_is_fetched_and_a_deleted_game_leaves_the_catalog(
         peer.wait_stopped().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_runtime_frees_its_port_while_its_handle_is_still_held() {
+    // The desktop app stops the runtime and starts a new one on the same
+    // fixed port when settings change, before the old handle is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let start = |name: &str| {
+        let games = dir.path().join(name).join("games");
+        game(&games, name);
+        let mut config = PeerConfig::new(&games, dir.path().join(name).join("data"));
+        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        config.mdns = false;
+        start_peer(config)
+    };
+    let old = start("alpha").await.unwrap();
+    let client = in_process(dir.path(), "bravo", vec![format!("127.0.0.1:{port}")]).await;
+    until("connected", Duration::from_secs(10), || {
+        has_game(&client, "alpha")
+    })
+    .await;
+    old.shutdown();
+    old.wait_stopped().await;
+    let new = start("alpha").await.expect("the port is free again");
+    drop(old);
+    for peer in [new, client] {
+        peer.shutdown();
+        peer.wait_stopped().await;
+    }
+}

@@ -164,19 +164,38 @@ impl AppState {
             tracing::warn!("the old runtime is still stopping; starting the new one anyway");
         }
         let mut problem = None;
-        let peer = start_with(
+        let started = start_with(
             &new,
             &self.data_dir,
             &self.default_games_dir,
             &self.overrides,
             &mut problem,
         )
-        .await?;
+        .await;
+        let (peer, outcome) = match started {
+            Ok(peer) => (peer, Ok(())),
+            Err(e) => {
+                // Never leave the app without a peer: go back to what ran.
+                tracing::warn!("cannot start with the new settings: {e:#}; restoring the old ones");
+                old.save(&self.data_dir)?;
+                *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = old.clone();
+                problem = None;
+                let peer = start_with(
+                    &old,
+                    &self.data_dir,
+                    &self.default_games_dir,
+                    &self.overrides,
+                    &mut problem,
+                )
+                .await?;
+                (peer, Err(e.context("the settings were not applied")))
+            }
+        };
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
         events::forward(app.clone(), peer.subscribe());
         *self.peer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peer);
-        tracing::info!("peer runtime restarted with the new settings");
-        Ok(())
+        tracing::info!("peer runtime restarted");
+        outcome
     }
 
     /// Stop the runtime on the first exit event and wait for it, at most

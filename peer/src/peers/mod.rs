@@ -275,6 +275,14 @@ impl PeerDirectory {
             .collect()
     }
 
+    /// Drop every connection handle (after the runtime stopped): the UDP
+    /// socket is released once no connection refers to the endpoint.
+    pub(crate) fn forget_connections(&self) {
+        for peer in self.lock().peers.values_mut() {
+            peer.connection = None;
+        }
+    }
+
     /// Tell every connected peer we are leaving; waits at most `within`.
     pub async fn goodbye_all(&self, within: Duration) {
         let connections = self.connected();
