@@ -135,10 +135,22 @@ impl Settings {
         } != *other
     }
 
-    /// Put the settings into `config`.
-    pub fn apply(&self, config: &mut PeerConfig) {
-        if let Some(dir) = &self.games_dir {
-            config.games_dir = dir.clone();
+    /// Put the settings into `config`, whose games folder is the default
+    /// one. A chosen games folder that is gone (an unplugged drive, say) is
+    /// neither used nor recreated: `config` keeps the default, and the
+    /// answer says what happened, for the player to pick the folder again.
+    #[must_use]
+    pub fn apply(&self, config: &mut PeerConfig) -> Option<String> {
+        let mut problem = None;
+        match &self.games_dir {
+            Some(dir) if dir.is_dir() => config.games_dir = dir.clone(),
+            Some(dir) => {
+                problem = Some(format!(
+                    "the games folder {} is missing; pick it again or choose another",
+                    dir.display()
+                ))
+            }
+            None => {}
         }
         let name = self.display_name.trim();
         config.display_name = if name.is_empty() {
@@ -150,6 +162,7 @@ impl Settings {
         let key = self.party_key.trim();
         config.party_key = (!key.is_empty()).then(|| key.to_owned());
         config.parallel_downloads = self.parallel_downloads as usize;
+        problem
     }
 }
 
@@ -233,17 +246,36 @@ mod tests {
 
     #[test]
     fn apply_fills_the_config() {
-        let mut config = PeerConfig::new("/old", "/data");
-        chosen().apply(&mut config);
-        assert_eq!(config.games_dir, std::env::temp_dir().join("games"));
+        let games = tempfile::tempdir().unwrap();
+        let chosen = Settings {
+            games_dir: Some(games.path().to_owned()),
+            ..chosen()
+        };
+        let mut config = PeerConfig::new("/default", "/data");
+        assert_eq!(chosen.apply(&mut config), None);
+        assert_eq!(config.games_dir, games.path());
         assert_eq!(config.display_name, "Alice");
         assert_eq!(config.upload_limit, 50 << 20);
         assert_eq!(config.party_key.as_deref(), Some("lan-2026"));
         assert_eq!(config.parallel_downloads, 3);
 
-        Settings::default().apply(&mut config);
+        assert_eq!(Settings::default().apply(&mut config), None);
         assert_eq!(config.party_key, None);
         assert_eq!(config.display_name, default_display_name());
-        assert_eq!(config.games_dir, std::env::temp_dir().join("games"));
+        assert_eq!(config.games_dir, games.path(), "unchanged without a choice");
+    }
+
+    #[test]
+    fn a_games_folder_that_is_gone_is_not_used_and_says_so() {
+        let gone = std::env::temp_dir().join("lanspread-unplugged-drive/games");
+        let settings = Settings {
+            games_dir: Some(gone.clone()),
+            ..chosen()
+        };
+        let mut config = PeerConfig::new("/default", "/data");
+        let problem = settings.apply(&mut config).expect("a problem");
+        assert!(problem.contains("is missing"), "{problem}");
+        assert_eq!(config.games_dir, std::path::Path::new("/default"));
+        assert!(!gone.exists(), "not recreated");
     }
 }

@@ -219,9 +219,9 @@ impl AppState {
     }
 }
 
-/// Start the peer with `settings`. A chosen games folder that is gone (an
-/// unplugged drive, say) is not silently recreated: the default folder is
-/// used and `problem` says why, so the UI asks again.
+/// Start the peer with `settings` and the overrides; `problem` is set when
+/// a saved choice could not be used (see [`Settings::apply`]). Only the
+/// default games folder, or one given by the environment, is created.
 async fn start_with(
     settings: &Settings,
     data_dir: &std::path::Path,
@@ -230,16 +230,7 @@ async fn start_with(
     problem: &mut Option<String>,
 ) -> anyhow::Result<PeerRuntimeHandle> {
     let mut config = PeerConfig::new(default_games_dir, data_dir);
-    settings.apply(&mut config);
-    if let Some(chosen) = &settings.games_dir {
-        if !chosen.is_dir() {
-            *problem = Some(format!(
-                "the games folder {} is missing; pick it again or choose another",
-                chosen.display()
-            ));
-            config.games_dir = default_games_dir.to_owned();
-        }
-    }
+    *problem = settings.apply(&mut config);
     if let Some(dir) = &overrides.games_dir {
         config.games_dir = dir.clone();
     }
