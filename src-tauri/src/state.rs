@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lanspread_peer::settings::Settings;
-use lanspread_peer::{start_peer, PeerConfig, PeerRuntimeHandle};
+use lanspread_peer::{start_peer, PeerConfig, PeerRuntimeHandle, StartError};
 use serde::Serialize;
 use tauri::{AppHandle, Manager};
 
@@ -20,7 +20,7 @@ use crate::events;
 #[serde(rename_all = "camelCase")]
 pub struct SettingsView {
     pub settings: Settings,
-    /// No games folder chosen yet: the UI asks for one.
+    /// No usable games folder chosen yet: the UI asks for one.
     pub first_run: bool,
     /// The folder the running peer shares.
     pub games_dir: String,
@@ -123,14 +123,18 @@ impl AppState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         SettingsView {
-            first_run: settings.games_dir.is_none() && self.overrides.games_dir.is_none(),
+            // No folder chosen yet, or the saved settings could not be used
+            // (unreadable, or their folder is gone): ask.
+            first_run: (settings.games_dir.is_none() || problem.is_some())
+                && self.overrides.games_dir.is_none(),
             games_dir: self.peer().games_dir().display().to_string(),
-            problem: self
-                .problem
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            problem,
             settings,
         }
     }
@@ -230,7 +234,9 @@ async fn start_with(
     problem: &mut Option<String>,
 ) -> anyhow::Result<PeerRuntimeHandle> {
     let mut config = PeerConfig::new(default_games_dir, data_dir);
-    *problem = settings.apply(&mut config);
+    if let Some(missing) = settings.apply(&mut config) {
+        *problem = Some(missing);
+    }
     if let Some(dir) = &overrides.games_dir {
         config.games_dir = dir.clone();
     }
@@ -251,5 +257,21 @@ async fn start_with(
             )
         })?;
     }
-    Ok(start_peer(config).await?)
+    // The runtime a settings change just stopped releases its port a moment
+    // after it reports stopped (its endpoint task ends on its own).
+    let deadline = tokio::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match start_peer(config.clone()).await {
+            Err(StartError::Bind { error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            started => return Ok(started?),
+        }
+    }
 }
+
+/// How long a start waits for its port to be released.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);

@@ -135,7 +135,7 @@ partyKey: string, parallelDownloads: number, };
  */
 export type SettingsView = { settings: Settings, 
 /**
- * No games folder chosen yet: the UI asks for one.
+ * No usable games folder chosen yet: the UI asks for one.
  */
 firstRun: boolean, 
 /**
