@@ -235,6 +235,15 @@ describe("App", () => {
     await waitFor(() => expect(screen.queryByRole("dialog")).not.toBeInTheDocument());
   });
 
+  it("asks again, saying why, when the saved games folder is gone", async () => {
+    const problem = "the games folder /mnt/usb/games is missing; pick it again or choose another";
+    const { bridge } = fakeBridge([], [], view({ firstRun: true, problem, gamesDir: "/home/ana/lanspread-games" }));
+    render(<App bridge={bridge} />);
+    const welcome = await screen.findByRole("dialog", { name: "Welcome to lanspread" });
+    expect(within(welcome).getByRole("alert")).toHaveTextContent(problem);
+    expect(within(welcome).getByText("/home/ana/lanspread-games")).toBeInTheDocument();
+  });
+
   it("saves settings, with the upload limit given in MiB/s", async () => {
     const { bridge } = fakeBridge([]);
     render(<App bridge={bridge} />);
