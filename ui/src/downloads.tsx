@@ -1,5 +1,5 @@
 import { Progress } from "./library";
-import { formatBytes, type AppModel, type DownloadPhase, type DownloadView } from "./state";
+import { downloadTitle, formatBytes, type AppModel, type DownloadPhase, type DownloadView } from "./state";
 
 const PHASE_LABEL: Record<DownloadPhase, string> = {
   queued: "Queued",
@@ -23,9 +23,9 @@ export function Downloads({
   onResume: (d: DownloadView) => void;
   onClear: (d: DownloadView) => void;
 }) {
-  const list = Object.values(model.downloads).sort(
-    (a, b) => ORDER.indexOf(a.phase) - ORDER.indexOf(b.phase) || a.title.localeCompare(b.title),
-  );
+  const list = Object.values(model.downloads)
+    .map((d) => ({ ...d, title: downloadTitle(model, d) }))
+    .sort((a, b) => ORDER.indexOf(a.phase) - ORDER.indexOf(b.phase) || a.title.localeCompare(b.title));
   return (
     <section aria-labelledby="downloads-title">
       <h2 id="downloads-title">Downloads</h2>

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { PeerEvent } from "./bindings";
 import { entry, running } from "./fixtures";
-import { formatEta, gameState, initialModel, libraryEntries, players, reconnecting, reduce, type AppModel } from "./state";
+import { downloadTitle, formatEta, gameState, initialModel, libraryEntries, players, reconnecting, reduce, type AppModel } from "./state";
 
 const apply = (model: AppModel, ...events: PeerEvent[]) =>
   events.reduce((m, event) => reduce(m, { kind: "event", event }), model);
@@ -85,6 +85,13 @@ describe("reduce", () => {
     expect(model.indexing).toEqual({});
     model = apply(model, { type: "indexingProgress", game: "ut", bytesDone: 100, bytesTotal: 100 });
     expect(model.indexing).toEqual({});
+  });
+
+  it("names a resumed download by the catalog's title once it is known", () => {
+    let model = apply(initialModel, { type: "downloadQueued", versionId: vid, gameId: "q3", title: "q3" });
+    expect(downloadTitle(model, model.downloads[vid])).toBe("q3");
+    model = reduce(model, { kind: "catalogSnapshot", catalog: [entry({ versionId: vid, title: "Quake III" })] });
+    expect(downloadTitle(model, model.downloads[vid])).toBe("Quake III");
   });
 
   it("marks a lost peer", () => {

@@ -198,6 +198,14 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
   }
 }
 
+/**
+ * A download's title: the catalog's when it knows the version (a download
+ * resumed at start is named by its game id until then).
+ */
+export function downloadTitle(model: AppModel, d: DownloadView): string {
+  return model.catalog.find((e) => e.versionId === d.versionId)?.title ?? d.title;
+}
+
 /** Services that are waiting to be restarted: the UI shows "reconnecting". */
 export function reconnecting(model: AppModel): string[] {
   return Object.values(model.health)
