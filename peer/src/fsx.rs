@@ -1,9 +1,19 @@
 //! Positional file IO on every platform: `FileExt::read_at`/`write_at` on
 //! unix, `seek_read`/`seek_write` on Windows. Neither moves a shared cursor,
-//! so several threads can use one file at once.
+//! so several threads can use one file at once. Also: where a manifest's
+//! `/`-separated path lives on this platform.
 
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
+
+/// Absolute path of a manifest (or metadata) path below `root`. The path
+/// must have been validated (relative, no `..`; see `proto::path`).
+pub fn manifest_path(root: &Path, rel: &str) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.extend(rel.split('/'));
+    path
+}
 
 /// Fill `buf` from `offset`, or fail with `UnexpectedEof` if the file is shorter.
 pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {

@@ -59,9 +59,7 @@ pub fn launch(snapshot: &LibrarySnapshot, game_id: &str) -> Result<(), GameActio
                 title: game.metadata.title.clone(),
             })?;
     // Validated as a relative path without `..` when the metadata was parsed.
-    let path = relative
-        .split('/')
-        .fold(game.root.clone(), |path, part| path.join(part));
+    let path = crate::fsx::manifest_path(&game.root, relative);
     let launch_error = |message: String| GameActionError::Launch {
         path: path.display().to_string(),
         message,

@@ -16,6 +16,7 @@ use crate::download::{DownloadError, DownloadInfo, DownloadRegistry, Engine};
 use crate::events::PeerEvent;
 use crate::games::{self, GameActionError};
 use crate::health::{HealthBoard, HealthSnapshot};
+use crate::library::metadata::Thumbnail;
 use crate::library::monitor::{self, Library};
 use crate::library::scan::ScanError;
 use crate::library::{Indexer, LibrarySnapshot};
@@ -27,7 +28,7 @@ use crate::peers::catalog::CatalogEntry;
 use crate::peers::diagnostics::{self, Diagnostics};
 use crate::peers::discovery::{self, Discovery};
 use crate::peers::liveness::{self, Liveness};
-use crate::peers::thumbnails::{self, Picture, ThumbnailCache};
+use crate::peers::thumbnails::{self, ThumbnailCache};
 use crate::peers::{PeerDirectory, PeerInfo, Source};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Backoff, ServiceContext, SupervisionPolicy, Supervisor};
@@ -347,7 +348,7 @@ impl PeerRuntimeHandle {
 
     /// The game picture with `hash` (hex, as the catalog gives it): ours, or
     /// fetched from a peer that lists it and checked against the hash.
-    pub async fn thumbnail(&self, hash: &str) -> Option<Picture> {
+    pub async fn thumbnail(&self, hash: &str) -> Option<Thumbnail> {
         let hash = Hash::from_hex(hash)?;
         let local = self.library.snapshot();
         thumbnails::thumbnail(hash, &local, &self.directory, &self.thumbnails).await

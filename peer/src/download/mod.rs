@@ -1002,7 +1002,7 @@ impl Engine {
             .files
             .iter()
             .filter_map(|f| {
-                let meta = std::fs::metadata(staging::file_path(&dest, &f.path)).ok()?;
+                let meta = std::fs::metadata(crate::fsx::manifest_path(&dest, &f.path)).ok()?;
                 Some((
                     f.path.clone(),
                     FileStamp {

@@ -19,23 +19,16 @@ pub fn staging_root(games_dir: &Path, version_id: &Hash) -> PathBuf {
     games_dir.join(STAGING_DIR).join(version_id.to_hex())
 }
 
-/// Absolute path of a manifest path below `root` (paths are validated).
-pub fn file_path(root: &Path, rel: &str) -> PathBuf {
-    let mut path = root.to_path_buf();
-    path.extend(rel.split('/'));
-    path
-}
-
 /// Create the folders and files of `manifest` below `root`, each file
 /// reserved at its full size. Existing files of the right size are kept
 /// (a resumed download).
 pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
     fs::create_dir_all(root)?;
     for dir in &manifest.empty_dirs {
-        fs::create_dir_all(file_path(root, dir))?;
+        fs::create_dir_all(fsx::manifest_path(root, dir))?;
     }
     for entry in &manifest.files {
-        let path = file_path(root, &entry.path);
+        let path = fsx::manifest_path(root, &entry.path);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -67,7 +60,10 @@ pub fn read_piece(
     buf.resize(layout.piece_len(piece_idx) as usize, 0);
     let mut at = 0usize;
     for span in layout.piece_spans(piece_idx) {
-        let file = File::open(file_path(root, &manifest.files[span.file_idx].path))?;
+        let file = File::open(fsx::manifest_path(
+            root,
+            &manifest.files[span.file_idx].path,
+        ))?;
         let len = span.len as usize;
         fsx::read_exact_at(&file, &mut buf[at..at + len], span.offset)?;
         at += len;
@@ -96,9 +92,10 @@ pub fn write_piece(
 ) -> io::Result<()> {
     let mut at = 0usize;
     for span in layout.piece_spans(piece_idx) {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(file_path(root, &manifest.files[span.file_idx].path))?;
+        let file = OpenOptions::new().write(true).open(fsx::manifest_path(
+            root,
+            &manifest.files[span.file_idx].path,
+        ))?;
         let len = span.len as usize;
         fsx::write_all_at(&file, &data[at..at + len], span.offset)?;
         if span.len >= WRITEBACK_MIN_SPAN {
@@ -114,7 +111,7 @@ pub fn write_piece(
 /// an fsync per file caps a game of small files at ~1.7k files/s).
 pub fn sync_all(root: &Path, manifest: &Manifest) -> io::Result<()> {
     for entry in manifest.files.iter().filter(|e| e.executable) {
-        set_executable(&file_path(root, &entry.path))?;
+        set_executable(&fsx::manifest_path(root, &entry.path))?;
     }
     if sync_file_system(root)? {
         return Ok(());
@@ -122,7 +119,7 @@ pub fn sync_all(root: &Path, manifest: &Manifest) -> io::Result<()> {
     for entry in &manifest.files {
         OpenOptions::new()
             .write(true)
-            .open(file_path(root, &entry.path))?
+            .open(fsx::manifest_path(root, &entry.path))?
             .sync_all()?;
     }
     sync_dir(root)

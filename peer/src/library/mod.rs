@@ -47,14 +47,19 @@ pub struct LocalGame {
 impl LocalGame {
     /// Absolute path of file `file_idx` of the manifest.
     pub fn file_path(&self, file_idx: usize) -> PathBuf {
-        let mut path = self.root.clone();
-        path.extend(self.manifest.files[file_idx].path.split('/'));
-        path
+        fsx::manifest_path(&self.root, &self.manifest.files[file_idx].path)
     }
 }
 
 /// The games of the library, by id.
 pub type LibrarySnapshot = BTreeMap<String, Arc<LocalGame>>;
+
+/// The picture with `hash`, if a game of the library has it.
+pub fn thumbnail_with_hash(snapshot: &LibrarySnapshot, hash: &Hash) -> Option<Thumbnail> {
+    snapshot
+        .values()
+        .find_map(|g| g.thumbnail.clone().filter(|t| t.hash == *hash))
+}
 
 /// Why a game could not be indexed this time.
 #[derive(Debug, thiserror::Error)]
@@ -465,8 +470,7 @@ pub(crate) fn manifest_thumbnail(
 ) -> Option<Thumbnail> {
     let lookup = |rel: &str| {
         let file = manifest.files.iter().find(|f| f.path == rel)?;
-        let path = rel.split('/').fold(root.to_owned(), |p, part| p.join(part));
-        Some((path, file.size))
+        Some((fsx::manifest_path(root, rel), file.size))
     };
     let mut errors = Vec::new();
     let thumbnail = find_thumbnail(game, metadata, lookup, &mut errors);

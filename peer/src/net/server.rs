@@ -21,7 +21,7 @@ use super::tls::{party_proof, remote_peer_id, Role};
 use crate::download::{scheduler::PieceSet, DownloadRegistry, Partial};
 use crate::fsx;
 use crate::library::monitor::Library;
-use crate::library::{library_digest, LocalGame};
+use crate::library::{library_digest, thumbnail_with_hash, LocalGame};
 use crate::peers::{PeerDirectory, Source};
 use crate::supervisor::ServiceContext;
 
@@ -424,11 +424,7 @@ async fn serve_stream(
             send_pieces(&mut send, &peer, &state, version_id, pieces).await
         }
         Request::GetThumbnail { hash } => {
-            let thumbnail = state
-                .library
-                .snapshot()
-                .values()
-                .find_map(|g| g.thumbnail.clone().filter(|t| t.hash == hash));
+            let thumbnail = thumbnail_with_hash(&state.library.snapshot(), &hash);
             match thumbnail {
                 Some(t) => {
                     let response = Response::Thumbnail {

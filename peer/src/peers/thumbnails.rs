@@ -10,21 +10,14 @@ use std::time::Duration;
 use lanspread_proto::{Hash, Request, Response};
 
 use super::PeerDirectory;
-use crate::library::metadata::{image_mime, MAX_THUMBNAIL_BYTES};
-use crate::library::LibrarySnapshot;
+use crate::library::metadata::{image_mime, Thumbnail, MAX_THUMBNAIL_BYTES};
+use crate::library::{thumbnail_with_hash, LibrarySnapshot};
 
 /// Pictures kept in memory, in bytes: a few hundred games' covers.
 pub const CACHE_BUDGET: usize = 64 << 20;
 
 /// How long one peer may take to send a picture before the next is asked.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A picture and its type (`image/png`, `image/jpeg`, `image/webp`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Picture {
-    pub mime: &'static str,
-    pub bytes: Arc<Vec<u8>>,
-}
 
 /// Pictures fetched from peers, oldest dropped first past [`CACHE_BUDGET`].
 #[derive(Default)]
@@ -34,18 +27,19 @@ pub struct ThumbnailCache {
 
 #[derive(Default)]
 struct Cached {
-    pictures: HashMap<Hash, Picture>,
+    pictures: HashMap<Hash, Thumbnail>,
     order: VecDeque<Hash>,
     bytes: usize,
 }
 
 impl ThumbnailCache {
-    fn get(&self, hash: &Hash) -> Option<Picture> {
+    fn get(&self, hash: &Hash) -> Option<Thumbnail> {
         let cached = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         cached.pictures.get(hash).cloned()
     }
 
-    fn insert(&self, hash: Hash, picture: Picture) {
+    fn insert(&self, picture: Thumbnail) {
+        let hash = picture.hash;
         let mut cached = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if cached.pictures.contains_key(&hash) {
             return;
@@ -70,15 +64,8 @@ pub async fn thumbnail(
     local: &LibrarySnapshot,
     directory: &PeerDirectory,
     cache: &ThumbnailCache,
-) -> Option<Picture> {
-    let ours = local.values().find_map(|g| {
-        let t = g.thumbnail.as_ref().filter(|t| t.hash == hash)?;
-        Some(Picture {
-            mime: t.mime,
-            bytes: t.bytes.clone(),
-        })
-    });
-    if let Some(picture) = ours.or_else(|| cache.get(&hash)) {
+) -> Option<Thumbnail> {
+    if let Some(picture) = thumbnail_with_hash(local, &hash).or_else(|| cache.get(&hash)) {
         return Some(picture);
     }
     for (peer_id, connection) in directory.holders_of_thumbnail(&hash) {
@@ -98,11 +85,12 @@ pub async fn thumbnail(
         };
         match check(&hash, &bytes) {
             Ok(mime) => {
-                let picture = Picture {
+                let picture = Thumbnail {
+                    hash,
                     mime,
                     bytes: Arc::new(bytes),
                 };
-                cache.insert(hash, picture.clone());
+                cache.insert(picture.clone());
                 return Some(picture);
             }
             Err(problem) => tracing::warn!(peer = %peer_id, "thumbnail refused: {problem}"),
@@ -138,13 +126,14 @@ mod tests {
     #[test]
     fn the_cache_drops_the_oldest_past_its_budget() {
         let cache = ThumbnailCache::default();
-        let big = |n: u8| Picture {
+        let big = |n: u8| Thumbnail {
+            hash: Hash::of(&[n]),
             mime: "image/png",
             bytes: Arc::new(vec![n; CACHE_BUDGET / 2]),
         };
         let hashes: Vec<Hash> = (0..3u8).map(|n| Hash::of(&[n])).collect();
-        for (n, hash) in hashes.iter().enumerate() {
-            cache.insert(*hash, big(n as u8));
+        for n in 0..3u8 {
+            cache.insert(big(n));
         }
         assert_eq!(cache.get(&hashes[0]), None);
         assert_eq!(cache.get(&hashes[1]), Some(big(1)));
