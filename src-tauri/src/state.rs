@@ -64,9 +64,7 @@ pub struct AppState {
     peer: RwLock<Arc<PeerRuntimeHandle>>,
     settings: Mutex<Settings>,
     problem: Mutex<Option<String>>,
-    data_dir: PathBuf,
-    default_games_dir: PathBuf,
-    overrides: Overrides,
+    launcher: Launcher,
     /// One settings change at a time.
     restarting: tokio::sync::Mutex<()>,
     exiting: AtomicBool,
@@ -85,27 +83,22 @@ impl AppState {
         let default_games_dir = dirs::home_dir()
             .context("no home folder on this system")?
             .join("lanspread-games");
-        let overrides = Overrides::from_env()?;
-        let (settings, mut problem) = match Settings::load(&data_dir) {
+        let launcher = Launcher {
+            data_dir,
+            default_games_dir,
+            overrides: Overrides::from_env()?,
+        };
+        let (settings, unreadable) = match Settings::load(&launcher.data_dir) {
             Ok(settings) => (settings.unwrap_or_default(), None),
             Err(e) => (Settings::default(), Some(e.to_string())),
         };
-        let peer = start_with(
-            &settings,
-            &data_dir,
-            &default_games_dir,
-            &overrides,
-            &mut problem,
-        )
-        .await?;
+        let (peer, missing) = launcher.start(&settings).await?;
         events::forward(app.clone(), peer.subscribe());
         Ok(Self {
             peer: RwLock::new(Arc::new(peer)),
             settings: Mutex::new(settings),
-            problem: Mutex::new(problem),
-            data_dir,
-            default_games_dir,
-            overrides,
+            problem: Mutex::new(unreadable.or(missing)),
+            launcher,
             restarting: tokio::sync::Mutex::new(()),
             exiting: AtomicBool::new(false),
         })
@@ -132,7 +125,7 @@ impl AppState {
             // No folder chosen yet, or the saved settings could not be used
             // (unreadable, or their folder is gone): ask.
             first_run: (settings.games_dir.is_none() || problem.is_some())
-                && self.overrides.games_dir.is_none(),
+                && self.launcher.overrides.games_dir.is_none(),
             games_dir: self.peer().games_dir().display().to_string(),
             problem,
             settings,
@@ -150,7 +143,7 @@ impl AppState {
                 dir.display()
             );
         }
-        new.save(&self.data_dir)?;
+        new.save(&self.launcher.data_dir)?;
         let old = std::mem::replace(
             &mut *self.settings.lock().unwrap_or_else(|e| e.into_inner()),
             new.clone(),
@@ -167,32 +160,15 @@ impl AppState {
         {
             tracing::warn!("the old runtime is still stopping; starting the new one anyway");
         }
-        let mut problem = None;
-        let started = start_with(
-            &new,
-            &self.data_dir,
-            &self.default_games_dir,
-            &self.overrides,
-            &mut problem,
-        )
-        .await;
-        let (peer, outcome) = match started {
-            Ok(peer) => (peer, Ok(())),
+        let ((peer, problem), outcome) = match self.launcher.start(&new).await {
+            Ok(started) => (started, Ok(())),
             Err(e) => {
                 // Never leave the app without a peer: go back to what ran.
                 tracing::warn!("cannot start with the new settings: {e:#}; restoring the old ones");
-                old.save(&self.data_dir)?;
+                old.save(&self.launcher.data_dir)?;
                 *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = old.clone();
-                problem = None;
-                let peer = start_with(
-                    &old,
-                    &self.data_dir,
-                    &self.default_games_dir,
-                    &self.overrides,
-                    &mut problem,
-                )
-                .await?;
-                (peer, Err(e.context("the settings were not applied")))
+                let started = self.launcher.start(&old).await?;
+                (started, Err(e.context("the settings were not applied")))
             }
         };
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
@@ -223,52 +199,58 @@ impl AppState {
     }
 }
 
-/// Start the peer with `settings` and the overrides; `problem` is set when
-/// a saved choice could not be used (see [`Settings::apply`]). Only the
-/// default games folder, or one given by the environment, is created.
-async fn start_with(
-    settings: &Settings,
-    data_dir: &std::path::Path,
-    default_games_dir: &std::path::Path,
-    overrides: &Overrides,
-    problem: &mut Option<String>,
-) -> anyhow::Result<PeerRuntimeHandle> {
-    let mut config = PeerConfig::new(default_games_dir, data_dir);
-    if let Some(missing) = settings.apply(&mut config) {
-        *problem = Some(missing);
-    }
-    if let Some(dir) = &overrides.games_dir {
-        config.games_dir = dir.clone();
-    }
-    if let Some(listen) = overrides.listen {
-        config.listen = listen;
-    }
-    if let Some(peers) = &overrides.peers {
-        config.peers = peers.clone();
-    }
-    if overrides.mdns_off {
-        config.mdns = false;
-    }
-    if config.games_dir == default_games_dir || overrides.games_dir.is_some() {
-        std::fs::create_dir_all(&config.games_dir).with_context(|| {
-            format!(
-                "cannot create the games folder {}",
-                config.games_dir.display()
-            )
-        })?;
-    }
-    // The runtime a settings change just stopped releases its port a moment
-    // after it reports stopped (its endpoint task ends on its own).
-    let deadline = tokio::time::Instant::now() + PORT_RELEASE_WAIT;
-    loop {
-        match start_peer(config.clone()).await {
-            Err(StartError::Bind { error, .. })
-                if error.kind() == std::io::ErrorKind::AddrInUse
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+/// What every start of the peer shares: the data folder, the default games
+/// folder and the environment's overrides.
+struct Launcher {
+    data_dir: PathBuf,
+    default_games_dir: PathBuf,
+    overrides: Overrides,
+}
+
+impl Launcher {
+    /// Start the peer with `settings` and the overrides; with it, why a
+    /// saved choice could not be used (see [`Settings::apply`]). Only the
+    /// default games folder, or one given by the environment, is created.
+    async fn start(
+        &self,
+        settings: &Settings,
+    ) -> anyhow::Result<(PeerRuntimeHandle, Option<String>)> {
+        let (default_games_dir, overrides) = (&self.default_games_dir, &self.overrides);
+        let mut config = PeerConfig::new(default_games_dir, &self.data_dir);
+        let problem = settings.apply(&mut config);
+        if let Some(dir) = &overrides.games_dir {
+            config.games_dir = dir.clone();
+        }
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(peers) = &overrides.peers {
+            config.peers = peers.clone();
+        }
+        if overrides.mdns_off {
+            config.mdns = false;
+        }
+        if config.games_dir == *default_games_dir || overrides.games_dir.is_some() {
+            std::fs::create_dir_all(&config.games_dir).with_context(|| {
+                format!(
+                    "cannot create the games folder {}",
+                    config.games_dir.display()
+                )
+            })?;
+        }
+        // The runtime a settings change just stopped releases its port a moment
+        // after it reports stopped (its endpoint task ends on its own).
+        let deadline = tokio::time::Instant::now() + PORT_RELEASE_WAIT;
+        loop {
+            match start_peer(config.clone()).await {
+                Err(StartError::Bind { error, .. })
+                    if error.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                started => return Ok((started?, problem)),
             }
-            started => return Ok(started?),
         }
     }
 }
