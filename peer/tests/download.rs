@@ -190,6 +190,27 @@ async fn downloader(
     (down, events)
 }
 
+/// A source sharing an `arena` of `size` bytes, its upload capped at
+/// `upload_limit`, and a downloader that sees it; with the downloader's events.
+async fn arena_and_downloader(
+    root: &Path,
+    size: usize,
+    upload_limit: u64,
+) -> (Peer, Peer, broadcast::Receiver<PeerEvent>) {
+    let source = peer(root, "source", vec![], upload_limit).await;
+    make_game(&source.games, "arena", size);
+    indexed(&source, "arena").await;
+    let (down, events) = downloader(
+        root,
+        "down",
+        vec![source.handle.local_addr().to_string()],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    (source, down, events)
+}
+
 fn assert_completed(end: &PeerEvent) {
     assert!(
         matches!(end, PeerEvent::DownloadCompleted { .. }),
@@ -250,17 +271,7 @@ impl Drop for ChildServe {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source() {
     let dir = tempfile::tempdir().unwrap();
-    let source = peer(dir.path(), "source", vec![], 0).await;
-    make_game(&source.games, "arena", 5 * MIB + 123);
-    indexed(&source, "arena").await;
-    let (downloader, mut events) = downloader(
-        dir.path(),
-        "down",
-        vec![source.handle.local_addr().to_string()],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (source, downloader, mut events) = arena_and_downloader(dir.path(), 5 * MIB + 123, 0).await;
 
     downloader.handle.download("arena").await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(30)).await;
@@ -441,17 +452,8 @@ async fn a_killed_downloader_resumes_and_refetches_only_what_was_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_download_then_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let source = peer(dir.path(), "source", vec![], 8 * MIB as u64).await;
-    make_game(&source.games, "arena", 24 * MIB);
-    indexed(&source, "arena").await;
-    let (down, mut events) = downloader(
-        dir.path(),
-        "down",
-        vec![source.handle.local_addr().to_string()],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (source, down, mut events) =
+        arena_and_downloader(dir.path(), 24 * MIB, 8 * MIB as u64).await;
 
     let version_id = down.handle.download("arena").await.unwrap();
     progressed(&mut events, 6 * MIB as u64).await;
@@ -485,17 +487,8 @@ async fn cancel_mid_download_then_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discarding_a_paused_download_deletes_its_staging_data() {
     let dir = tempfile::tempdir().unwrap();
-    let source = peer(dir.path(), "source", vec![], 4 * MIB as u64).await;
-    make_game(&source.games, "arena", 16 * MIB);
-    indexed(&source, "arena").await;
-    let (down, mut events) = downloader(
-        dir.path(),
-        "down",
-        vec![source.handle.local_addr().to_string()],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (source, down, mut events) =
+        arena_and_downloader(dir.path(), 16 * MIB, 4 * MIB as u64).await;
     let version_id = down.handle.download("arena").await.unwrap();
     progressed(&mut events, 2 * MIB as u64).await;
     assert!(down.handle.cancel_download(version_id, false).await);
@@ -552,17 +545,7 @@ async fn every_source_gone_ends_with_peers_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_fetches_only_the_changed_pieces() {
     let dir = tempfile::tempdir().unwrap();
-    let source = peer(dir.path(), "source", vec![], 0).await;
-    make_game(&source.games, "arena", 16 * MIB);
-    indexed(&source, "arena").await;
-    let (down, mut events) = downloader(
-        dir.path(),
-        "down",
-        vec![source.handle.local_addr().to_string()],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (source, down, mut events) = arena_and_downloader(dir.path(), 16 * MIB, 0).await;
     down.handle.download("arena").await.unwrap();
     let end = outcome(&mut events, "arena", Duration::from_secs(30)).await;
     assert_completed(&end);
