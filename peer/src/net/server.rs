@@ -441,11 +441,7 @@ async fn serve_stream(
         Request::GetHaveSet { version_id } => match state.game_by_version(&version_id) {
             Some(served) => {
                 let have = served.have_set();
-                let mut fetching = served.fetching_set();
-                if fetching.len() != have.len() {
-                    // Published before the scheduler knew the piece count.
-                    fetching = PieceSet::empty(have.len());
-                }
+                let fetching = served.fetching_set();
                 let response = Response::HaveSet {
                     n_pieces: have.len() as u32,
                     bits: have.bits().to_vec(),
