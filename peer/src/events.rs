@@ -1,16 +1,24 @@
-//! The events a running peer reports. This is the contract with every front
-//! end: the desktop UI receives these (serialized as tagged camelCase JSON) and
+//! The contract with every front end: the events a running peer reports, and
+//! every type that events and the snapshots a front end asks for carry (peer
+//! info, catalog entries, downloads, service health, diagnostics, error
+//! codes). The desktop UI receives them as tagged camelCase JSON and
 //! `lanspread-peer --json` prints them one per line.
+//!
+//! A leaf: it imports nothing but `proto`'s ids; the modules that emit events
+//! import it, never the reverse. Ids stay typed here ([`VersionId`],
+//! [`PeerId`]) and become text only when serialized (hex for hashes).
+//! With the `ts` feature every type derives `ts_rs::TS`, which the desktop
+//! crate's binding test renders into `ui/src/bindings.ts`.
 
+use std::net::SocketAddr;
+
+use lanspread_proto::{Hash, PeerId, VersionId};
 use serde::Serialize;
-
-use crate::download::{DownloadCode, SourceRate};
-use crate::health::ServiceHealth;
-use crate::peers::catalog::CatalogEntry;
-use crate::peers::PeerInfo;
+use tokio::sync::broadcast;
 
 /// Everything the runtime tells the outside world.
-#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -36,25 +44,35 @@ pub enum PeerEvent {
     /// A peer was connected (for the first time, or again after being lost).
     PeerDiscovered { peer: PeerInfo },
     /// A peer stopped answering, or said goodbye.
-    PeerLost { peer_id: String, reason: String },
+    PeerLost {
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        peer_id: PeerId,
+        reason: String,
+    },
     /// The LAN catalog changed; the whole new catalog.
     CatalogChanged { catalog: Vec<CatalogEntry> },
     /// A download waits for a free slot (see the parallel downloads setting).
     DownloadQueued {
-        version_id: String,
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
         game_id: String,
         title: String,
     },
     /// A download has its manifest and staging folder and starts fetching.
     DownloadStarted {
-        version_id: String,
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
         game_id: String,
         title: String,
         bytes_total: u64,
     },
     /// At most four per second per download.
     DownloadProgress {
-        version_id: String,
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
         game_id: String,
         bytes_done: u64,
         bytes_total: u64,
@@ -63,22 +81,322 @@ pub enum PeerEvent {
         sources: Vec<SourceRate>,
     },
     /// Every piece verified; the game is installed.
-    DownloadCompleted { version_id: String, game_id: String },
-    DownloadFailed {
-        version_id: String,
+    DownloadCompleted {
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
         game_id: String,
-        code: DownloadCode,
+    },
+    DownloadFailed {
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
+        game_id: String,
+        code: FailureCode,
         message: String,
     },
     /// Cancelled; its staging data stays for a resume unless deleted.
-    DownloadCancelled { version_id: String, game_id: String },
+    DownloadCancelled {
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
+        game_id: String,
+    },
     /// Every source is gone; the staging data stays for a resume.
-    DownloadPeersGone { version_id: String, game_id: String },
+    DownloadPeersGone {
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
+        game_id: String,
+    },
     /// A source sent too many pieces that failed verification and is no
     /// longer used for this download.
     SourceBanned {
-        version_id: String,
-        peer_id: String,
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        peer_id: PeerId,
         reason: String,
     },
+}
+
+/// Where the runtime's events go: one bounded broadcast channel that every
+/// front end subscribes to. Cloning is cheap; all clones feed one channel.
+#[derive(Debug, Clone)]
+pub struct EventSink(broadcast::Sender<PeerEvent>);
+
+impl EventSink {
+    /// A sink buffering `capacity` events per subscriber (a slow one then
+    /// sees `RecvError::Lagged` and resynchronises from snapshots), and a
+    /// first subscriber.
+    pub fn new(capacity: usize) -> (Self, broadcast::Receiver<PeerEvent>) {
+        let (sender, receiver) = broadcast::channel(capacity);
+        (Self(sender), receiver)
+    }
+
+    /// Send to every subscriber. Never blocks; no subscriber is fine (nobody
+    /// is listening yet, or the front end went away).
+    pub fn emit(&self, event: PeerEvent) {
+        let _ = self.0.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// One code scheme for every failure a front end sees: `DownloadFailed`
+/// events and every command's error. The UI branches on these, never on
+/// message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub enum FailureCode {
+    /// No such game or version on the LAN (or no such picture).
+    NotFound,
+    AlreadyInstalled,
+    NoSpace,
+    PermissionDenied,
+    GamesDirMissing,
+    /// A folder of the game's name is there and is not an older version.
+    DestinationExists,
+    BadManifest,
+    Io,
+    /// The runtime has stopped (shutting down, or restarting with new
+    /// settings); try again in a moment.
+    RuntimeStopped,
+    /// The game is not installed here.
+    NotInstalled,
+    /// The game names no program to start.
+    NoExecutable,
+    Launch,
+    Delete,
+    /// A typed peer address names a malformed peer id.
+    BadPeerId,
+    /// A typed peer address does not resolve.
+    Unresolved,
+    /// Settings that cannot be used; the message says which value.
+    InvalidSettings,
+    /// A version id that is not 64 hex digits.
+    BadVersionId,
+    /// The system dialog failed.
+    Dialog,
+    /// A folder could not be opened.
+    Open,
+}
+
+/// How a peer's address became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    Manual,
+    Mdns,
+    Exchange,
+    /// It connected to us and told us its port.
+    Incoming,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub enum PeerState {
+    Connected,
+    Lost,
+    /// Speaks another protocol version: listed, never connected.
+    Incompatible,
+}
+
+/// What the UI and CLI show of a peer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub peer_id: PeerId,
+    pub display_name: String,
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
+    pub addr: Option<SocketAddr>,
+    pub state: PeerState,
+    pub rtt_ms: Option<f64>,
+    pub games: usize,
+    pub source: Source,
+    pub last_error: Option<String>,
+}
+
+/// One game version on the LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntry {
+    /// The folder name.
+    pub game_id: String,
+    #[serde(serialize_with = "hex::one")]
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub version_id: VersionId,
+    pub title: String,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub min_players: Option<u32>,
+    pub max_players: Option<u32>,
+    pub version_label: Option<String>,
+    pub total_size: u64,
+    /// The picture's hash (hex), to ask for by [`crate::PeerRuntimeHandle::thumbnail`].
+    #[serde(serialize_with = "hex::option")]
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
+    pub thumbnail: Option<Hash>,
+    /// Peers that serve this version.
+    #[cfg_attr(feature = "ts", ts(type = "Array<string>"))]
+    pub sources: Vec<PeerId>,
+    /// Peers still downloading it that serve the pieces they have.
+    #[cfg_attr(feature = "ts", ts(type = "Array<string>"))]
+    pub partial_sources: Vec<PeerId>,
+    /// This exact version is in our games folder.
+    pub installed: bool,
+    /// On the entry of an installed version: the version id of a newer one
+    /// on the LAN (same game id).
+    #[serde(serialize_with = "hex::option")]
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
+    pub update_to: Option<VersionId>,
+}
+
+/// One source's share of a download's progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRate {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub peer_id: PeerId,
+    pub bytes_per_sec: f64,
+}
+
+/// A download as the UI lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadInfo {
+    #[serde(serialize_with = "hex::one")]
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub version_id: VersionId,
+    pub game_id: String,
+    pub title: String,
+    pub state: DownloadState,
+}
+
+/// Whether a listed download runs or waits for a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub enum DownloadState {
+    Queued,
+    Running,
+}
+
+/// Lifecycle state of one supervised service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub enum ServiceState {
+    Starting,
+    Running,
+    BackingOff,
+    Failed,
+    Stopped,
+}
+
+/// What the supervisor knows about one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceHealth {
+    pub service: String,
+    /// `required`, `restart` or `bestEffort`.
+    pub policy: String,
+    pub state: ServiceState,
+    /// How many times the supervisor restarted it after a failure.
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the last sign of life (start or explicit heartbeat).
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+/// Health of every service, in service-name order.
+pub type HealthSnapshot = Vec<ServiceHealth>;
+
+/// A network interface, and whether discovery uses it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceReport {
+    pub name: String,
+    pub addr: String,
+    pub used_for_discovery: bool,
+}
+
+/// An address we know of, and what went wrong dialling it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct AddressReport {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub addr: SocketAddr,
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
+    pub expected_peer_id: Option<PeerId>,
+    pub source: Source,
+    pub last_error: Option<String>,
+}
+
+/// The "why can't I see peers" report.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostics {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub peer_id: PeerId,
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub bound_addr: SocketAddr,
+    pub mdns_enabled: bool,
+    /// The discovery service's health (multicast status).
+    pub discovery: Option<ServiceHealth>,
+    pub interfaces: Vec<InterfaceReport>,
+    pub peers: Vec<PeerInfo>,
+    /// Addresses we know of and what went wrong dialling them.
+    pub addresses: Vec<AddressReport>,
+    pub hints: Vec<String>,
+}
+
+/// Hashes travel to front ends as hex text.
+mod hex {
+    use lanspread_proto::Hash;
+    use serde::Serializer;
+
+    pub fn one<S: Serializer>(hash: &Hash, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hash.to_hex())
+    }
+
+    pub fn option<S: Serializer>(hash: &Option<Hash>, serializer: S) -> Result<S::Ok, S::Error> {
+        match hash {
+            Some(hash) => serializer.serialize_some(&hash.to_hex()),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are typed inside the peer and plain text for front ends.
+    #[test]
+    fn ids_serialize_as_text() {
+        let event = PeerEvent::DownloadCompleted {
+            version_id: Hash([0xab; 32]),
+            game_id: "q3".into(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "downloadCompleted");
+        assert_eq!(json["versionId"], "ab".repeat(32));
+        assert_eq!(json["gameId"], "q3");
+    }
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use crate::events::FailureCode;
 use crate::library::{LibrarySnapshot, LocalGame};
 
 /// Why an action on an installed game did not happen.
@@ -21,13 +22,13 @@ pub enum GameActionError {
 }
 
 impl GameActionError {
-    /// A stable name for front ends to branch on.
-    pub fn code(&self) -> &'static str {
+    /// What front ends branch on.
+    pub fn code(&self) -> FailureCode {
         match self {
-            Self::NotInstalled { .. } => "notInstalled",
-            Self::NoExecutable { .. } => "noExecutable",
-            Self::Launch { .. } => "launch",
-            Self::Delete { .. } => "delete",
+            Self::NotInstalled { .. } => FailureCode::NotInstalled,
+            Self::NoExecutable { .. } => FailureCode::NoExecutable,
+            Self::Launch { .. } => FailureCode::Launch,
+            Self::Delete { .. } => FailureCode::Delete,
         }
     }
 }

@@ -4,50 +4,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use tokio::sync::broadcast;
-
-use crate::events::PeerEvent;
-
-/// Lifecycle state of one supervised service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub enum ServiceState {
-    Starting,
-    Running,
-    BackingOff,
-    Failed,
-    Stopped,
-}
-
-/// What the supervisor knows about one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceHealth {
-    pub service: String,
-    /// `required`, `restart` or `bestEffort`.
-    pub policy: String,
-    pub state: ServiceState,
-    /// How many times the supervisor restarted it after a failure.
-    pub restarts: u32,
-    pub last_error: Option<String>,
-    /// Unix milliseconds of the last sign of life (start or explicit heartbeat).
-    pub last_heartbeat_ms: Option<u64>,
-}
-
-/// Health of every service, in service-name order.
-pub type HealthSnapshot = Vec<ServiceHealth>;
+use crate::events::{EventSink, HealthSnapshot, PeerEvent, ServiceHealth, ServiceState};
 
 /// The shared health table. Cloning is cheap; all clones see one table.
 #[derive(Clone)]
 pub(crate) struct HealthBoard {
     // A std Mutex: every critical section is a few field writes, never an await.
     services: Arc<Mutex<BTreeMap<String, ServiceHealth>>>,
-    events: broadcast::Sender<PeerEvent>,
+    events: EventSink,
 }
 
 impl HealthBoard {
-    pub(crate) fn new(events: broadcast::Sender<PeerEvent>) -> Self {
+    pub(crate) fn new(events: EventSink) -> Self {
         Self {
             services: Arc::default(),
             events,
@@ -64,7 +32,7 @@ impl HealthBoard {
             last_heartbeat_ms: None,
         };
         self.lock().insert(service.to_owned(), health.clone());
-        let _ = self.events.send(PeerEvent::HealthChanged { health });
+        self.events.emit(PeerEvent::HealthChanged { health });
     }
 
     /// Apply `change` to the service's entry and broadcast the result.
@@ -77,8 +45,7 @@ impl HealthBoard {
             change(entry);
             entry.clone()
         };
-        // No receiver is fine: nobody is listening yet.
-        let _ = self.events.send(PeerEvent::HealthChanged { health });
+        self.events.emit(PeerEvent::HealthChanged { health });
     }
 
     /// Record a sign of life without broadcasting (heartbeats are frequent).

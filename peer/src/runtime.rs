@@ -1,37 +1,46 @@
-//! The supervised peer runtime and its handle.
+//! The supervised peer runtime and its handle: [`start_peer`] opens the
+//! disk state, binds the endpoint and starts the services; the
+//! [`PeerRuntimeHandle`] is the only way in and out. The command loop and
+//! the shutdown sequence live in `runtime/command_loop.rs`.
 
-use std::path::PathBuf;
+mod command_loop;
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use lanspread_proto::{Hash, VersionId};
+use lanspread_proto::{Hash, PeerId, VersionId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::PeerConfig;
-use crate::download::{DownloadError, DownloadInfo, DownloadRegistry, Engine};
-use crate::events::PeerEvent;
+use crate::download::{DownloadError, Engine, EngineParts};
+use crate::events::{
+    CatalogEntry, Diagnostics, DownloadInfo, EventSink, FailureCode, HealthSnapshot, PeerEvent,
+    PeerInfo,
+};
 use crate::games::{self, GameActionError};
-use crate::health::{HealthBoard, HealthSnapshot};
+use crate::health::HealthBoard;
 use crate::library::metadata::Thumbnail;
 use crate::library::monitor::{self, Library};
 use crate::library::scan::ScanError;
 use crate::library::{Indexer, LibrarySnapshot};
-use crate::net::identity::{Identity, IdentityError, PeerId};
+use crate::net::identity::{Identity, IdentityError};
 use crate::net::limiter::UploadLimiter;
-use crate::net::server::{self, close_code, ServerState};
-use crate::net::{bind_endpoint, tls};
-use crate::peers::catalog::CatalogEntry;
-use crate::peers::diagnostics::{self, Diagnostics};
+use crate::net::server::{self, ServerState};
+use crate::net::{bind_watched_endpoint, tls};
+use crate::offer::Offer;
+use crate::peers::diagnostics;
 use crate::peers::discovery::{self, Discovery};
 use crate::peers::liveness::{self, Liveness};
 use crate::peers::thumbnails::{self, ThumbnailCache};
-use crate::peers::{PeerDirectory, PeerInfo, Source};
+use crate::peers::PeerDirectory;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Backoff, ServiceContext, SupervisionPolicy, Supervisor};
+use crate::tasks::RuntimeTasks;
+use command_loop::CommandLoop;
 
 /// Events buffered per subscriber before a slow one starts missing some
 /// (it then sees `RecvError::Lagged` and can resynchronise from snapshots).
@@ -43,10 +52,10 @@ const COMMAND_CAPACITY: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("games folder {0} does not exist or is not a folder; create it or choose another")]
-    GamesDirMissing(std::path::PathBuf),
+    GamesDirMissing(PathBuf),
     #[error("cannot create the data folder {path}: {error}")]
     DataDir {
-        path: std::path::PathBuf,
+        path: PathBuf,
         error: std::io::Error,
     },
     #[error(transparent)]
@@ -63,9 +72,6 @@ pub enum StartError {
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
 }
-
-/// How long shutdown waits for peers to acknowledge our Goodbye.
-const GOODBYE_WAIT: Duration = Duration::from_millis(300);
 
 /// A request to the running peer.
 #[derive(Debug)]
@@ -99,6 +105,20 @@ pub enum AddPeerError {
     Unresolved { address: String, reason: String },
     #[error("cannot remember the peer: {0}")]
     Store(String),
+    #[error("the peer runtime has stopped")]
+    RuntimeStopped,
+}
+
+impl AddPeerError {
+    /// What a front end branches on.
+    pub fn code(&self) -> FailureCode {
+        match self {
+            Self::BadPeerId(_) => FailureCode::BadPeerId,
+            Self::Unresolved { .. } => FailureCode::Unresolved,
+            Self::Store(_) => FailureCode::Io,
+            Self::RuntimeStopped => FailureCode::RuntimeStopped,
+        }
+    }
 }
 
 /// Split `[peer-id@]host[:port]`; the port defaults to [`crate::config::DEFAULT_PORT`].
@@ -131,38 +151,6 @@ pub fn parse_peer_address(text: &str) -> Result<(String, Option<PeerId>), AddPee
     Ok((host, id))
 }
 
-/// Resolve a typed address and hand it to the directory.
-async fn add_manual_peer(
-    directory: &PeerDirectory,
-    store: &Store,
-    text: &str,
-) -> Result<(), AddPeerError> {
-    let (host, expected) = parse_peer_address(text)?;
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&host)
-        .await
-        .map_err(|e| AddPeerError::Unresolved {
-            address: host.clone(),
-            reason: e.to_string(),
-        })?
-        .collect();
-    let Some(addr) = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-    else {
-        return Err(AddPeerError::Unresolved {
-            address: host,
-            reason: "no address".into(),
-        });
-    };
-    store
-        .add_manual_peer(text.trim(), expected.as_ref().map(PeerId::as_str))
-        .map_err(|e| AddPeerError::Store(e.to_string()))?;
-    directory.add_candidate(addr, expected, Source::Manual);
-    Ok(())
-}
-
 /// The cloneable way to send commands to a running peer.
 #[derive(Debug, Clone)]
 pub struct PeerCommandSender(mpsc::Sender<PeerCommand>);
@@ -175,9 +163,15 @@ impl PeerCommandSender {
 }
 
 /// The runtime has stopped and takes no more commands.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the peer runtime has stopped")]
 pub struct RuntimeStopped;
+
+impl RuntimeStopped {
+    pub fn code(&self) -> FailureCode {
+        FailureCode::RuntimeStopped
+    }
+}
 
 /// How the runtime ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,25 +179,30 @@ pub struct StopReport {
     /// True when the stop followed [`PeerRuntimeHandle::shutdown`]; false after a
     /// failure (a `Required` service, or the command channel closing unasked).
     pub requested: bool,
-    /// Services that ignored cancellation past the deadline and were aborted.
-    pub stuck_services: Vec<String>,
+    /// Everything that had not stopped by the deadline, by name: tasks
+    /// (services, downloads, connections, blocking disk work; the async
+    /// ones were aborted), and `udp-socket` when the port was still held.
+    pub stragglers: Vec<String>,
 }
 
 /// The front of a running peer: commands in, events out, health, shutdown.
 pub struct PeerRuntimeHandle {
     commands: PeerCommandSender,
-    events: broadcast::Sender<PeerEvent>,
+    events: EventSink,
     health: HealthBoard,
     library: Arc<Library>,
     server: Arc<ServerState>,
     directory: Arc<PeerDirectory>,
     engine: Arc<Engine>,
+    tasks: RuntimeTasks,
     local_addr: std::net::SocketAddr,
     mdns: bool,
     mdns_interfaces: Vec<String>,
     thumbnails: Arc<ThumbnailCache>,
     shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
+    /// Holds the command loop, the runtime's last join point.
+    root: TaskTracker,
     stopped: watch::Receiver<Option<StopReport>>,
 }
 
@@ -212,7 +211,8 @@ impl PeerRuntimeHandle {
         self.commands.clone()
     }
 
-    /// Receive every event from now on.
+    /// Receive every event from now on. [`start_peer`] hands back a receiver
+    /// subscribed before anything started; this one is for later listeners.
     pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
         self.events.subscribe()
     }
@@ -233,9 +233,7 @@ impl PeerRuntimeHandle {
 
     /// Piece bytes this peer has sent to others since start.
     pub fn bytes_served(&self) -> u64 {
-        self.server
-            .bytes_served
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.server.bytes_served.load(Ordering::Relaxed)
     }
 
     /// Change the upload limit (bytes per second, 0 = none) at once.
@@ -302,26 +300,28 @@ impl PeerRuntimeHandle {
             target: target.to_owned(),
             reply,
         };
-        let stopped = || DownloadError {
-            code: crate::download::DownloadCode::Io,
-            message: "the runtime has stopped".into(),
-        };
-        self.commands.send(command).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| DownloadError::stopped())?;
+        answer.await.map_err(|_| DownloadError::stopped())?
     }
 
-    /// Cancel a download between pieces; `delete` also removes its staging data.
-    pub async fn cancel_download(&self, version_id: VersionId, delete: bool) -> bool {
+    /// Cancel a download between pieces; `delete` also removes its staging
+    /// data. Answers whether there was such a download.
+    pub async fn cancel_download(
+        &self,
+        version_id: VersionId,
+        delete: bool,
+    ) -> Result<bool, RuntimeStopped> {
         let (reply, answer) = oneshot::channel();
         let command = PeerCommand::CancelDownload {
             version_id,
             delete,
             reply,
         };
-        if self.commands.send(command).await.is_err() {
-            return false;
-        }
-        answer.await.unwrap_or(false)
+        self.commands.send(command).await?;
+        answer.await.map_err(|_| RuntimeStopped)
     }
 
     /// Downloads running or queued.
@@ -336,22 +336,23 @@ impl PeerRuntimeHandle {
             address: address.to_owned(),
             reply,
         };
-        let stopped = || AddPeerError::Store("the runtime has stopped".into());
-        self.commands.send(command).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| AddPeerError::RuntimeStopped)?;
+        answer.await.map_err(|_| AddPeerError::RuntimeStopped)?
     }
 
     /// The folder this peer shares and installs into.
-    pub fn games_dir(&self) -> &std::path::Path {
+    pub fn games_dir(&self) -> &Path {
         self.library.indexer.games_dir()
     }
 
-    /// The game picture with `hash` (hex, as the catalog gives it): ours, or
-    /// fetched from a peer that lists it and checked against the hash.
-    pub async fn thumbnail(&self, hash: &str) -> Option<Thumbnail> {
-        let hash = Hash::from_hex(hash)?;
+    /// The game picture with `hash`: ours, or fetched from a peer that lists
+    /// it and checked against the hash.
+    pub async fn thumbnail(&self, hash: &Hash) -> Option<Thumbnail> {
         let local = self.library.snapshot();
-        thumbnails::thumbnail(hash, &local, &self.directory, &self.thumbnails).await
+        thumbnails::thumbnail(*hash, &local, &self.directory, &self.thumbnails).await
     }
 
     /// The folder of an installed game.
@@ -364,42 +365,50 @@ impl PeerRuntimeHandle {
         games::launch(&self.library.snapshot(), game_id)
     }
 
-    /// Delete an installed game's folder; the library drops it and peers are
-    /// told at once.
+    /// Delete an installed game's folder (on the blocking pool); the library
+    /// drops it and peers are told at once.
     pub async fn delete_game(&self, game_id: &str) -> Result<(), GameActionError> {
         let library = self.library.clone();
         let cancel = self.shutdown_token.clone();
         let game_id = game_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            games::delete(&library.snapshot(), &game_id)?;
-            library.rescan(Some(vec![game_id]), &cancel);
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        self.tasks
+            .spawn_blocking(format!("delete {game_id}"), move || {
+                games::delete(&library.snapshot(), &game_id)?;
+                library.rescan(Some(vec![game_id]), &cancel);
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Resolves once every task has finished (or was aborted after the
-    /// deadline). Cancel-safe: dropping it and calling again is fine.
+    /// deadline) and the UDP port is free. Cancel-safe: dropping it and
+    /// calling again is fine.
     pub async fn wait_stopped(&self) -> StopReport {
-        wait_for_stop(self.stopped.clone()).await
+        self.root.wait().await;
+        self.stopped.borrow().clone().unwrap_or(StopReport {
+            requested: false,
+            stragglers: vec!["command-loop".into()],
+        })
     }
 
+    /// The stop report, without holding the handle.
     #[cfg(test)]
-    fn stop_watch(&self) -> watch::Receiver<Option<StopReport>> {
-        self.stopped.clone()
+    fn stop_watch(&self) -> (TaskTracker, watch::Receiver<Option<StopReport>>) {
+        (self.root.clone(), self.stopped.clone())
     }
 }
 
-async fn wait_for_stop(mut stopped: watch::Receiver<Option<StopReport>>) -> StopReport {
-    if let Ok(report) = stopped.wait_for(Option::is_some).await {
-        return report.clone().expect("checked by wait_for");
-    }
-    // The sender is dropped only after it published a report.
-    stopped.borrow().clone().unwrap_or(StopReport {
-        requested: false,
-        stuck_services: Vec::new(),
-    })
+/// Wait for the report of a runtime whose handle may be gone.
+#[cfg(test)]
+async fn wait_for_stop(
+    (root, stopped): (TaskTracker, watch::Receiver<Option<StopReport>>),
+) -> StopReport {
+    root.wait().await;
+    stopped
+        .borrow()
+        .clone()
+        .expect("published before the loop ends")
 }
 
 type ServiceFn =
@@ -433,15 +442,20 @@ pub(crate) struct Parts {
     server: Arc<ServerState>,
     liveness: Arc<Liveness>,
     discovery: Option<Arc<Discovery>>,
+    tasks: RuntimeTasks,
 }
 
 fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
     let library = parts.library.clone();
-    let (endpoint, server) = (parts.endpoint.clone(), parts.server.clone());
+    let (endpoint, server, tasks) = (
+        parts.endpoint.clone(),
+        parts.server.clone(),
+        parts.tasks.clone(),
+    );
     let live = parts.liveness.clone();
     let mut services = vec![
         ServiceSpec::new("quic-server", SupervisionPolicy::Required, move |ctx| {
-            server::run(ctx, endpoint.clone(), server.clone())
+            server::run(ctx, endpoint.clone(), server.clone(), tasks.clone())
         }),
         ServiceSpec::new(
             "liveness",
@@ -464,26 +478,72 @@ fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
     services
 }
 
-/// Start a peer runtime on the current tokio runtime.
-pub async fn start_peer(config: PeerConfig) -> Result<PeerRuntimeHandle, StartError> {
-    start_with_services(config, default_services)
+/// Start a peer runtime on the current tokio runtime. The receiver is
+/// subscribed before any service starts: it misses no event.
+pub async fn start_peer(
+    config: PeerConfig,
+) -> Result<(PeerRuntimeHandle, broadcast::Receiver<PeerEvent>), StartError> {
+    start_with_services(config, default_services).await
 }
 
-pub(crate) fn start_with_services(
-    config: PeerConfig,
-    services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
-) -> Result<PeerRuntimeHandle, StartError> {
+/// What start reads from and creates on disk.
+struct DiskState {
+    store: Arc<Store>,
+    identity: Arc<Identity>,
+    /// `[id@]host:port` remembered from earlier runs.
+    remembered_peers: Vec<String>,
+}
+
+/// Blocking: check the games folder, create the data folder, open the
+/// database and the identity key.
+fn open_disk_state(config: &PeerConfig) -> Result<DiskState, StartError> {
     if !config.games_dir.is_dir() {
-        return Err(StartError::GamesDirMissing(config.games_dir));
+        return Err(StartError::GamesDirMissing(config.games_dir.clone()));
     }
     std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::DataDir {
         path: config.data_dir.clone(),
         error,
     })?;
+    let store = Store::open(&config.data_dir)?;
+    let identity = Identity::load_or_create(&config.data_dir)?;
+    let remembered_peers = match store.manual_peers() {
+        Ok(stored) => stored
+            .into_iter()
+            .map(|(address, id)| match id {
+                Some(id) if !address.contains('@') => format!("{id}@{address}"),
+                _ => address,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot read remembered peers: {e}");
+            Vec::new()
+        }
+    };
+    Ok(DiskState {
+        store: Arc::new(store),
+        identity: Arc::new(identity),
+        remembered_peers,
+    })
+}
 
-    let store = Arc::new(Store::open(&config.data_dir)?);
-    let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
-    let (events, _) = broadcast::channel(EVENT_CAPACITY);
+pub(crate) async fn start_with_services(
+    config: PeerConfig,
+    services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
+) -> Result<(PeerRuntimeHandle, broadcast::Receiver<PeerEvent>), StartError> {
+    let tasks = RuntimeTasks::new();
+    let disk = {
+        let config = config.clone();
+        tasks
+            .spawn_blocking("open the data folder", move || open_disk_state(&config))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?
+    };
+    let DiskState {
+        store,
+        identity,
+        remembered_peers,
+    } = disk;
+    let (events, first_subscriber) = EventSink::new(EVENT_CAPACITY);
     let directory = Arc::new(PeerDirectory::new(
         identity.peer_id().clone(),
         events.clone(),
@@ -494,8 +554,30 @@ pub(crate) fn start_with_services(
         events.clone(),
         config.library_quiet_period,
     ));
+    let offer = Arc::new(Offer::new(library.clone()));
+    let (endpoint, socket_closed) =
+        bind_watched_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(
+            |error| StartError::Bind {
+                addr: config.listen,
+                error,
+            },
+        )?;
+    let local_addr = endpoint.local_addr().map_err(|error| StartError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
+    let party_key = config.party_key.as_deref().map(tls::party_key);
+    let server_state = Arc::new(ServerState::new(
+        identity.clone(),
+        config.display_name.clone(),
+        offer.clone(),
+        party_key,
+        Arc::new(UploadLimiter::new(config.upload_limit)),
+        directory.clone(),
+        local_addr.port(),
+    ));
     let runtime_token = CancellationToken::new();
-    let tasks = TaskTracker::new();
     let health = HealthBoard::new(events.clone());
     let supervisor = Supervisor::new(
         tasks.clone(),
@@ -503,52 +585,25 @@ pub(crate) fn start_with_services(
         health.clone(),
         events.clone(),
     );
-    let server_state = Arc::new(ServerState::new(
-        identity.clone(),
-        config.display_name.clone(),
-        library.clone(),
-        config.party_key.as_deref().map(tls::party_key),
-        Arc::new(UploadLimiter::new(config.upload_limit)),
-        directory.clone(),
-        0,
-    ));
-    let endpoint =
-        bind_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(|error| {
-            StartError::Bind {
-                addr: config.listen,
-                error,
-            }
-        })?;
-    let local_addr = endpoint.local_addr().map_err(|error| StartError::Bind {
-        addr: config.listen,
-        error,
-    })?;
-    tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
-    let registry = Arc::new(DownloadRegistry::default());
-    let server_state = Arc::new(
-        Arc::into_inner(server_state)
-            .expect("not shared yet")
-            .with_listen_port(local_addr.port())
-            .with_downloads(registry.clone()),
-    );
-    let engine = Arc::new(Engine::new(
-        config.games_dir.clone(),
-        store.clone(),
-        library.clone(),
-        directory.clone(),
-        events.clone(),
-        tasks.clone(),
-        runtime_token.clone(),
-        config.parallel_downloads,
-        registry,
-    ));
+    let engine = Arc::new(Engine::new(EngineParts {
+        games_dir: config.games_dir.clone(),
+        store: store.clone(),
+        library: library.clone(),
+        directory: directory.clone(),
+        offer: offer.clone(),
+        events: events.clone(),
+        tasks: tasks.clone(),
+        token: runtime_token.clone(),
+        parallel: config.parallel_downloads,
+    }));
     let liveness = Arc::new(Liveness {
         directory: directory.clone(),
         endpoint: endpoint.clone(),
         identity: identity.clone(),
         library: library.clone(),
+        offer,
         display_name: config.display_name.clone(),
-        party_key: config.party_key.as_deref().map(tls::party_key),
+        party_key,
         listen_port: local_addr.port(),
         lost_after: config.lost_after,
     });
@@ -566,48 +621,46 @@ pub(crate) fn start_with_services(
         server: server_state.clone(),
         liveness,
         discovery,
+        tasks: tasks.clone(),
     };
     for spec in services(&parts) {
         let run = spec.run;
         supervisor.spawn_supervised_service(spec.name, spec.policy, move |ctx| run(ctx));
     }
+    drop(parts);
 
-    let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
-    let shutdown_requested = Arc::new(AtomicBool::new(false));
-    let shutdown_token = CancellationToken::new();
     // Peers given at start, and those remembered from earlier runs.
     for address in &config.peers {
         if let Err(e) = parse_peer_address(address) {
             tracing::warn!("ignoring peer `{address}`: {e}");
         }
     }
-    let mut manual: Vec<String> = config.peers.clone();
-    match store.manual_peers() {
-        Ok(stored) => manual.extend(stored.into_iter().map(|(address, id)| match id {
-            Some(id) if !address.contains('@') => format!("{id}@{address}"),
-            _ => address,
-        })),
-        Err(e) => tracing::warn!("cannot read remembered peers: {e}"),
-    }
+    let mut manual = config.peers.clone();
+    manual.extend(remembered_peers);
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let shutdown_requested = Arc::new(AtomicBool::new(false));
+    let shutdown_token = CancellationToken::new();
     let (stopped_tx, stopped_rx) = watch::channel(None);
     let command_loop = CommandLoop {
         commands: command_rx,
-        runtime_token: runtime_token.clone(),
+        runtime_token,
         shutdown_token: shutdown_token.clone(),
         shutdown_requested: shutdown_requested.clone(),
         directory: directory.clone(),
         engine: engine.clone(),
         store,
         endpoint,
+        socket_closed,
         manual,
         supervisor,
-        tasks,
+        tasks: tasks.clone(),
         events: events.clone(),
         health: health.clone(),
         shutdown_deadline: config.shutdown_deadline,
     };
     // The command loop outlives every service: it runs the shutdown sequence
-    // and publishes the stop report, so it is the runtime's last join point.
+    // and publishes the stop report, so its tracker (held by the handle) is
+    // the runtime's last join point.
     let root = TaskTracker::new();
     root.spawn(async move {
         let report = command_loop.run().await;
@@ -615,7 +668,7 @@ pub(crate) fn start_with_services(
     });
     root.close();
 
-    Ok(PeerRuntimeHandle {
+    let handle = PeerRuntimeHandle {
         commands: PeerCommandSender(command_tx),
         events,
         health,
@@ -623,130 +676,17 @@ pub(crate) fn start_with_services(
         server: server_state,
         directory,
         engine,
+        tasks,
         local_addr,
         mdns: config.mdns,
         mdns_interfaces: config.mdns_interfaces,
         thumbnails: Arc::default(),
         shutdown_token,
         shutdown_requested,
+        root,
         stopped: stopped_rx,
-    })
-}
-
-struct CommandLoop {
-    commands: mpsc::Receiver<PeerCommand>,
-    runtime_token: CancellationToken,
-    shutdown_token: CancellationToken,
-    shutdown_requested: Arc<AtomicBool>,
-    directory: Arc<PeerDirectory>,
-    engine: Arc<Engine>,
-    store: Arc<Store>,
-    endpoint: quinn::Endpoint,
-    /// `[id@]host:port` to add at start.
-    manual: Vec<String>,
-    supervisor: Supervisor,
-    tasks: TaskTracker,
-    events: broadcast::Sender<PeerEvent>,
-    health: HealthBoard,
-    shutdown_deadline: Duration,
-}
-
-impl CommandLoop {
-    async fn run(mut self) -> StopReport {
-        self.engine.resume_saved();
-        for address in std::mem::take(&mut self.manual) {
-            let (directory, store) = (self.directory.clone(), self.store.clone());
-            self.tasks.spawn(async move {
-                if let Err(e) = add_manual_peer(&directory, &store, &address).await {
-                    tracing::warn!("peer `{address}`: {e}");
-                }
-            });
-        }
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown_token.cancelled() => break,
-                _ = self.runtime_token.cancelled() => break,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.handle_command(command),
-                    None if self.shutdown_requested.load(Ordering::SeqCst) => break,
-                    None => {
-                        let _ = self.events.send(PeerEvent::RuntimeFailed {
-                            component: "command-loop".into(),
-                            error: "the command channel closed without a shutdown request".into(),
-                        });
-                        break;
-                    }
-                },
-            }
-        }
-        self.shutdown().await
-    }
-
-    fn handle_command(&mut self, command: PeerCommand) {
-        match command {
-            PeerCommand::Health(reply) => {
-                // The asker may have given up; that is not our failure.
-                let _ = reply.send(self.health.snapshot());
-            }
-            PeerCommand::Download { target, reply } => {
-                let _ = reply.send(self.engine.start(&target));
-            }
-            PeerCommand::CancelDownload {
-                version_id,
-                delete,
-                reply,
-            } => {
-                let _ = reply.send(self.engine.cancel(&version_id, delete));
-            }
-            PeerCommand::AddPeer { address, reply } => {
-                let (directory, store) = (self.directory.clone(), self.store.clone());
-                let token = self.runtime_token.clone();
-                self.tasks.spawn(async move {
-                    let added = token
-                        .run_until_cancelled(add_manual_peer(&directory, &store, &address))
-                        .await;
-                    if let Some(result) = added {
-                        let _ = reply.send(result);
-                    }
-                });
-            }
-        }
-    }
-
-    async fn shutdown(self) -> StopReport {
-        // Shutdown order:
-        // 1. Stop accepting: no new connections, no new commands (queued ones
-        //    are dropped with their reply channels: `RuntimeStopped`).
-        self.endpoint.set_server_config(None);
-        drop(self.commands);
-        // 2. Goodbye to every connected peer, so they drop us at once.
-        self.directory.goodbye_all(GOODBYE_WAIT).await;
-        // 3. Cancel the runtime token: downloads stop between pieces, every
-        //    service stops, and the server closes the endpoint.
-        self.runtime_token.cancel();
-        // 4. Wait for every task under the deadline, then abort and report the
-        //    services that ignored cancellation.
-        self.tasks.close();
-        let deadline = tokio::time::Instant::now() + self.shutdown_deadline;
-        let stuck_services = match tokio::time::timeout_at(deadline, self.tasks.wait()).await {
-            Ok(()) => Vec::new(),
-            Err(_) => self.supervisor.abort_stragglers(),
-        };
-        // 5. Release the UDP port, so a new runtime (the desktop app restarts
-        //    one when settings change) can bind it while this handle lives:
-        //    drop the connections we hold and let the closed ones drain.
-        self.directory.forget_connections();
-        self.endpoint.close(
-            quinn::VarInt::from_u32(close_code::SHUTDOWN),
-            b"shutting down",
-        );
-        let _ = tokio::time::timeout_at(deadline, self.endpoint.wait_idle()).await;
-        StopReport {
-            requested: self.shutdown_requested.load(Ordering::SeqCst),
-            stuck_services,
-        }
-    }
+    };
+    Ok((handle, first_subscriber))
 }
 
 #[cfg(test)]

@@ -20,12 +20,13 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 40;
 
 /// What the player chose. Absent keys take their defaults, so a file
 /// written by an older version still loads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Settings {
     /// The folder games are shared from and installed into. `None` until the
     /// player picked one: the app asks on first run.
-    #[ts(type = "string | null")]
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub games_dir: Option<PathBuf>,
     /// The name other peers show; empty: the computer's name.
     pub display_name: String,

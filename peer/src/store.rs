@@ -47,6 +47,13 @@ const MIGRATIONS: &[&str] = &[
         piece_idx INTEGER NOT NULL,
         PRIMARY KEY (version_id, piece_idx)
     ) WITHOUT ROWID;",
+    // 4: downloads queued and not started yet (no manifest yet), in the
+    //    order they were queued: a restart queues them again.
+    "CREATE TABLE queued_download (
+        version_id BLOB NOT NULL UNIQUE,
+        game_id TEXT NOT NULL,
+        title TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +264,51 @@ impl Store {
                 let manifest = postcard::from_bytes::<Manifest>(&manifest).ok()?;
                 (manifest.version_id() == vid).then_some((vid, game, manifest))
             })
+            .collect())
+    }
+
+    /// Remember a download queued and not started yet.
+    pub fn queue_download(
+        &self,
+        version_id: &Hash,
+        game_id: &str,
+        title: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO queued_download (version_id, game_id, title) VALUES (?1, ?2, ?3)",
+            params![&version_id.0[..], game_id, title],
+        )?;
+        Ok(())
+    }
+
+    /// The download started, was cancelled or ended: no longer queued.
+    pub fn unqueue_download(&self, version_id: &Hash) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM queued_download WHERE version_id = ?1",
+            [&version_id.0[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Queued downloads, in the order they were queued: (version id, game
+    /// id, title).
+    pub fn queued_downloads(&self) -> Result<Vec<(Hash, String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT version_id, game_id, title FROM queued_download ORDER BY rowid",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(vid, game, title)| Some((Hash(vid.try_into().ok()?), game, title)))
             .collect())
     }
 

@@ -8,18 +8,16 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::broadcast;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::events::PeerEvent;
-use crate::health::{HealthBoard, ServiceState};
+use crate::events::{EventSink, PeerEvent, ServiceState};
+use crate::health::HealthBoard;
+use crate::tasks::RuntimeTasks;
 
 /// What the supervisor does when a service fails (returns an error, panics,
 /// or returns while it was not asked to stop).
@@ -132,32 +130,30 @@ impl ServiceContext {
 /// Runs services under their policies; owned by the runtime.
 #[derive(Clone)]
 pub(crate) struct Supervisor {
-    tracker: TaskTracker,
+    tasks: RuntimeTasks,
     /// Cancelled by a `Required` failure, and by shutdown.
     runtime_token: CancellationToken,
     health: HealthBoard,
-    events: broadcast::Sender<PeerEvent>,
-    // A std Mutex: pushed to at spawn, drained at shutdown, never held across an await.
-    services: Arc<Mutex<Vec<(&'static str, AbortHandle)>>>,
+    events: EventSink,
 }
 
 impl Supervisor {
     pub(crate) fn new(
-        tracker: TaskTracker,
+        tasks: RuntimeTasks,
         runtime_token: CancellationToken,
         health: HealthBoard,
-        events: broadcast::Sender<PeerEvent>,
+        events: EventSink,
     ) -> Self {
         Self {
-            tracker,
+            tasks,
             runtime_token,
             health,
             events,
-            services: Arc::default(),
         }
     }
 
-    /// Run `service` under `policy` until the runtime is cancelled.
+    /// Run `service` under `policy` until the runtime is cancelled. Its task
+    /// is named after it, so a shutdown it holds up names it.
     pub(crate) fn spawn_supervised_service<F, Fut>(
         &self,
         name: &'static str,
@@ -175,33 +171,21 @@ impl Supervisor {
         };
         let runtime_token = self.runtime_token.clone();
         let events = self.events.clone();
-        let handle = self.tracker.spawn(async move {
+        self.tasks.spawn(name, async move {
             supervise(ctx, policy, service, runtime_token, events).await;
         });
-        self.lock_services().push((name, handle.abort_handle()));
     }
 
-    /// Abort every service still running (they ignored cancellation past the
-    /// deadline) and report them. Returns their names.
-    pub(crate) fn abort_stragglers(&self) -> Vec<String> {
-        let mut stuck = Vec::new();
-        for (name, handle) in self.lock_services().drain(..) {
-            if handle.is_finished() {
-                continue;
-            }
-            handle.abort();
-            tracing::error!(service = name, "did not stop within the shutdown deadline");
+    /// Record that these tasks ignored cancellation past the shutdown
+    /// deadline (they were aborted); services among them show it.
+    pub(crate) fn report_stragglers(&self, stragglers: &[String]) {
+        for name in stragglers {
+            tracing::error!(task = %name, "did not stop within the shutdown deadline");
             self.health.update(name, |h| {
                 h.state = ServiceState::Failed;
                 h.last_error = Some("did not stop within the shutdown deadline".into());
             });
-            stuck.push(name.to_owned());
         }
-        stuck
-    }
-
-    fn lock_services(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, AbortHandle)>> {
-        self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -210,7 +194,7 @@ async fn supervise<F, Fut>(
     policy: SupervisionPolicy,
     service: F,
     runtime_token: CancellationToken,
-    events: broadcast::Sender<PeerEvent>,
+    events: EventSink,
 ) where
     F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -271,7 +255,7 @@ async fn supervise<F, Fut>(
                     h.state = ServiceState::Failed;
                     h.last_error = Some(error.clone());
                 });
-                let _ = events.send(PeerEvent::RuntimeFailed {
+                events.emit(PeerEvent::RuntimeFailed {
                     component: name.to_owned(),
                     error,
                 });

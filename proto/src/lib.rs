@@ -5,11 +5,15 @@
 //! an async runtime and never reads the clock, so everything in it is
 //! testable with plain `#[test]`s.
 
+pub mod have;
 pub mod manifest;
 pub mod path;
+pub mod peer_id;
 pub mod wire;
 
+pub use have::PieceSet;
 pub use manifest::{FileEntry, FileSpan, Hash, Layout, Manifest, ManifestError, VersionId};
+pub use peer_id::PeerId;
 pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, PeerAddr, Request, Response};
 
 /// Version of the peer-to-peer protocol. Peers only talk to peers with the same

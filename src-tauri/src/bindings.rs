@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use lanspread_peer::download::{DownloadCode, DownloadInfo, DownloadState, SourceRate};
-use lanspread_peer::peers::catalog::CatalogEntry;
-use lanspread_peer::peers::diagnostics::{AddressReport, Diagnostics, InterfaceReport};
-use lanspread_peer::peers::{PeerInfo, PeerState, Source};
+use lanspread_peer::events::{
+    AddressReport, CatalogEntry, Diagnostics, DownloadInfo, DownloadState, FailureCode,
+    InterfaceReport, PeerEvent, PeerInfo, PeerState, ServiceHealth, ServiceState, Source,
+    SourceRate,
+};
 use lanspread_peer::settings::Settings;
-use lanspread_peer::{PeerEvent, ServiceHealth, ServiceState};
 use ts_rs::{Config, TS};
 
 use crate::commands::CommandError;
@@ -33,7 +33,7 @@ fn generate() -> String {
         declaration::<PeerState>(&cfg),
         declaration::<Source>(&cfg),
         declaration::<SourceRate>(&cfg),
-        declaration::<DownloadCode>(&cfg),
+        declaration::<FailureCode>(&cfg),
         declaration::<DownloadInfo>(&cfg),
         declaration::<DownloadState>(&cfg),
         declaration::<Diagnostics>(&cfg),

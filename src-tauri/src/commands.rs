@@ -1,12 +1,10 @@
 //! Tauri commands: each converts its input, calls the peer and maps the result.
 
-use lanspread_peer::download::DownloadInfo;
+use lanspread_peer::download::DownloadError;
+use lanspread_peer::events::{CatalogEntry, Diagnostics, DownloadInfo, PeerInfo};
 use lanspread_peer::games::GameActionError;
-use lanspread_peer::peers::catalog::CatalogEntry;
-use lanspread_peer::peers::diagnostics::Diagnostics;
-use lanspread_peer::peers::PeerInfo;
 use lanspread_peer::settings::Settings;
-use lanspread_peer::HealthSnapshot;
+use lanspread_peer::{AddPeerError, FailureCode, HealthSnapshot, RuntimeStopped};
 use lanspread_proto::Hash;
 use serde::Serialize;
 use tauri::ipc::Response;
@@ -19,15 +17,16 @@ use crate::state::{AppState, SettingsView};
 /// What a failed command gives the UI: it branches on `code`.
 #[derive(Debug, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
 pub struct CommandError {
-    code: String,
+    code: FailureCode,
     message: String,
 }
 
 impl CommandError {
-    fn new(code: impl Into<String>, message: impl ToString) -> Self {
+    fn new(code: FailureCode, message: impl ToString) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: message.to_string(),
         }
     }
@@ -37,6 +36,33 @@ impl From<GameActionError> for CommandError {
     fn from(e: GameActionError) -> Self {
         Self::new(e.code(), e)
     }
+}
+
+impl From<DownloadError> for CommandError {
+    fn from(e: DownloadError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+impl From<AddPeerError> for CommandError {
+    fn from(e: AddPeerError) -> Self {
+        Self::new(e.code(), e)
+    }
+}
+
+impl From<RuntimeStopped> for CommandError {
+    fn from(e: RuntimeStopped) -> Self {
+        Self::new(e.code(), e)
+    }
+}
+
+fn version_id(hex: &str) -> Result<Hash, CommandError> {
+    Hash::from_hex(hex).ok_or_else(|| {
+        CommandError::new(
+            FailureCode::BadVersionId,
+            format!("`{hex}` is not a version id"),
+        )
+    })
 }
 
 type Reply<T> = Result<T, CommandError>;
@@ -70,18 +96,7 @@ pub fn diagnostics(state: State<'_, AppState>) -> Diagnostics {
 /// Start downloading a game id or version id; answers the version id.
 #[tauri::command]
 pub async fn download(state: State<'_, AppState>, target: String) -> Reply<String> {
-    state
-        .peer()
-        .download(&target)
-        .await
-        .map(|v| v.to_hex())
-        .map_err(|e| {
-            let code = serde_json::to_value(e.code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            CommandError::new(code, e.message)
-        })
+    Ok(state.peer().download(&target).await?.to_hex())
 }
 
 #[tauri::command]
@@ -90,28 +105,29 @@ pub async fn cancel_download(
     version_id: String,
     delete: bool,
 ) -> Reply<bool> {
-    let version_id = Hash::from_hex(&version_id)
-        .ok_or_else(|| CommandError::new("badVersionId", "not a version id"))?;
-    Ok(state.peer().cancel_download(version_id, delete).await)
+    let version_id = self::version_id(&version_id)?;
+    Ok(state.peer().cancel_download(version_id, delete).await?)
 }
 
 #[tauri::command]
 pub async fn add_peer(state: State<'_, AppState>, address: String) -> Reply<()> {
-    state
-        .peer()
-        .add_peer(&address)
-        .await
-        .map_err(|e| CommandError::new("addPeer", e))
+    Ok(state.peer().add_peer(&address).await?)
 }
 
 /// A game's picture by its hash, as raw bytes (png, jpeg or webp).
 #[tauri::command]
 pub async fn thumbnail(state: State<'_, AppState>, hash: String) -> Reply<Response> {
+    let hash = Hash::from_hex(&hash).ok_or_else(|| {
+        CommandError::new(
+            FailureCode::BadVersionId,
+            format!("`{hash}` is not a picture hash"),
+        )
+    })?;
     let picture = state
         .peer()
         .thumbnail(&hash)
         .await
-        .ok_or_else(|| CommandError::new("notFound", "no peer has this picture"))?;
+        .ok_or_else(|| CommandError::new(FailureCode::NotFound, "no peer has this picture"))?;
     Ok(Response::new(picture.bytes.to_vec()))
 }
 
@@ -125,7 +141,7 @@ pub fn open_game_folder(app: AppHandle, state: State<'_, AppState>, game_id: Str
     let folder = state.peer().game_folder(&game_id)?;
     app.opener()
         .open_path(folder.display().to_string(), None::<&str>)
-        .map_err(|e| CommandError::new("open", e))
+        .map_err(|e| CommandError::new(FailureCode::Open, e))
 }
 
 #[tauri::command]
@@ -148,7 +164,7 @@ pub async fn save_settings(
     state
         .save_settings(&app, settings)
         .await
-        .map_err(|e| CommandError::new("settings", format!("{e:#}")))?;
+        .map_err(|e| CommandError::new(FailureCode::InvalidSettings, format!("{e:#}")))?;
     Ok(state.settings_view())
 }
 
@@ -162,13 +178,13 @@ pub async fn pick_games_folder(app: AppHandle) -> Reply<Option<String>> {
             .blocking_pick_folder()
     })
     .await
-    .map_err(|e| CommandError::new("dialog", e))?;
+    .map_err(|e| CommandError::new(FailureCode::Dialog, e))?;
     match picked {
         None => Ok(None),
         Some(path) => path
             .into_path()
             .map(|p| Some(p.display().to_string()))
-            .map_err(|e| CommandError::new("dialog", e)),
+            .map_err(|e| CommandError::new(FailureCode::Dialog, e)),
     }
 }
 
@@ -178,11 +194,11 @@ pub fn open_log_folder(app: AppHandle) -> Reply<String> {
     let dir = app
         .path()
         .app_log_dir()
-        .map_err(|e| CommandError::new("open", e))?;
-    std::fs::create_dir_all(&dir).map_err(|e| CommandError::new("open", e))?;
+        .map_err(|e| CommandError::new(FailureCode::Open, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| CommandError::new(FailureCode::Open, e))?;
     let shown = dir.display().to_string();
     app.opener()
         .open_path(shown.clone(), None::<&str>)
-        .map_err(|e| CommandError::new("open", e))?;
+        .map_err(|e| CommandError::new(FailureCode::Open, e))?;
     Ok(shown)
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use lanspread_peer::PeerEvent;
+use lanspread_proto::VersionId;
 use tauri::{AppHandle, Emitter};
 use tauri_plugin_notification::NotificationExt;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -45,7 +46,7 @@ fn emit(app: &AppHandle, event: &PeerEvent) {
 
 /// A notification when a download completes or fails. `titles` remembers
 /// each download's title from its start, by version id.
-fn notify(app: &AppHandle, event: &PeerEvent, titles: &mut HashMap<String, String>) {
+fn notify(app: &AppHandle, event: &PeerEvent, titles: &mut HashMap<VersionId, String>) {
     let (title, body) = match event {
         PeerEvent::DownloadQueued {
             version_id, title, ..
@@ -53,7 +54,7 @@ fn notify(app: &AppHandle, event: &PeerEvent, titles: &mut HashMap<String, Strin
         | PeerEvent::DownloadStarted {
             version_id, title, ..
         } => {
-            titles.insert(version_id.clone(), title.clone());
+            titles.insert(*version_id, title.clone());
             return;
         }
         PeerEvent::DownloadCompleted {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lanspread_peer::settings::Settings;
-use lanspread_peer::{start_peer, PeerConfig, PeerRuntimeHandle, StartError};
+use lanspread_peer::{start_peer, PeerConfig, PeerEvent, PeerRuntimeHandle};
 use serde::Serialize;
 use tauri::{AppHandle, Manager};
+use tokio::sync::broadcast;
 
 use crate::events;
 
@@ -92,8 +93,8 @@ impl AppState {
             Ok(settings) => (settings.unwrap_or_default(), None),
             Err(e) => (Settings::default(), Some(e.to_string())),
         };
-        let (peer, missing) = launcher.start(&settings).await?;
-        events::forward(app.clone(), peer.subscribe());
+        let (peer, events, missing) = launcher.start(&settings).await?;
+        events::forward(app.clone(), events);
         Ok(Self {
             peer: RwLock::new(Arc::new(peer)),
             settings: Mutex::new(settings),
@@ -160,7 +161,7 @@ impl AppState {
         {
             tracing::warn!("the old runtime is still stopping; starting the new one anyway");
         }
-        let ((peer, problem), outcome) = match self.launcher.start(&new).await {
+        let ((peer, events, problem), outcome) = match self.launcher.start(&new).await {
             Ok(started) => (started, Ok(())),
             Err(e) => {
                 // Never leave the app without a peer: go back to what ran.
@@ -172,7 +173,7 @@ impl AppState {
             }
         };
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        events::forward(app.clone(), peer.subscribe());
+        events::forward(app.clone(), events);
         *self.peer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peer);
         tracing::info!("peer runtime restarted");
         outcome
@@ -190,10 +191,12 @@ impl AppState {
             tokio::time::timeout(wait, peer.wait_stopped()).await
         });
         match stopped {
-            Ok(report) if report.stuck_services.is_empty() => {
+            Ok(report) if report.stragglers.is_empty() => {
                 tracing::info!("peer runtime stopped")
             }
-            Ok(report) => tracing::warn!(services = ?report.stuck_services, "aborted on exit"),
+            Ok(report) => {
+                tracing::warn!(stragglers = ?report.stragglers, "not stopped by the deadline on exit")
+            }
             Err(_) => tracing::warn!("peer runtime still stopping after {wait:?}; exiting anyway"),
         }
     }
@@ -208,13 +211,17 @@ struct Launcher {
 }
 
 impl Launcher {
-    /// Start the peer with `settings` and the overrides; with it, why a
-    /// saved choice could not be used (see [`Settings::apply`]). Only the
+    /// Start the peer with `settings` and the overrides; with it, its events
+    /// from the very start and why a saved choice could not be used (see [`Settings::apply`]). Only the
     /// default games folder, or one given by the environment, is created.
     async fn start(
         &self,
         settings: &Settings,
-    ) -> anyhow::Result<(PeerRuntimeHandle, Option<String>)> {
+    ) -> anyhow::Result<(
+        PeerRuntimeHandle,
+        broadcast::Receiver<PeerEvent>,
+        Option<String>,
+    )> {
         let (default_games_dir, overrides) = (&self.default_games_dir, &self.overrides);
         let mut config = PeerConfig::new(default_games_dir, &self.data_dir);
         let problem = settings.apply(&mut config);
@@ -238,22 +245,8 @@ impl Launcher {
                 )
             })?;
         }
-        // The runtime a settings change just stopped releases its port a moment
-        // after it reports stopped (its endpoint task ends on its own).
-        let deadline = tokio::time::Instant::now() + PORT_RELEASE_WAIT;
-        loop {
-            match start_peer(config.clone()).await {
-                Err(StartError::Bind { error, .. })
-                    if error.kind() == std::io::ErrorKind::AddrInUse
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                started => return Ok((started?, problem)),
-            }
-        }
+        // A runtime that reported stopped has released its port already.
+        let (peer, events) = start_peer(config).await?;
+        Ok((peer, events, problem))
     }
 }
-
-/// How long a start waits for its port to be released.
-const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);

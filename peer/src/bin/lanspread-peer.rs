@@ -238,15 +238,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.party_key = party_key.or(file.party_key);
             config.peers = if peers.is_empty() { file.peers } else { peers };
             config.mdns = !no_mdns && file.mdns.unwrap_or(true);
-            let handle = start_peer(config).await?;
+            let (handle, events) = start_peer(config).await?;
             tracing::info!(peer_id = %handle.peer_id(), addr = %handle.local_addr(), "serving");
-            let printer = json.then(|| print_events(handle.subscribe()));
+            let printer = json.then(|| print_events(events));
             wait_for_signal().await?;
             tracing::info!("shutting down");
             handle.shutdown();
             let report = handle.wait_stopped().await;
-            if !report.stuck_services.is_empty() {
-                tracing::warn!(services = ?report.stuck_services, "aborted after the shutdown deadline");
+            if !report.stragglers.is_empty() {
+                tracing::warn!(stragglers = ?report.stragglers, "not stopped by the shutdown deadline");
             }
             stop_printer(printer).await;
             Ok(ExitCode::SUCCESS)
@@ -315,7 +315,7 @@ async fn look<T>(
     config.mdns = !args.no_mdns;
     config.peers = args.peers;
     config.display_name = format!("{} (looking)", config.display_name);
-    let handle = start_peer(config).await?;
+    let (handle, _events) = start_peer(config).await?;
     tokio::time::sleep(std::time::Duration::from_secs(args.wait)).await;
     let result = inspect(&handle);
     handle.shutdown();
@@ -345,7 +345,7 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-fn print_catalog(catalog: &[lanspread_peer::peers::catalog::CatalogEntry]) {
+fn print_catalog(catalog: &[lanspread_peer::events::CatalogEntry]) {
     if catalog.is_empty() {
         println!("No games found on the LAN. Try `lanspread-peer diagnose`.");
         return;
@@ -359,14 +359,14 @@ fn print_catalog(catalog: &[lanspread_peer::peers::catalog::CatalogEntry]) {
             "{:<32} {:<24} {:<14} {:>10} {:>7}",
             entry.title,
             entry.game_id,
-            &entry.version_id[..12],
+            &entry.version_id.to_hex()[..12],
             human_size(entry.total_size),
             entry.sources.len()
         );
     }
 }
 
-fn print_diagnostics(report: &lanspread_peer::peers::diagnostics::Diagnostics) {
+fn print_diagnostics(report: &lanspread_peer::events::Diagnostics) {
     println!("peer id        {}", report.peer_id);
     println!("listening on   {} (UDP)", report.bound_addr);
     let mdns = match (&report.mdns_enabled, &report.discovery) {
@@ -456,18 +456,16 @@ async fn download(
     seed: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use lanspread_peer::download::DownloadCode;
-    use lanspread_peer::PeerEvent;
+    use lanspread_peer::{FailureCode, PeerEvent};
 
-    let handle = start_peer(config).await?;
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_peer(config).await?;
     let printer = json.then(|| print_events(handle.subscribe()));
 
     // Wait for a source of the game.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let found = |h: &lanspread_peer::PeerRuntimeHandle| {
         h.catalog().iter().any(|e| {
-            (e.game_id == target || e.version_id == target)
+            (e.game_id == target || e.version_id.to_hex() == target)
                 && (!e.sources.is_empty() || !e.partial_sources.is_empty() || e.installed)
         })
     };
@@ -486,11 +484,11 @@ async fn download(
     }
     let version_id = match handle.download(target).await {
         Ok(v) => v,
-        Err(e) if e.code == DownloadCode::AlreadyInstalled => {
+        Err(e) if e.code == FailureCode::AlreadyInstalled => {
             eprintln!("lanspread-peer: {e}");
             return Ok(finish(&handle, printer, 0).await);
         }
-        Err(e) if e.code == DownloadCode::NotFound => {
+        Err(e) if e.code == FailureCode::NotFound => {
             eprintln!("lanspread-peer: {e}");
             return Ok(finish(&handle, printer, exit::NOT_FOUND).await);
         }
@@ -499,7 +497,7 @@ async fn download(
             return Ok(finish(&handle, printer, exit::FAILED).await);
         }
     };
-    let vid = version_id.to_hex();
+    let vid = version_id;
     let bar = if json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -516,7 +514,8 @@ async fn download(
     let outcome = loop {
         let event = tokio::select! {
             _ = tokio::signal::ctrl_c() => {
-                handle.cancel_download(version_id, false).await;
+                // A stopped runtime has nothing left to cancel.
+                let _ = handle.cancel_download(version_id, false).await;
                 break exit::INTERRUPTED;
             }
             event = events.recv() => event,

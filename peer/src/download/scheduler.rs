@@ -5,73 +5,14 @@
 //! too (endgame), so one slow source cannot hold the finish.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 
-use crate::net::identity::PeerId;
+use lanspread_proto::PeerId;
+pub use lanspread_proto::PieceSet;
 
 /// A source sending this many bad pieces is not used again.
 pub const MAX_BAD_PIECES: u32 = 3;
 /// Copies of one piece in flight at most during the endgame.
 const ENDGAME_COPIES: usize = 2;
-
-/// A set of piece indexes, as the wire's have-set bitmap (LSB first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PieceSet {
-    bits: Vec<u8>,
-    len: usize,
-}
-
-impl PieceSet {
-    pub fn empty(len: usize) -> Self {
-        Self {
-            bits: vec![0; len.div_ceil(8)],
-            len,
-        }
-    }
-
-    pub fn full(len: usize) -> Self {
-        let mut set = Self::empty(len);
-        for i in 0..len {
-            set.insert(i);
-        }
-        set
-    }
-
-    /// From wire bits; `None` when the sizes disagree.
-    pub fn from_bits(len: usize, bits: Vec<u8>) -> Option<Self> {
-        (bits.len() == len.div_ceil(8)).then_some(Self { bits, len })
-    }
-
-    pub fn bits(&self) -> &[u8] {
-        &self.bits
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn contains(&self, i: usize) -> bool {
-        i < self.len && self.bits[i / 8] & (1 << (i % 8)) != 0
-    }
-
-    pub fn insert(&mut self, i: usize) {
-        if i < self.len {
-            self.bits[i / 8] |= 1 << (i % 8);
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.bits.iter().map(|b| b.count_ones() as usize).sum()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.len).filter(|&i| self.contains(i))
-    }
-}
 
 #[derive(Debug)]
 struct Source {
@@ -112,9 +53,6 @@ pub struct PieceScheduler {
     /// party that starts together does not ask the seed for the same pieces
     /// in the same order (it would serve them eight times over).
     tie_seed: u64,
-    /// Where the pieces in flight are published for other downloaders
-    /// (served with our have-set).
-    published: Option<Arc<Mutex<PieceSet>>>,
 }
 
 impl PieceScheduler {
@@ -128,26 +66,17 @@ impl PieceScheduler {
             in_flight: HashMap::new(),
             sources: BTreeMap::new(),
             tie_seed,
-            published: None,
         }
     }
 
-    /// Keep `published` equal to the set of pieces in flight.
-    pub fn publish_in_flight_to(mut self, published: Arc<Mutex<PieceSet>>) -> Self {
-        self.published = Some(published);
-        self.publish();
-        self
-    }
-
-    fn publish(&self) {
-        let Some(published) = &self.published else {
-            return;
-        };
+    /// The pieces in flight: what this download is fetching now, served
+    /// with our have-set so other downloaders ask the seed for them last.
+    pub fn fetching(&self) -> PieceSet {
         let mut set = PieceSet::empty(self.have.len());
         for &piece in self.in_flight.keys() {
             set.insert(piece);
         }
-        *published.lock().unwrap_or_else(|e| e.into_inner()) = set;
+        set
     }
 
     /// A pseudo-random but stable position for `piece` among equals.
@@ -206,7 +135,6 @@ impl PieceScheduler {
             holders.retain(|h| h != source);
             !holders.is_empty()
         });
-        self.publish();
     }
 
     /// Usable sources (known, not banned).
@@ -261,18 +189,13 @@ impl PieceScheduler {
         for &p in &picked {
             self.in_flight.entry(p).or_default().push(source.clone());
         }
-        if !picked.is_empty() {
-            self.publish();
-        }
         picked
     }
 
     /// The piece verified and was written.
     pub fn handle_piece_done(&mut self, piece: usize) {
         self.have.insert(piece);
-        if self.in_flight.remove(&piece).is_some() {
-            self.publish();
-        }
+        self.in_flight.remove(&piece);
     }
 
     /// The request for `piece` from `source` failed without bad data
@@ -282,7 +205,6 @@ impl PieceScheduler {
             holders.retain(|h| h != source);
             if holders.is_empty() {
                 self.in_flight.remove(&piece);
-                self.publish();
             }
         }
     }
@@ -363,8 +285,7 @@ mod tests {
     #[test]
     fn pieces_others_are_fetching_are_asked_of_the_seed_last() {
         let [seed, other] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
-        let published = Arc::new(Mutex::new(PieceSet::empty(0)));
-        let mut s = PieceScheduler::new(PieceSet::empty(4)).publish_in_flight_to(published.clone());
+        let mut s = PieceScheduler::new(PieceSet::empty(4));
         s.handle_source(seed.clone(), None);
         s.handle_source(other.clone(), Some(PieceSet::empty(4)));
         let mut fetching = PieceSet::empty(4);
@@ -374,14 +295,14 @@ mod tests {
         let mut first = s.poll_request(&seed, 2);
         first.sort();
         assert_eq!(first, vec![2, 3], "the pieces nobody has or fetches");
-        // What we fetch is published for the others, and cleared on arrival.
+        // What we fetch is served to the others, and cleared on arrival.
         let mut expected = PieceSet::empty(4);
         expected.insert(2);
         expected.insert(3);
-        assert_eq!(*published.lock().unwrap(), expected);
+        assert_eq!(s.fetching(), expected);
         s.handle_piece_done(2);
         s.handle_piece_dropped(3, &seed);
-        assert_eq!(*published.lock().unwrap(), PieceSet::empty(4));
+        assert_eq!(s.fetching(), PieceSet::empty(4));
     }
 
     #[test]
@@ -438,21 +359,6 @@ mod tests {
             "a banned source stays banned when it reconnects"
         );
         assert_eq!(s.poll_request(&honest, 8).len(), 8);
-    }
-
-    #[test]
-    fn piece_sets_match_the_wire_bitmap() {
-        let mut set = PieceSet::empty(10);
-        set.insert(0);
-        set.insert(9);
-        assert_eq!(set.bits(), &[0b0000_0001, 0b0000_0010]);
-        assert_eq!(
-            PieceSet::from_bits(10, set.bits().to_vec()),
-            Some(set.clone())
-        );
-        assert_eq!(PieceSet::from_bits(17, vec![0; 2]), None);
-        assert_eq!(PieceSet::full(10).count(), 10);
-        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 9]);
     }
 
     proptest! {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lanspread_proto::manifest::{piece_size_for, Layout};
 use lanspread_proto::path::validate_component;
-use lanspread_proto::{FileEntry, Hash, Manifest, VersionId};
+use lanspread_proto::{FileEntry, GameSummary, Hash, Manifest, VersionId};
 use tokio_util::sync::CancellationToken;
 
 use crate::fsx;
@@ -48,6 +48,24 @@ impl LocalGame {
     /// Absolute path of file `file_idx` of the manifest.
     pub fn file_path(&self, file_idx: usize) -> PathBuf {
         fsx::manifest_path(&self.root, &self.manifest.files[file_idx].path)
+    }
+
+    /// How peers see this game in a game list.
+    pub fn summary(&self) -> GameSummary {
+        GameSummary {
+            game_id: self.id.clone(),
+            version_id: self.version_id,
+            title: self.metadata.title.clone(),
+            description: self.metadata.description.clone(),
+            genre: self.metadata.genre.clone(),
+            min_players: self.metadata.min_players,
+            max_players: self.metadata.max_players,
+            version_label: self.metadata.version.clone(),
+            total_size: self.total_size,
+            n_files: self.manifest.files.len() as u64,
+            thumbnail: self.thumbnail.as_ref().map(|t| t.hash),
+            complete: true,
+        }
     }
 }
 
@@ -531,18 +549,6 @@ fn find_thumbnail(
 /// download staging area).
 pub fn is_game_folder_name(name: &str) -> bool {
     !name.starts_with('.')
-}
-
-/// A digest of the whole library: changes whenever a game is added, removed
-/// or changes version. Peers compare it to know when to list games again.
-pub fn library_digest(snapshot: &LibrarySnapshot) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    for (id, game) in snapshot {
-        hasher.update(&(id.len() as u64).to_le_bytes());
-        hasher.update(id.as_bytes());
-        hasher.update(&game.version_id.0);
-    }
-    Hash::from(hasher.finalize())
 }
 
 #[cfg(test)]

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::scan::ScanError;
 use super::{is_game_folder_name, IndexError, Indexer, LibrarySnapshot};
-use crate::events::PeerEvent;
+use crate::events::{EventSink, PeerEvent};
 use crate::supervisor::ServiceContext;
 
 /// Filesystem events are batched for this long before they reach the monitor.
@@ -42,16 +42,12 @@ pub struct Library {
     snapshot: watch::Sender<Arc<LibrarySnapshot>>,
     // A std Mutex: replaced whole after a scan, never held across an await.
     errors: Mutex<BTreeMap<String, Vec<ScanError>>>,
-    events: broadcast::Sender<PeerEvent>,
+    events: EventSink,
     quiet_period: Duration,
 }
 
 impl Library {
-    pub fn new(
-        indexer: Indexer,
-        events: broadcast::Sender<PeerEvent>,
-        quiet_period: Duration,
-    ) -> Self {
+    pub fn new(indexer: Indexer, events: EventSink, quiet_period: Duration) -> Self {
         Self {
             indexer,
             snapshot: watch::Sender::new(Arc::default()),
@@ -125,7 +121,7 @@ impl Library {
                     return;
                 }
                 *last = Some(now);
-                let _ = self.events.send(PeerEvent::IndexingProgress {
+                self.events.emit(PeerEvent::IndexingProgress {
                     game: game.clone(),
                     bytes_done: done,
                     bytes_total: total,
@@ -199,7 +195,7 @@ impl Library {
         }
         tracing::info!(?added, ?updated, ?removed, "library changed");
         self.snapshot.send_replace(Arc::new(after));
-        let _ = self.events.send(PeerEvent::LibraryChanged {
+        self.events.emit(PeerEvent::LibraryChanged {
             added,
             updated,
             removed,

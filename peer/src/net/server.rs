@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use lanspread_proto::wire::{ErrorCode, GameSummary, Hello, Request, Response};
+use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::Semaphore;
@@ -18,12 +18,13 @@ use super::framing::{read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::limiter::{UploadLimiter, CHUNK};
 use super::tls::{party_proof, remote_peer_id, Role};
-use crate::download::{scheduler::PieceSet, DownloadRegistry, Partial};
+use crate::events::Source;
 use crate::fsx;
-use crate::library::monitor::Library;
-use crate::library::{library_digest, thumbnail_with_hash, LocalGame};
-use crate::peers::{PeerDirectory, Source};
+use crate::library::LocalGame;
+use crate::offer::Offer;
+use crate::peers::PeerDirectory;
 use crate::supervisor::ServiceContext;
+use crate::tasks::RuntimeTasks;
 
 /// Connections one peer may hold to us at once (a downloader needs one; a
 /// few more tolerate reconnect races).
@@ -52,13 +53,12 @@ pub mod close_code {
 pub struct ServerState {
     pub identity: Arc<Identity>,
     pub display_name: String,
-    pub library: Arc<Library>,
+    /// Complete games and downloads in progress: all we serve.
+    pub offer: Arc<Offer>,
     pub party_key: Option<[u8; 32]>,
     pub limiter: Arc<UploadLimiter>,
     pub directory: Arc<PeerDirectory>,
     pub listen_port: u16,
-    /// Downloads in progress: their verified pieces are served too.
-    pub downloads: Arc<DownloadRegistry>,
     /// Piece bytes sent, ever (tests count re-fetches by it).
     pub bytes_served: std::sync::atomic::AtomicU64,
     // std Mutexes: a map lookup under each, never an await.
@@ -71,7 +71,7 @@ impl ServerState {
     pub fn new(
         identity: Arc<Identity>,
         display_name: String,
-        library: Arc<Library>,
+        offer: Arc<Offer>,
         party_key: Option<[u8; 32]>,
         limiter: Arc<UploadLimiter>,
         directory: Arc<PeerDirectory>,
@@ -80,12 +80,11 @@ impl ServerState {
         Self {
             identity,
             display_name,
-            library,
+            offer,
             party_key,
             limiter,
             directory,
             listen_port,
-            downloads: Arc::default(),
             bytes_served: Default::default(),
             connections: Mutex::default(),
             uploads: Mutex::default(),
@@ -99,19 +98,13 @@ impl ServerState {
             protocol_version: PROTOCOL_VERSION,
             peer_id: self.identity.peer_id().to_string(),
             display_name: self.display_name.clone(),
-            library_digest: library_digest(&self.library.snapshot()),
+            library_digest: self.offer.digest(),
             party_proof: self
                 .party_key
                 .as_ref()
                 .and_then(|key| party_proof(connection, key, role)),
             listen_port: self.listen_port,
         }
-    }
-
-    /// The same state, serving the pieces of the downloads in `registry`.
-    pub fn with_downloads(mut self, registry: Arc<DownloadRegistry>) -> Self {
-        self.downloads = registry;
-        self
     }
 
     /// The same state, announcing `port` as our listen port in `Hello`.
@@ -139,56 +132,6 @@ impl ServerState {
             .entry(peer.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER)))
             .clone()
-    }
-
-    fn game_by_version(&self, version_id: &Hash) -> Option<Served> {
-        let complete = self
-            .library
-            .snapshot()
-            .values()
-            .find(|g| g.version_id == *version_id)
-            .cloned();
-        match complete {
-            Some(game) => Some(Served::Complete(game)),
-            None => self.downloads.get(version_id).map(Served::Partial),
-        }
-    }
-}
-
-/// A version we can serve pieces of: installed, or being downloaded.
-enum Served {
-    Complete(Arc<LocalGame>),
-    Partial(Arc<Partial>),
-}
-
-impl Served {
-    fn game(&self) -> &LocalGame {
-        match self {
-            Served::Complete(game) => game,
-            Served::Partial(partial) => &partial.game,
-        }
-    }
-
-    fn has(&self, piece: usize) -> bool {
-        match self {
-            Served::Complete(game) => piece < game.manifest.n_pieces(),
-            Served::Partial(partial) => partial.has(piece),
-        }
-    }
-
-    fn have_set(&self) -> PieceSet {
-        match self {
-            Served::Complete(game) => PieceSet::full(game.manifest.n_pieces()),
-            Served::Partial(partial) => partial.have_set(),
-        }
-    }
-
-    /// Pieces a download is fetching; a complete game fetches none.
-    fn fetching_set(&self) -> PieceSet {
-        match self {
-            Served::Complete(game) => PieceSet::empty(game.manifest.n_pieces()),
-            Served::Partial(partial) => partial.fetching_set(),
-        }
     }
 }
 
@@ -220,7 +163,9 @@ pub async fn run(
     ctx: ServiceContext,
     endpoint: Endpoint,
     state: Arc<ServerState>,
+    runtime_tasks: RuntimeTasks,
 ) -> anyhow::Result<()> {
+    // This run's connections, also tracked (and named) by the runtime.
     let tasks = TaskTracker::new();
     let result = loop {
         tokio::select! {
@@ -230,12 +175,14 @@ pub async fn run(
                 Some(incoming) => {
                     ctx.heartbeat();
                     let token = ctx.token().clone();
+                    let name = format!("connection from {}", incoming.remote_address());
                     let (state, inner) = (state.clone(), tasks.clone());
-                    tasks.spawn(async move {
+                    let serve = tasks.track_future(async move {
                         token
                             .run_until_cancelled(serve_connection(incoming, state, inner))
                             .await;
                     });
+                    runtime_tasks.spawn(name, serve);
                 }
                 None => break Err(anyhow::anyhow!("the QUIC endpoint stopped accepting")),
             },
@@ -400,20 +347,8 @@ async fn serve_stream(
             )
             .await
         }
-        Request::ListGames => {
-            let mut games: Vec<GameSummary> = state
-                .library
-                .snapshot()
-                .values()
-                .map(|g| summary(g))
-                .collect();
-            games.extend(state.downloads.all().iter().map(|p| GameSummary {
-                complete: false,
-                ..summary(&p.game)
-            }));
-            reply(&mut send, Response::Games(games)).await
-        }
-        Request::GetManifest { version_id } => match state.game_by_version(&version_id) {
+        Request::ListGames => reply(&mut send, Response::Games(state.offer.summaries())).await,
+        Request::GetManifest { version_id } => match state.offer.served(&version_id) {
             Some(served) => {
                 let manifest = (*served.game().manifest).clone();
                 reply(&mut send, Response::Manifest(Box::new(manifest))).await
@@ -424,7 +359,7 @@ async fn serve_stream(
             send_pieces(&mut send, &peer, &state, version_id, pieces).await
         }
         Request::GetThumbnail { hash } => {
-            let thumbnail = thumbnail_with_hash(&state.library.snapshot(), &hash);
+            let thumbnail = state.offer.thumbnail(&hash);
             match thumbnail {
                 Some(t) => {
                     let response = Response::Thumbnail {
@@ -438,7 +373,7 @@ async fn serve_stream(
                 }
             }
         }
-        Request::GetHaveSet { version_id } => match state.game_by_version(&version_id) {
+        Request::GetHaveSet { version_id } => match state.offer.served(&version_id) {
             Some(served) => {
                 let have = served.have_set();
                 let fetching = served.fetching_set();
@@ -471,23 +406,6 @@ async fn serve_stream(
     };
     if let Err(e) = outcome {
         tracing::debug!(%peer, "stream ended early: {e}");
-    }
-}
-
-pub(crate) fn summary(game: &LocalGame) -> GameSummary {
-    GameSummary {
-        game_id: game.id.clone(),
-        version_id: game.version_id,
-        title: game.metadata.title.clone(),
-        description: game.metadata.description.clone(),
-        genre: game.metadata.genre.clone(),
-        min_players: game.metadata.min_players,
-        max_players: game.metadata.max_players,
-        version_label: game.metadata.version.clone(),
-        total_size: game.total_size,
-        n_files: game.manifest.files.len() as u64,
-        thumbnail: game.thumbnail.as_ref().map(|t| t.hash),
-        complete: true,
     }
 }
 
@@ -524,7 +442,7 @@ async fn send_pieces(
     version_id: Hash,
     pieces: Vec<u32>,
 ) -> Result<(), quinn::WriteError> {
-    let Some(served) = state.game_by_version(&version_id) else {
+    let Some(served) = state.offer.served(&version_id) else {
         return reply_unknown_version(send, &version_id).await;
     };
     let n_pieces = served.game().manifest.n_pieces();

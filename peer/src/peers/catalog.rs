@@ -2,92 +2,96 @@
 
 use std::collections::BTreeMap;
 
-use lanspread_proto::{GameSummary, VersionId};
-use serde::Serialize;
+use lanspread_proto::{GameSummary, PeerId, VersionId};
 
+use crate::events::CatalogEntry;
 use crate::library::LibrarySnapshot;
-use crate::net::identity::PeerId;
 
-/// One game version on the LAN.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub struct CatalogEntry {
-    /// The folder name.
-    pub game_id: String,
-    /// Hex of the version id.
-    pub version_id: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub genre: Option<String>,
-    pub min_players: Option<u32>,
-    pub max_players: Option<u32>,
-    pub version_label: Option<String>,
-    pub total_size: u64,
-    /// Hex of the thumbnail hash.
-    pub thumbnail: Option<String>,
-    /// Peers that serve this version.
-    pub sources: Vec<String>,
-    /// Peers still downloading it that serve the pieces they have.
-    pub partial_sources: Vec<String>,
-    /// This exact version is in our games folder.
-    pub installed: bool,
-    /// On the entry of an installed version: the version id of a newer one
-    /// on the LAN (same game id).
-    pub update_to: Option<String>,
+/// Whose summary describes a version, best first: our own install, then a
+/// peer that has all of it, then a downloader (which knows the game only
+/// from what it was told). Within a rank the first one seen wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Describer {
+    Installed,
+    Complete,
+    Partial,
 }
 
-/// Merge the local library and every connected peer's games.
+fn entry_of(summary: &GameSummary) -> CatalogEntry {
+    CatalogEntry {
+        game_id: summary.game_id.clone(),
+        version_id: summary.version_id,
+        title: summary.title.clone(),
+        description: summary.description.clone(),
+        genre: summary.genre.clone(),
+        min_players: summary.min_players,
+        max_players: summary.max_players,
+        version_label: summary.version_label.clone(),
+        total_size: summary.total_size,
+        thumbnail: summary.thumbnail,
+        sources: Vec::new(),
+        partial_sources: Vec::new(),
+        installed: false,
+        update_to: None,
+    }
+}
+
+/// Merge the local library and every connected peer's games. A version's
+/// title, picture and the rest come from the best describer (see
+/// [`Describer`]): a partial source never renames a game or drops its cover.
 pub fn build_catalog<'a>(
     local: &LibrarySnapshot,
     remotes: impl IntoIterator<Item = (&'a PeerId, &'a [GameSummary])>,
 ) -> Vec<CatalogEntry> {
-    let mut by_version: BTreeMap<VersionId, CatalogEntry> = BTreeMap::new();
-    let mut add = |summary: &GameSummary, source: Option<&PeerId>, installed: bool| {
-        let entry = by_version
+    let mut by_version: BTreeMap<VersionId, (CatalogEntry, Describer)> = BTreeMap::new();
+    let mut add = |summary: &GameSummary, source: Option<&PeerId>| {
+        let describer = match (source, summary.complete) {
+            (None, _) => Describer::Installed,
+            (Some(_), true) => Describer::Complete,
+            (Some(_), false) => Describer::Partial,
+        };
+        let (entry, described_by) = by_version
             .entry(summary.version_id)
-            .or_insert_with(|| CatalogEntry {
-                game_id: summary.game_id.clone(),
-                version_id: summary.version_id.to_hex(),
-                title: summary.title.clone(),
-                description: summary.description.clone(),
-                genre: summary.genre.clone(),
-                min_players: summary.min_players,
-                max_players: summary.max_players,
-                version_label: summary.version_label.clone(),
-                total_size: summary.total_size,
-                thumbnail: summary.thumbnail.map(|h| h.to_hex()),
-                sources: Vec::new(),
-                partial_sources: Vec::new(),
-                installed: false,
-                update_to: None,
-            });
-        if let Some(peer) = source {
-            let list = if summary.complete {
-                &mut entry.sources
-            } else {
-                &mut entry.partial_sources
+            .or_insert_with(|| (entry_of(summary), describer));
+        if describer < *described_by {
+            *entry = CatalogEntry {
+                sources: std::mem::take(&mut entry.sources),
+                partial_sources: std::mem::take(&mut entry.partial_sources),
+                installed: entry.installed,
+                ..entry_of(summary)
             };
-            if !list.contains(&peer.to_string()) {
-                list.push(peer.to_string());
+            *described_by = describer;
+        }
+        match source {
+            None => entry.installed = true,
+            Some(peer) => {
+                let list = if summary.complete {
+                    &mut entry.sources
+                } else {
+                    &mut entry.partial_sources
+                };
+                if !list.contains(peer) {
+                    list.push(peer.clone());
+                }
             }
         }
-        entry.installed |= installed;
     };
     for game in local.values() {
-        add(&crate::net::server::summary(game), None, true);
+        add(&game.summary(), None);
     }
     for (peer, games) in remotes {
         for game in games {
-            add(game, Some(peer), false);
+            add(game, Some(peer));
         }
     }
-    let mut entries: Vec<CatalogEntry> = by_version.into_values().collect();
+    let mut entries: Vec<CatalogEntry> = by_version.into_values().map(|(e, _)| e).collect();
     for entry in &mut entries {
         entry.sources.sort();
+        entry.partial_sources.sort();
     }
     // Updates: for each installed entry, the newest other version of its
     // game that some peer serves, if it is newer than ours.
-    let updates: Vec<Option<String>> = entries
+    let updates: Vec<Option<VersionId>> = entries
         .iter()
         .map(|mine| {
             if !mine.installed {
@@ -102,7 +106,7 @@ pub fn build_catalog<'a>(
                 })
                 .reduce(|best, other| if is_newer(other, best) { other } else { best })
                 .filter(|newest| is_newer(newest, mine))
-                .map(|newest| newest.version_id.clone())
+                .map(|newest| newest.version_id)
         })
         .collect();
     for (entry, update) in entries.iter_mut().zip(updates) {
@@ -171,7 +175,7 @@ mod tests {
         assert_eq!(catalog.len(), 2);
         assert_eq!(catalog[0].game_id, "q3");
         assert_eq!(catalog[0].sources.len(), 2);
-        assert_eq!(catalog[1].sources, vec![a.peer_id().to_string()]);
+        assert_eq!(catalog[1].sources, vec![a.peer_id().clone()]);
         assert!(catalog
             .iter()
             .all(|e| !e.installed && e.update_to.is_none()));
@@ -210,7 +214,7 @@ mod tests {
         ];
         let catalog = build_catalog(&local("q3", 1, Some("1.17")), [(a.peer_id(), &newer[..])]);
         let installed = catalog.iter().find(|e| e.installed).unwrap();
-        assert_eq!(installed.update_to, Some(Hash([2; 32]).to_hex()));
+        assert_eq!(installed.update_to, Some(Hash([2; 32])));
         assert!(catalog
             .iter()
             .filter(|e| !e.installed)
@@ -226,7 +230,7 @@ mod tests {
         let catalog = build_catalog(&local("q3", 1, None), [(a.peer_id(), &unlabeled[..])]);
         assert_eq!(
             catalog.iter().find(|e| e.installed).unwrap().update_to,
-            Some(Hash([4; 32]).to_hex())
+            Some(Hash([4; 32]))
         );
     }
 
@@ -235,5 +239,51 @@ mod tests {
         assert!(version_key("1.10") > version_key("1.9"));
         assert!(version_key("2.0.1") > version_key("2.0"));
         assert!(version_key("1.2-beta") > version_key("1.1"));
+    }
+
+    /// Pins a bug: the catalog took a version's title and picture from the
+    /// listing peer with the lowest peer id, so a peer still downloading a
+    /// game (which then knew it only by its folder name, without a cover)
+    /// renamed it and dropped its picture for everyone.
+    #[test]
+    fn a_partial_source_with_a_lower_peer_id_changes_nothing_a_downloader_sees() {
+        let mut ids = [Identity::ephemeral(), Identity::ephemeral()];
+        ids.sort_by(|a, b| a.peer_id().cmp(b.peer_id()));
+        let [partial_peer, host] = ids;
+        let hosted = GameSummary {
+            title: "Quake III Arena".into(),
+            thumbnail: Some(Hash([9; 32])),
+            version_label: Some("1.32".into()),
+            ..summary("q3", 1, None)
+        };
+        let partial = GameSummary {
+            title: "q3".into(),
+            thumbnail: None,
+            complete: false,
+            ..summary("q3", 1, None)
+        };
+        let alone = build_catalog(
+            &LibrarySnapshot::new(),
+            [(host.peer_id(), &[hosted.clone()][..])],
+        );
+        let with_partial = build_catalog(
+            &LibrarySnapshot::new(),
+            [
+                (partial_peer.peer_id(), &[partial][..]),
+                (host.peer_id(), &[hosted][..]),
+            ],
+        );
+        assert_eq!(with_partial.len(), 1);
+        let entry = &with_partial[0];
+        assert_eq!(entry.title, "Quake III Arena");
+        assert_eq!(entry.thumbnail, Some(Hash([9; 32])));
+        assert_eq!(entry.partial_sources, vec![partial_peer.peer_id().clone()]);
+        assert_eq!(
+            CatalogEntry {
+                partial_sources: Vec::new(),
+                ..entry.clone()
+            },
+            alone[0]
+        );
     }
 }

@@ -2,45 +2,9 @@
 
 use std::net::SocketAddr;
 
-use serde::Serialize;
-
 use super::discovery::interface_used;
 use super::PeerDirectory;
-use crate::health::ServiceHealth;
-
-#[derive(Debug, Clone, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub struct InterfaceReport {
-    pub name: String,
-    pub addr: String,
-    pub used_for_discovery: bool,
-}
-
-#[derive(Debug, Clone, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub struct AddressReport {
-    #[ts(type = "string")]
-    pub addr: SocketAddr,
-    pub expected_peer_id: Option<String>,
-    pub source: super::Source,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub struct Diagnostics {
-    pub peer_id: String,
-    #[ts(type = "string")]
-    pub bound_addr: SocketAddr,
-    pub mdns_enabled: bool,
-    /// The discovery service's health (multicast status).
-    pub discovery: Option<ServiceHealth>,
-    pub interfaces: Vec<InterfaceReport>,
-    pub peers: Vec<super::PeerInfo>,
-    /// Addresses we know of and what went wrong dialling them.
-    pub addresses: Vec<AddressReport>,
-    pub hints: Vec<String>,
-}
+use crate::events::{AddressReport, Diagnostics, InterfaceReport, ServiceHealth};
 
 pub fn report(
     directory: &PeerDirectory,
@@ -67,7 +31,7 @@ pub fn report(
         .filter(|(_, c)| !c.is_self)
         .map(|(addr, c)| AddressReport {
             addr: *addr,
-            expected_peer_id: c.expected.as_ref().map(ToString::to_string),
+            expected_peer_id: c.expected.clone(),
             source: c.source,
             last_error: c.last_error.clone(),
         })
@@ -75,7 +39,7 @@ pub fn report(
     let mut hints = Vec::new();
     let connected = peers
         .iter()
-        .filter(|p| p.state == super::PeerState::Connected)
+        .filter(|p| p.state == crate::events::PeerState::Connected)
         .count();
     if connected == 0 {
         hints.push(format!(
@@ -108,7 +72,7 @@ pub fn report(
         hints.push("An address answered with another peer id than expected: another machine may have that address now.".into());
     }
     Diagnostics {
-        peer_id: directory.our_id().to_string(),
+        peer_id: directory.our_id().clone(),
         bound_addr,
         mdns_enabled,
         discovery,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 
-use super::{PeerDirectory, Source};
+use super::PeerDirectory;
+use crate::events::Source;
 use crate::net::identity::PeerId;
 use crate::supervisor::ServiceContext;
 

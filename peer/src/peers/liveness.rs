@@ -14,12 +14,13 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
 use super::catalog::build_catalog;
-use super::{PeerDirectory, PeerInfo, PeerState, RemotePeer, Source};
+use super::{PeerDirectory, RemotePeer};
 use crate::events::PeerEvent;
-use crate::library::library_digest;
+use crate::events::{PeerInfo, PeerState, Source};
 use crate::library::monitor::Library;
 use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
 use crate::net::identity::{Identity, PeerId};
+use crate::offer::Offer;
 use crate::supervisor::ServiceContext;
 
 /// How often the loop looks at the table.
@@ -42,6 +43,8 @@ pub struct Liveness {
     pub endpoint: Endpoint,
     pub identity: Arc<Identity>,
     pub library: Arc<Library>,
+    /// What we offer: its digest goes with every library-changed notice.
+    pub offer: Arc<Offer>,
     pub display_name: String,
     pub party_key: Option<[u8; 32]>,
     pub listen_port: u16,
@@ -85,8 +88,9 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
                 if changed.is_err() {
                     anyhow::bail!("the library went away");
                 }
-                // Our library changed: tell every connected peer.
-                let digest = library_digest(&library.borrow_and_update());
+                // Our offer changed: tell every connected peer.
+                library.borrow_and_update();
+                let digest = live.offer.digest();
                 for (_, conn) in live.directory.connected() {
                     tasks.spawn(async move {
                         let _ = timeout(DIAL_TIMEOUT, conn.request(&Request::LibraryChanged { library_digest: digest })).await;
@@ -119,7 +123,7 @@ impl Liveness {
         ClientHello {
             identity: &self.identity,
             display_name: self.display_name.clone(),
-            library_digest: library_digest(&self.library.snapshot()),
+            library_digest: self.offer.digest(),
             party_key: self.party_key,
             listen_port: self.listen_port,
         }
@@ -214,7 +218,7 @@ impl Liveness {
                     // It may have listed our games before we finished
                     // indexing and before this connection could tell it of
                     // the change: tell it now, so it lists us again.
-                    let digest = library_digest(&self.library.snapshot());
+                    let digest = self.offer.digest();
                     tasks.spawn(async move {
                         let notice = Request::LibraryChanged {
                             library_digest: digest,
@@ -293,7 +297,7 @@ impl Liveness {
         candidate.last_error = None;
         let peer_id = conn.peer_id.clone();
         let info = PeerInfo {
-            peer_id: peer_id.to_string(),
+            peer_id: peer_id.clone(),
             display_name: conn.hello.display_name.clone(),
             addr: Some(addr),
             state: PeerState::Connected,
@@ -371,7 +375,7 @@ impl Liveness {
         for (peer, reason) in lost {
             tracing::info!(%peer, %reason, "peer lost");
             self.directory.emit(PeerEvent::PeerLost {
-                peer_id: peer.to_string(),
+                peer_id: peer.clone(),
                 reason,
             });
         }

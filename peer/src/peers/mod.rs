@@ -16,49 +16,11 @@ use std::time::Duration;
 
 use lanspread_proto::wire::PeerAddr;
 use lanspread_proto::GameSummary;
-use serde::Serialize;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::events::PeerEvent;
+use crate::events::{CatalogEntry, EventSink, PeerEvent, PeerInfo, PeerState, Source};
 use crate::net::client::PeerConnection;
-use crate::net::identity::PeerId;
-use catalog::CatalogEntry;
-
-/// How a peer's address became known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub enum Source {
-    Manual,
-    Mdns,
-    Exchange,
-    /// It connected to us and told us its port.
-    Incoming,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub enum PeerState {
-    Connected,
-    Lost,
-    /// Speaks another protocol version: listed, never connected.
-    Incompatible,
-}
-
-/// What the UI and CLI show of a peer.
-#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerInfo {
-    pub peer_id: String,
-    pub display_name: String,
-    #[ts(type = "string | null")]
-    pub addr: Option<SocketAddr>,
-    pub state: PeerState,
-    pub rtt_ms: Option<f64>,
-    pub games: usize,
-    pub source: Source,
-    pub last_error: Option<String>,
-}
+use lanspread_proto::PeerId;
 
 /// An address to dial.
 #[derive(Debug, Clone)]
@@ -98,12 +60,12 @@ pub(crate) struct Table {
 pub struct PeerDirectory {
     // A std Mutex: short bookkeeping under it, never an await.
     table: Mutex<Table>,
-    events: broadcast::Sender<PeerEvent>,
+    events: EventSink,
     our_id: PeerId,
 }
 
 impl PeerDirectory {
-    pub fn new(our_id: PeerId, events: broadcast::Sender<PeerEvent>) -> Self {
+    pub fn new(our_id: PeerId, events: EventSink) -> Self {
         Self {
             table: Mutex::default(),
             events,
@@ -116,7 +78,7 @@ impl PeerDirectory {
     }
 
     pub(crate) fn emit(&self, event: PeerEvent) {
-        let _ = self.events.send(event);
+        self.events.emit(event);
     }
 
     pub fn our_id(&self) -> &PeerId {
@@ -162,7 +124,7 @@ impl PeerDirectory {
             .entry(peer_id.clone())
             .or_insert_with(|| RemotePeer {
                 info: PeerInfo {
-                    peer_id: peer_id.to_string(),
+                    peer_id: peer_id.clone(),
                     display_name: String::new(),
                     addr: Some(addr),
                     state: PeerState::Incompatible,
@@ -201,7 +163,7 @@ impl PeerDirectory {
         };
         if lost {
             self.emit(PeerEvent::PeerLost {
-                peer_id: peer.to_string(),
+                peer_id: peer.clone(),
                 reason: "said goodbye".into(),
             });
         }
@@ -222,7 +184,7 @@ impl PeerDirectory {
             .filter(|p| p.info.state == PeerState::Connected)
             .filter_map(|p| {
                 Some(PeerAddr {
-                    peer_id: p.info.peer_id.clone(),
+                    peer_id: p.info.peer_id.to_string(),
                     addrs: vec![p.info.addr?],
                 })
             })

@@ -2,11 +2,12 @@
 //! delays asserted here are exact and the tests take no wall-clock time.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::*;
-use crate::health::ServiceState;
+use crate::events::{ServiceHealth, ServiceState};
 
 /// A service that only waits for cancellation.
 async fn idle_until_cancelled(ctx: ServiceContext) -> anyhow::Result<()> {
@@ -59,7 +60,7 @@ const FAST: Backoff = Backoff {
     healthy_after: Duration::from_secs(10),
 };
 
-fn health_of(handle: &PeerRuntimeHandle, service: &str) -> crate::health::ServiceHealth {
+fn health_of(handle: &PeerRuntimeHandle, service: &str) -> ServiceHealth {
     handle
         .health()
         .into_iter()
@@ -123,13 +124,12 @@ async fn required_failure_cancels_the_runtime_and_emits_runtime_failed() {
             idle_until_cancelled,
         ),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, |_| services).await.unwrap();
 
     let report = handle.wait_stopped().await;
 
     assert!(!report.requested, "a failure is not a requested stop");
-    assert!(report.stuck_services.is_empty());
+    assert!(report.stragglers.is_empty());
     assert_eq!(
         runtime_failures(&drain(&mut events)),
         vec![("server".to_owned(), "port exploded".to_owned())]
@@ -156,7 +156,7 @@ async fn restart_backs_off_exponentially_until_shutdown() {
             async { anyhow::bail!("flaked") }
         },
     )];
-    let handle = start_with_services(config, |_| services).unwrap();
+    let (handle, _events) = start_with_services(config, |_| services).await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(3000)).await;
     handle.shutdown();
@@ -193,7 +193,7 @@ async fn restart_delay_resets_after_a_healthy_spell() {
             }
         },
     )];
-    let handle = start_with_services(config, |_| services).unwrap();
+    let (handle, _events) = start_with_services(config, |_| services).await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(700 + 11_000 + 100 + 200 + 50)).await;
     handle.shutdown();
@@ -216,8 +216,7 @@ async fn best_effort_failure_is_recorded_and_not_restarted() {
         }),
         ServiceSpec::new("server", SupervisionPolicy::Required, idle_until_cancelled),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, |_| services).await.unwrap();
 
     tokio::time::sleep(Duration::from_secs(60)).await;
     let monitor = health_of(&handle, "monitor");
@@ -261,8 +260,7 @@ async fn a_panicking_service_is_caught_and_handled_by_its_policy() {
             }
         }),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, |_| services).await.unwrap();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let liveness = health_of(&handle, "liveness");
@@ -284,8 +282,7 @@ async fn a_panicking_service_is_caught_and_handled_by_its_policy() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_observable_through_wait_stopped() {
     let (config, _dirs) = config(Duration::from_secs(1));
-    let handle = start_with_services(config, default_services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, default_services).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(handle
         .health()
@@ -307,7 +304,7 @@ async fn shutdown_is_observable_through_wait_stopped() {
         report,
         StopReport {
             requested: true,
-            stuck_services: vec![]
+            stragglers: vec![]
         }
     );
     assert!(handle
@@ -333,7 +330,7 @@ async fn a_service_that_ignores_cancellation_cannot_hold_shutdown_past_the_deadl
             idle_until_cancelled,
         ),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
+    let (handle, _events) = start_with_services(config, |_| services).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let asked = Instant::now();
@@ -341,7 +338,7 @@ async fn a_service_that_ignores_cancellation_cannot_hold_shutdown_past_the_deadl
     let report = handle.wait_stopped().await;
 
     assert_eq!(asked.elapsed(), deadline);
-    assert_eq!(report.stuck_services, vec!["stubborn".to_owned()]);
+    assert_eq!(report.stragglers, vec!["stubborn".to_owned()]);
     let stubborn = health_of(&handle, "stubborn");
     assert_eq!(stubborn.state, ServiceState::Failed);
     assert!(stubborn.last_error.unwrap().contains("deadline"));
@@ -351,8 +348,7 @@ async fn a_service_that_ignores_cancellation_cannot_hold_shutdown_past_the_deadl
 #[tokio::test(start_paused = true)]
 async fn an_unexpected_command_channel_close_fails_the_runtime() {
     let (config, _dirs) = config(Duration::from_secs(1));
-    let handle = start_with_services(config, default_services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, default_services).await.unwrap();
     let stopped = handle.stop_watch();
 
     // The owner vanished without calling shutdown().
@@ -368,8 +364,7 @@ async fn an_unexpected_command_channel_close_fails_the_runtime() {
 #[tokio::test(start_paused = true)]
 async fn a_graceful_command_channel_close_is_not_a_failure() {
     let (config, _dirs) = config(Duration::from_secs(1));
-    let handle = start_with_services(config, default_services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, default_services).await.unwrap();
     let stopped = handle.stop_watch();
     let sender = handle.sender();
 

@@ -1,0 +1,476 @@
+//! One download, from its manifest to the install: fetch and check the
+//! manifest, prepare the staging folder and what we have already, offer our
+//! pieces while the swarm fetches the rest, then install by one rename.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanspread_proto::wire::{Request, Response};
+use lanspread_proto::{GameSummary, Hash, Layout, Manifest, PieceSet, VersionId};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::scheduler::PieceScheduler;
+use super::staging::{self, staging_root};
+use super::swarm::{SharedScheduler, Swarm, FIRST_SOURCE_WAIT, REFRESH_EVERY};
+use super::{DownloadError, Engine};
+use crate::events::{FailureCode, PeerEvent};
+use crate::library::metadata::GameMetadata;
+use crate::library::LocalGame;
+use crate::store::FileStamp;
+
+/// A download waiting for, or holding, a slot.
+pub(super) struct Job {
+    pub version_id: VersionId,
+    pub game_id: String,
+    pub title: String,
+    /// Known when the download resumes; fetched from a source otherwise.
+    pub manifest: Option<Manifest>,
+}
+
+/// How a download ended, short of an error.
+pub(super) enum End {
+    Completed,
+    Cancelled,
+    PeersGone,
+}
+
+impl Engine {
+    /// Run one download to its end and report it (event and stored state).
+    pub(super) async fn run(self: &Arc<Self>, job: Job, token: CancellationToken) {
+        let (vid, game_id) = (job.version_id, job.game_id.clone());
+        let outcome = self.download(job, &token).await;
+        let state = match &outcome {
+            Ok(End::Completed) => None,
+            Ok(End::Cancelled) => Some("cancelled"),
+            Ok(End::PeersGone) => Some("stalled"),
+            Err(_) => Some("failed"),
+        };
+        self.record("cannot record the download's end", move |store| {
+            store.unqueue_download(&vid)?;
+            match state {
+                None => store.forget_download(&vid),
+                Some(state) => store.set_download_state(&vid, state),
+            }
+        })
+        .await;
+        let event = match outcome {
+            Ok(End::Completed) => PeerEvent::DownloadCompleted {
+                version_id: vid,
+                game_id,
+            },
+            Ok(End::Cancelled) => {
+                if self.take_delete_on_cancel(&vid) {
+                    self.delete_staging(vid).await;
+                }
+                PeerEvent::DownloadCancelled {
+                    version_id: vid,
+                    game_id,
+                }
+            }
+            Ok(End::PeersGone) => PeerEvent::DownloadPeersGone {
+                version_id: vid,
+                game_id,
+            },
+            Err(e) => {
+                tracing::warn!(game = %game_id, "download failed: {e}");
+                PeerEvent::DownloadFailed {
+                    version_id: vid,
+                    game_id,
+                    code: e.code,
+                    message: e.message,
+                }
+            }
+        };
+        self.emit(event);
+    }
+
+    async fn download(
+        self: &Arc<Self>,
+        mut job: Job,
+        token: &CancellationToken,
+    ) -> Result<End, DownloadError> {
+        let vid = job.version_id;
+        let manifest = match job.manifest.take() {
+            Some(m) => m,
+            None => match self.fetch_manifest(&vid, token).await? {
+                Some(m) => m,
+                None if token.is_cancelled() => return Ok(End::Cancelled),
+                None => return Ok(End::PeersGone),
+            },
+        };
+        manifest.validate().map_err(|e| {
+            DownloadError::new(FailureCode::BadManifest, format!("bad manifest: {e}"))
+        })?;
+        let manifest = Arc::new(manifest);
+        let (stored, game_id) = (manifest.clone(), job.game_id.clone());
+        self.with_store("cannot record the download", move |store| {
+            store.save_download(&vid, &game_id, &stored, "running")?;
+            store.unqueue_download(&vid)
+        })
+        .await?;
+        let layout = Arc::new(manifest.layout());
+        let root = staging_root(&self.parts.games_dir, &vid);
+        let old = self
+            .parts
+            .library
+            .snapshot()
+            .get(&job.game_id)
+            .filter(|g| g.version_id != vid)
+            .cloned();
+        let prepared = {
+            let (engine, manifest, layout, root, token) = (
+                self.clone(),
+                manifest.clone(),
+                layout.clone(),
+                root.clone(),
+                token.clone(),
+            );
+            self.parts
+                .tasks
+                .spawn_blocking(format!("prepare {}", job.game_id), move || {
+                    engine.prepare(&vid, &root, &manifest, &layout, old, &token)
+                })
+                .await
+                .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))??
+        };
+        let Some(have) = prepared else {
+            return Ok(End::Cancelled);
+        };
+        let total = manifest.total_size();
+        self.emit(PeerEvent::DownloadStarted {
+            version_id: vid,
+            game_id: job.game_id.clone(),
+            title: job.title.clone(),
+            bytes_total: total,
+        });
+        let scheduler = Arc::new(SharedScheduler::new(PieceScheduler::with_tie_seed(
+            have,
+            self.tie_seed(&vid),
+        )));
+        let offered = self.parts.offer.register(
+            self.summary_of(&job, &manifest),
+            LocalGame {
+                id: job.game_id.clone(),
+                root: root.clone(),
+                metadata: GameMetadata::fallback(&job.game_id),
+                manifest: manifest.clone(),
+                version_id: vid,
+                total_size: total,
+                thumbnail: None,
+            },
+            scheduler.clone(),
+        );
+
+        let swarm = Swarm::new(
+            self.clone(),
+            &job.game_id,
+            manifest.clone(),
+            layout,
+            root.clone(),
+            scheduler,
+            token.clone(),
+        );
+        let end = swarm.run().await?;
+        if !matches!(end, End::Completed) {
+            return Ok(end);
+        }
+        // No request may read the staging folder once it starts moving.
+        offered.withdraw();
+        let engine = self.clone();
+        let game_id = job.game_id.clone();
+        let installed = self
+            .parts
+            .tasks
+            .spawn_blocking(format!("install {}", job.game_id), move || {
+                engine.install(&game_id, vid, &root, manifest)
+            })
+            .await
+            .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))??;
+        self.parts.library.publish_game(installed);
+        Ok(End::Completed)
+    }
+
+    /// Each peer orders equally rare pieces its own way (see the scheduler).
+    fn tie_seed(&self, vid: &VersionId) -> u64 {
+        let tie = Hash::of(format!("{}{vid}", self.parts.directory.our_id()).as_bytes());
+        u64::from_le_bytes(tie.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// How we describe the version while we download it: as the catalog
+    /// does (title, picture, version label), so a downloader serving its
+    /// pieces never renames the game or drops its cover.
+    fn summary_of(&self, job: &Job, manifest: &Manifest) -> GameSummary {
+        let entry = self
+            .parts
+            .directory
+            .catalog()
+            .into_iter()
+            .find(|e| e.version_id == job.version_id);
+        let (title, description, genre, min_players, max_players, version_label, thumbnail) =
+            match entry {
+                Some(e) => (
+                    e.title,
+                    e.description,
+                    e.genre,
+                    e.min_players,
+                    e.max_players,
+                    e.version_label,
+                    e.thumbnail,
+                ),
+                None => (job.title.clone(), None, None, None, None, None, None),
+            };
+        GameSummary {
+            game_id: job.game_id.clone(),
+            version_id: job.version_id,
+            title,
+            description,
+            genre,
+            min_players,
+            max_players,
+            version_label,
+            total_size: manifest.total_size(),
+            n_files: manifest.files.len() as u64,
+            thumbnail,
+            complete: false,
+        }
+    }
+
+    /// Ask sources for the manifest until one gives the right one.
+    async fn fetch_manifest(
+        &self,
+        vid: &VersionId,
+        token: &CancellationToken,
+    ) -> Result<Option<Manifest>, DownloadError> {
+        let deadline = Instant::now() + FIRST_SOURCE_WAIT;
+        while Instant::now() < deadline && !token.is_cancelled() {
+            for (_, conn, _) in self.parts.directory.sources_of(vid) {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    conn.request(&Request::GetManifest { version_id: *vid }),
+                )
+                .await;
+                if let Ok(Ok(Response::Manifest(m))) = answer {
+                    if m.version_id() == *vid {
+                        return Ok(Some(*m));
+                    }
+                    tracing::warn!(peer = %conn.peer_id, "sent a manifest that is not the version asked for");
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Blocking: check space, create the staging files, re-verify pieces
+    /// recorded earlier, and copy pieces an older installed version has.
+    /// `Ok(None)` when cancelled meanwhile: re-verifying a big resumed
+    /// download checks the token per piece, so shutdown keeps its deadline.
+    fn prepare(
+        &self,
+        vid: &VersionId,
+        root: &Path,
+        manifest: &Manifest,
+        layout: &Layout,
+        old: Option<Arc<LocalGame>>,
+        token: &CancellationToken,
+    ) -> Result<Option<PieceSet>, DownloadError> {
+        let total = manifest.total_size();
+        if !self.parts.games_dir.is_dir() {
+            return Err(DownloadError::new(
+                FailureCode::GamesDirMissing,
+                format!(
+                    "the games folder {} is gone",
+                    self.parts.games_dir.display()
+                ),
+            ));
+        }
+        if !root.exists() {
+            let available = fs4::statvfs(&self.parts.games_dir)
+                .map_err(|e| DownloadError::io("cannot read free space", e))?
+                .available_space();
+            if available < total {
+                return Err(DownloadError::new(
+                    FailureCode::NoSpace,
+                    format!(
+                        "needs {} MiB, {} MiB free in {}",
+                        total >> 20,
+                        available >> 20,
+                        self.parts.games_dir.display()
+                    ),
+                ));
+            }
+        }
+        staging::prepare(root, manifest)
+            .map_err(|e| DownloadError::io("cannot prepare the download", e))?;
+        let mut have = PieceSet::empty(manifest.n_pieces());
+        let mut buf = Vec::new();
+        // Pieces recorded before: read back and verify, so neither a killed
+        // process nor a power cut can make a bad piece count.
+        for piece in self.parts.store.pieces(vid).unwrap_or_default() {
+            if token.is_cancelled() {
+                return Ok(None);
+            }
+            if piece < manifest.n_pieces()
+                && staging::read_piece(root, manifest, layout, piece, &mut buf).is_ok()
+                && staging::verify(manifest, piece, &buf)
+            {
+                have.insert(piece);
+            }
+        }
+        if let Some(old) = old {
+            if !self.reuse_pieces(vid, root, manifest, layout, &old, &mut have, token)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(have))
+    }
+
+    /// Blocking: copy every piece whose hash the installed older version
+    /// has. `Ok(false)` when cancelled meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn reuse_pieces(
+        &self,
+        vid: &VersionId,
+        root: &Path,
+        manifest: &Manifest,
+        layout: &Layout,
+        old: &LocalGame,
+        have: &mut PieceSet,
+        token: &CancellationToken,
+    ) -> Result<bool, DownloadError> {
+        let old_layout = old.manifest.layout();
+        let by_hash: HashMap<Hash, usize> = old
+            .manifest
+            .pieces
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, i))
+            .collect();
+        let mut buf = Vec::new();
+        let mut reused = 0;
+        for piece in 0..manifest.n_pieces() {
+            if token.is_cancelled() {
+                return Ok(false);
+            }
+            if have.contains(piece) {
+                continue;
+            }
+            let Some(&old_piece) = by_hash.get(&manifest.pieces[piece]) else {
+                continue;
+            };
+            let read =
+                staging::read_piece(&old.root, &old.manifest, &old_layout, old_piece, &mut buf);
+            if read.is_ok() && staging::verify(manifest, piece, &buf) {
+                staging::write_piece(root, manifest, layout, piece, &buf)
+                    .map_err(|e| DownloadError::io("cannot write a reused piece", e))?;
+                let _ = self.parts.store.add_piece(vid, piece);
+                have.insert(piece);
+                reused += 1;
+            }
+        }
+        tracing::info!(game = %old.id, reused, "pieces reused from the installed version");
+        Ok(true)
+    }
+
+    /// Blocking: make the staging copy durable and move it into the games
+    /// folder in one rename; an older version is replaced only now.
+    fn install(
+        &self,
+        game_id: &str,
+        vid: VersionId,
+        root: &Path,
+        manifest: Arc<Manifest>,
+    ) -> Result<LocalGame, DownloadError> {
+        staging::sync_all(root, &manifest)
+            .map_err(|e| DownloadError::io("cannot flush the download", e))?;
+        let dest = self.parts.games_dir.join(game_id);
+        let replaced = self.move_into_place(game_id, vid, root, &dest)?;
+        let _ = staging::sync_dir(&self.parts.games_dir);
+        if let Some(aside) = replaced {
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                tracing::warn!("cannot remove the old version {}: {e}", aside.display());
+            }
+        }
+        // The library takes our verified hashes: nothing is hashed again.
+        let stamps: Vec<(String, FileStamp)> = manifest
+            .files
+            .iter()
+            .filter_map(|f| {
+                let meta = std::fs::metadata(crate::fsx::manifest_path(&dest, &f.path)).ok()?;
+                Some((
+                    f.path.clone(),
+                    FileStamp {
+                        size: meta.len(),
+                        mtime_ns: crate::fsx::mtime_ns(&meta),
+                    },
+                ))
+            })
+            .collect();
+        let _ = self
+            .parts
+            .store
+            .save_game(game_id, &manifest, &vid, &stamps);
+        let metadata = std::fs::read_to_string(dest.join(crate::library::metadata::METADATA_FILE))
+            .ok()
+            .and_then(|text| GameMetadata::parse(&text, game_id).ok())
+            .unwrap_or_else(|| GameMetadata::fallback(game_id));
+        let thumbnail = crate::library::manifest_thumbnail(game_id, &dest, &metadata, &manifest);
+        Ok(LocalGame {
+            id: game_id.to_owned(),
+            root: dest,
+            metadata,
+            total_size: manifest.total_size(),
+            manifest,
+            version_id: vid,
+            thumbnail,
+        })
+    }
+
+    /// Blocking: rename the staging folder to `dest`. An older version of
+    /// the game there is moved aside first (returned, to remove); a folder
+    /// that is not an older version of this game is never touched.
+    fn move_into_place(
+        &self,
+        game_id: &str,
+        vid: VersionId,
+        root: &Path,
+        dest: &Path,
+    ) -> Result<Option<PathBuf>, DownloadError> {
+        let installed = self.parts.library.snapshot().get(game_id).cloned();
+        let mut replaced = None;
+        if dest.exists() {
+            match &installed {
+                Some(old) if old.version_id != vid => {
+                    let aside = root.with_extension("replaced");
+                    std::fs::rename(dest, &aside)
+                        .map_err(|e| DownloadError::io("cannot move the old version aside", e))?;
+                    replaced = Some(aside);
+                }
+                _ => {
+                    return Err(DownloadError::new(
+                        FailureCode::DestinationExists,
+                        format!(
+                            "{} exists and is not an older version of this game; rename or \
+                             remove it, the download stays ready to install",
+                            dest.display()
+                        ),
+                    ))
+                }
+            }
+        }
+        if let Err(e) = std::fs::rename(root, dest) {
+            if let Some(aside) = &replaced {
+                let _ = std::fs::rename(aside, dest);
+            }
+            return Err(DownloadError::io("cannot move the game into place", e));
+        }
+        Ok(replaced)
+    }
+}

@@ -1,0 +1,267 @@
+//! Which downloads run and which wait: at most `parallel` run at once, the
+//! rest wait in order. Every queued download is remembered in the store as
+//! soon as it is queued, so a restart brings back the running ones and the
+//! waiting ones, in order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use lanspread_proto::VersionId;
+use tokio_util::sync::CancellationToken;
+
+use super::job::Job;
+use super::staging::staging_root;
+use super::{DownloadError, Engine};
+use crate::events::{DownloadInfo, DownloadState, FailureCode, PeerEvent};
+
+#[derive(Default)]
+pub(super) struct Queue {
+    waiting: VecDeque<Job>,
+    running: HashMap<VersionId, (CancellationToken, DownloadInfo)>,
+    delete_on_cancel: HashSet<VersionId>,
+}
+
+impl Engine {
+    /// Queue the download of `target`: a game id or a version id (hex).
+    pub async fn start(self: &Arc<Self>, target: &str) -> Result<VersionId, DownloadError> {
+        let catalog = self.parts.directory.catalog();
+        let by_version = lanspread_proto::Hash::from_hex(target)
+            .and_then(|vid| catalog.iter().find(|e| e.version_id == vid));
+        let entry = by_version.or_else(|| {
+            catalog
+                .iter()
+                .filter(|e| e.game_id == target && !e.sources.is_empty() && !e.installed)
+                .max_by_key(|e| e.sources.len())
+        });
+        let Some(entry) = entry else {
+            let installed = catalog.iter().any(|e| e.game_id == target && e.installed);
+            return Err(if installed {
+                DownloadError::new(
+                    FailureCode::AlreadyInstalled,
+                    format!("`{target}` is installed and no other version is on the LAN"),
+                )
+            } else {
+                DownloadError::new(
+                    FailureCode::NotFound,
+                    format!("no game `{target}` on the LAN"),
+                )
+            });
+        };
+        if entry.installed {
+            return Err(DownloadError::new(
+                FailureCode::AlreadyInstalled,
+                format!("{} is installed already", entry.title),
+            ));
+        }
+        let job = Job {
+            version_id: entry.version_id,
+            game_id: entry.game_id.clone(),
+            title: entry.title.clone(),
+            manifest: None,
+        };
+        let (version_id, game_id, title) = (job.version_id, job.game_id.clone(), job.title.clone());
+        // Remembered before it is queued: a restart brings it back.
+        self.with_store("cannot remember the download", move |store| {
+            store.queue_download(&version_id, &game_id, &title)
+        })
+        .await?;
+        self.enqueue(job);
+        Ok(version_id)
+    }
+
+    /// Queue again the downloads that were running or waiting when we
+    /// stopped: running ones first (they have their manifest), then the
+    /// waiting ones in the order they were queued.
+    pub async fn resume_saved(self: &Arc<Self>) {
+        let saved = self
+            .with_store("cannot read saved downloads", |store| {
+                Ok((store.downloads_in(&["running"])?, store.queued_downloads()?))
+            })
+            .await;
+        let (running, queued) = match saved {
+            Ok(saved) => saved,
+            Err(e) => return tracing::warn!("{e}"),
+        };
+        for (version_id, game_id, manifest) in running {
+            tracing::info!(game = %game_id, "resuming download");
+            self.enqueue(Job {
+                version_id,
+                title: game_id.clone(),
+                game_id,
+                manifest: Some(manifest),
+            });
+        }
+        for (version_id, game_id, title) in queued {
+            tracing::info!(game = %game_id, "download still queued");
+            self.enqueue(Job {
+                version_id,
+                game_id,
+                title,
+                manifest: None,
+            });
+        }
+    }
+
+    fn enqueue(self: &Arc<Self>, job: Job) {
+        {
+            let mut queue = self.queue();
+            // A download still winding down after a cancel may be queued
+            // again; it starts once the old run has let go (see `pump`).
+            let running = queue
+                .running
+                .get(&job.version_id)
+                .is_some_and(|(token, _)| !token.is_cancelled());
+            let waiting = queue.waiting.iter().any(|j| j.version_id == job.version_id);
+            if running || waiting {
+                return;
+            }
+            queue.delete_on_cancel.remove(&job.version_id);
+            self.emit(PeerEvent::DownloadQueued {
+                version_id: job.version_id,
+                game_id: job.game_id.clone(),
+                title: job.title.clone(),
+            });
+            queue.waiting.push_back(job);
+        }
+        self.pump();
+    }
+
+    /// Start waiting downloads while there are free slots.
+    fn pump(self: &Arc<Self>) {
+        loop {
+            let (job, token) = {
+                let mut queue = self.queue();
+                if queue.running.len() >= self.parts.parallel || self.parts.token.is_cancelled() {
+                    return;
+                }
+                // The first waiting job whose version is not still running.
+                let Some(at) = queue
+                    .waiting
+                    .iter()
+                    .position(|j| !queue.running.contains_key(&j.version_id))
+                else {
+                    return;
+                };
+                let job = queue.waiting.remove(at).expect("index from position");
+                let token = self.parts.token.child_token();
+                let info = DownloadInfo {
+                    version_id: job.version_id,
+                    game_id: job.game_id.clone(),
+                    title: job.title.clone(),
+                    state: DownloadState::Running,
+                };
+                queue.running.insert(job.version_id, (token.clone(), info));
+                (job, token)
+            };
+            let guard = RunningGuard {
+                engine: self.clone(),
+                version_id: job.version_id,
+            };
+            let engine = self.clone();
+            let name = format!("download {}", job.game_id);
+            self.parts.tasks.spawn(name, async move {
+                engine.run(job, token).await;
+                drop(guard);
+            });
+        }
+    }
+
+    /// Cancel a download (running or queued). With `delete`, its staging data
+    /// goes too, also of a paused download; otherwise it stays for a later
+    /// resume.
+    pub async fn cancel(self: &Arc<Self>, version_id: &VersionId, delete: bool) -> bool {
+        let waiting = {
+            let mut queue = self.queue();
+            if delete {
+                queue.delete_on_cancel.insert(*version_id);
+            }
+            if let Some((token, _)) = queue.running.get(version_id) {
+                // The run ends between pieces and says so (`job.rs`).
+                token.cancel();
+                return true;
+            }
+            let at = queue
+                .waiting
+                .iter()
+                .position(|j| j.version_id == *version_id);
+            if at.is_none() {
+                queue.delete_on_cancel.remove(version_id);
+            }
+            at.and_then(|at| queue.waiting.remove(at))
+        };
+        let Some(job) = waiting else {
+            // Neither running nor waiting: a paused download. Discarding it
+            // removes what it had downloaded.
+            return delete && self.delete_staging(*version_id).await;
+        };
+        self.emit(PeerEvent::DownloadCancelled {
+            version_id: *version_id,
+            game_id: job.game_id,
+        });
+        let vid = *version_id;
+        self.record("cannot forget the queued download", move |store| {
+            store.unqueue_download(&vid)?;
+            store.set_download_state(&vid, "cancelled")
+        })
+        .await;
+        if delete {
+            self.delete_staging(vid).await;
+        }
+        true
+    }
+
+    /// Forget a download and remove its staging folder, on the blocking
+    /// pool. Answers whether there was a staging folder.
+    pub(super) async fn delete_staging(&self, version_id: VersionId) -> bool {
+        let root = staging_root(&self.parts.games_dir, &version_id);
+        let removed = self.with_store("cannot delete the download", move |store| {
+            store.forget_download(&version_id)?;
+            let existed = root.exists();
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot delete {}: {e}", root.display());
+                }
+            }
+            Ok(existed)
+        });
+        match removed.await {
+            Ok(existed) => existed,
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        }
+    }
+
+    /// Downloads running or queued.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        let queue = self.queue();
+        let mut list: Vec<DownloadInfo> = queue.running.values().map(|(_, i)| i.clone()).collect();
+        list.extend(queue.waiting.iter().map(|j| DownloadInfo {
+            version_id: j.version_id,
+            game_id: j.game_id.clone(),
+            title: j.title.clone(),
+            state: DownloadState::Queued,
+        }));
+        list
+    }
+
+    /// Whether a cancelled download should take its staging data with it.
+    pub(super) fn take_delete_on_cancel(&self, version_id: &VersionId) -> bool {
+        self.queue().delete_on_cancel.remove(version_id)
+    }
+}
+
+/// Removes a finished download from the running set on every exit path
+/// (completion, error, cancellation, abort) and starts the next one.
+struct RunningGuard {
+    engine: Arc<Engine>,
+    version_id: VersionId,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.engine.queue().running.remove(&self.version_id);
+        self.engine.pump();
+    }
+}

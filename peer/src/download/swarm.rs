@@ -1,0 +1,576 @@
+//! Fetching one download's pieces from every source at once.
+//!
+//! [`Swarm`] is the loop's state; each `handle_*` method is one arm of its
+//! `select!`. Sources are the connected peers that list the version,
+//! complete or partial (for partial ones, their have-set, refreshed every
+//! [`REFRESH_EVERY`]). Each source gets one [`Worker`] (two for a fast one)
+//! asking for batches of pieces. Pieces arrive into a bounded channel, are
+//! verified and written on blocking threads, and only then count.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use lanspread_proto::wire::{ErrorCode, Request, Response};
+use lanspread_proto::{Layout, Manifest, PeerId, PieceSet, VersionId};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::job::End;
+use super::rate::RateMeter;
+use super::scheduler::{self, PieceScheduler, Verdict};
+use super::{staging, DownloadError, Engine};
+use crate::events::{FailureCode, PeerEvent};
+use crate::net::client::{PeerConnection, RequestError};
+use crate::offer::PieceStatus;
+
+/// Request streams per source: one, and a second for a source measured
+/// faster than [`FAST_SOURCE`] (while one stream's pieces are read off the
+/// wire the next request is on its way). A slow, rate-capped source gets one:
+/// more would only spread its upload over more pieces at once, and a party
+/// swarms faster when each piece finishes sooner.
+const MAX_STREAMS_PER_SOURCE: usize = 2;
+const FAST_SOURCE: f64 = 32.0 * 1024.0 * 1024.0;
+/// Pieces per request: about half a second of data at the source's measured
+/// rate, within these bounds.
+const MIN_BATCH: usize = 1;
+const START_BATCH: usize = 2;
+const MAX_BATCH: usize = lanspread_proto::wire::MAX_PIECES_PER_REQUEST;
+/// Pieces received and waiting to be verified and written, at most. With
+/// pieces of at most 16 MiB this bounds a download's buffers whatever the
+/// game's size.
+const MAX_PENDING_WRITES: usize = 4;
+/// How long a download waits for a first source before giving up.
+pub(super) const FIRST_SOURCE_WAIT: Duration = Duration::from_secs(15);
+/// How long a download goes on with no source at all before it ends with
+/// `DownloadPeersGone`. Liveness has declared them lost already; this covers
+/// a peer that is dialled again at once (a blip, not a departure).
+const NO_SOURCE_GRACE: Duration = Duration::from_secs(4);
+/// Progress events per download, at most one per this interval (4 per second).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Source set and have-sets are refreshed this often.
+pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Written data is flushed to disk in the background this often, so the
+/// final flush before install has little left to do (large writes also
+/// start their own writeback at once: see [`staging::write_piece`]).
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A have-set request gets this long before the source is asked again.
+const HAVE_SET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The one record of a download's pieces, verified and in flight: the swarm
+/// and its workers schedule from it, and the server answers other
+/// downloaders from it (as [`PieceStatus`]).
+pub(super) struct SharedScheduler(Mutex<PieceScheduler>);
+
+impl SharedScheduler {
+    pub(super) fn new(scheduler: PieceScheduler) -> Self {
+        Self(Mutex::new(scheduler))
+    }
+
+    /// Held for bookkeeping only, never across an await.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PieceScheduler> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PieceStatus for SharedScheduler {
+    fn have(&self) -> PieceSet {
+        self.lock().have().clone()
+    }
+
+    fn fetching(&self) -> PieceSet {
+        self.lock().fetching()
+    }
+
+    fn has(&self, piece: usize) -> bool {
+        self.lock().have().contains(piece)
+    }
+}
+
+struct Arrival {
+    peer: PeerId,
+    piece: usize,
+    data: Vec<u8>,
+}
+
+struct WriteResult {
+    piece: usize,
+    peer: PeerId,
+    len: u64,
+    /// `Ok(false)`: the piece failed verification.
+    outcome: Result<bool, DownloadError>,
+}
+
+/// What a partial source has, and what it is fetching now.
+struct Availability {
+    have: PieceSet,
+    fetching: PieceSet,
+}
+
+/// A source ready to get workers: complete (`None`) or with its have-set.
+type ReadySource = (PeerId, PeerConnection, Option<Availability>);
+
+/// When the download last had a source, to end it once every source is
+/// gone for longer than the grace period.
+struct SourceWatch {
+    last_seen: Instant,
+    ever_had_one: bool,
+}
+
+/// One download's fetching loop.
+pub(super) struct Swarm {
+    engine: Arc<Engine>,
+    game_id: String,
+    vid: VersionId,
+    manifest: Arc<Manifest>,
+    layout: Arc<Layout>,
+    root: PathBuf,
+    scheduler: Arc<SharedScheduler>,
+    token: CancellationToken,
+    arrivals_tx: mpsc::Sender<Arrival>,
+    arrivals: mpsc::Receiver<Arrival>,
+    workers: JoinSet<()>,
+    worker_handles: HashMap<PeerId, Vec<AbortHandle>>,
+    /// Verify-and-write jobs on the blocking pool (tracked by the runtime).
+    writes: FuturesUnordered<JoinHandle<WriteResult>>,
+    haves: JoinSet<ReadySource>,
+    haves_in_flight: HashSet<PeerId>,
+    ready: Vec<ReadySource>,
+    flushing: Option<JoinHandle<()>>,
+    rates: RateMeter,
+    bytes_done: u64,
+    sources: SourceWatch,
+}
+
+impl Swarm {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        game_id: &str,
+        manifest: Arc<Manifest>,
+        layout: Arc<Layout>,
+        root: PathBuf,
+        scheduler: Arc<SharedScheduler>,
+        token: CancellationToken,
+    ) -> Self {
+        let bytes_done = scheduler
+            .lock()
+            .have()
+            .iter()
+            .map(|p| layout.piece_len(p))
+            .sum();
+        let (arrivals_tx, arrivals) = mpsc::channel(MAX_PENDING_WRITES);
+        Self {
+            engine,
+            game_id: game_id.to_owned(),
+            vid: manifest.version_id(),
+            manifest,
+            layout,
+            root,
+            scheduler,
+            token,
+            arrivals_tx,
+            arrivals,
+            workers: JoinSet::new(),
+            worker_handles: HashMap::new(),
+            writes: FuturesUnordered::new(),
+            haves: JoinSet::new(),
+            haves_in_flight: HashSet::new(),
+            ready: Vec::new(),
+            flushing: None,
+            rates: RateMeter::new(std::time::Instant::now()),
+            bytes_done,
+            sources: SourceWatch {
+                last_seen: Instant::now(),
+                ever_had_one: false,
+            },
+        }
+    }
+
+    /// Fetch until every piece verified, the download is cancelled, or every
+    /// source is gone. Writes in progress always finish first.
+    pub(super) async fn run(mut self) -> Result<End, DownloadError> {
+        if self.scheduler.lock().is_complete() {
+            return Ok(End::Completed);
+        }
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = self.token.cancelled() => break Ok(End::Cancelled),
+                Some(done) = self.writes.next() => {
+                    let Ok(done) = done else { continue };
+                    match self.handle_written(done) {
+                        Ok(true) => break Ok(End::Completed),
+                        Ok(false) => {}
+                        Err(e) => break Err(e),
+                    }
+                }
+                Some(arrival) = self.arrivals.recv(), if self.writes.len() < MAX_PENDING_WRITES => {
+                    self.handle_arrival(arrival);
+                }
+                Some(_) = self.workers.join_next() => {}
+                _ = flush.tick() => self.handle_flush_tick(),
+                Some(Ok(source)) = self.haves.join_next() => {
+                    self.haves_in_flight.remove(&source.0);
+                    if source.2.is_some() {
+                        self.ready.push(source);
+                    }
+                }
+                _ = refresh.tick() => {
+                    if self.handle_refresh_tick() {
+                        break Ok(End::PeersGone);
+                    }
+                }
+                _ = progress.tick() => self.handle_progress_tick(),
+            }
+            self.start_ready_workers();
+        };
+        self.finish(&result).await;
+        result
+    }
+
+    /// A piece was verified and written, or failed. `Ok(true)`: every piece
+    /// is here.
+    fn handle_written(&mut self, done: WriteResult) -> Result<bool, DownloadError> {
+        let mut scheduler = self.scheduler.lock();
+        match done.outcome {
+            Ok(true) => {
+                if !scheduler.have().contains(done.piece) {
+                    self.bytes_done += done.len;
+                    self.rates.handle_bytes(&done.peer, done.len);
+                }
+                scheduler.handle_piece_done(done.piece);
+                Ok(scheduler.is_complete())
+            }
+            Ok(false) => {
+                tracing::warn!(peer = %done.peer, piece = done.piece, "piece failed verification");
+                if scheduler.handle_bad_piece(done.piece, &done.peer) == Verdict::Banned {
+                    drop(scheduler);
+                    self.stop_workers_of(&done.peer);
+                    self.engine.emit(PeerEvent::SourceBanned {
+                        version_id: self.vid,
+                        peer_id: done.peer,
+                        reason: format!(
+                            "sent {} pieces that failed verification",
+                            scheduler::MAX_BAD_PIECES
+                        ),
+                    });
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A piece arrived: verify and write it on a blocking thread.
+    fn handle_arrival(&mut self, arrival: Arrival) {
+        let (engine, manifest, layout, root) = (
+            self.engine.clone(),
+            self.manifest.clone(),
+            self.layout.clone(),
+            self.root.clone(),
+        );
+        let vid = self.vid;
+        let write = self
+            .engine
+            .parts
+            .tasks
+            .spawn_blocking(format!("write a piece of {}", self.game_id), move || {
+                verify_and_write(&engine, vid, &root, &manifest, &layout, arrival)
+            });
+        self.writes.push(write);
+    }
+
+    /// Start a background flush of written data unless one still runs.
+    fn handle_flush_tick(&mut self) {
+        if self.flushing.as_ref().is_none_or(|f| f.is_finished()) {
+            let root = self.root.clone();
+            self.flushing = Some(self.engine.parts.tasks.spawn_blocking(
+                format!("flush {}", self.game_id),
+                move || {
+                    let _ = staging::sync_file_system(&root);
+                },
+            ));
+        }
+    }
+
+    /// Look at the sources again: drop the gone ones, ask partial ones what
+    /// they have, queue complete ones. `true`: no source for too long.
+    fn handle_refresh_tick(&mut self) -> bool {
+        let sources = self.engine.parts.directory.sources_of(&self.vid);
+        let current: HashSet<PeerId> = sources.iter().map(|(id, _, _)| id.clone()).collect();
+        // Sources gone, and sources whose workers all ended (their stream
+        // failed): drop now; still-present ones come back below.
+        for handles in self.worker_handles.values_mut() {
+            handles.retain(|h| !h.is_finished());
+        }
+        let gone: Vec<PeerId> = self
+            .worker_handles
+            .iter()
+            .filter(|(id, handles)| !current.contains(*id) || handles.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.stop_workers_of(&id);
+            if !current.contains(&id) {
+                self.scheduler.lock().handle_source_gone(&id);
+            }
+        }
+        for (id, conn, complete) in sources {
+            if complete {
+                self.ready.push((id, conn, None));
+            } else if self.haves_in_flight.insert(id.clone()) {
+                // Have-sets are fetched off the loop: a slow peer never
+                // holds up the pieces arriving from others.
+                let (vid, n_pieces) = (self.vid, self.manifest.n_pieces());
+                self.haves.spawn(async move {
+                    let have = have_set(&conn, &vid, n_pieces).await;
+                    (id, conn, have)
+                });
+            }
+        }
+        let any = self.scheduler.lock().active_sources().next().is_some()
+            && !self.worker_handles.is_empty();
+        if any {
+            self.sources.ever_had_one = true;
+            self.sources.last_seen = Instant::now();
+            return false;
+        }
+        let grace = if self.sources.ever_had_one {
+            NO_SOURCE_GRACE
+        } else {
+            FIRST_SOURCE_WAIT
+        };
+        self.sources.last_seen.elapsed() > grace
+    }
+
+    /// Rates, ETA and a progress event.
+    fn handle_progress_tick(&mut self) {
+        let workers = &self.worker_handles;
+        self.rates
+            .handle_tick(std::time::Instant::now(), |peer| workers.contains_key(peer));
+        let total = self.manifest.total_size();
+        self.engine.emit(PeerEvent::DownloadProgress {
+            version_id: self.vid,
+            game_id: self.game_id.clone(),
+            bytes_done: self.bytes_done,
+            bytes_total: total,
+            bytes_per_sec: self.rates.total(),
+            eta_secs: self.rates.eta_secs(total.saturating_sub(self.bytes_done)),
+            sources: self.rates.sources(),
+        });
+    }
+
+    /// Sources ready to use: update what they have, start their workers.
+    fn start_ready_workers(&mut self) {
+        for (id, conn, have) in std::mem::take(&mut self.ready) {
+            {
+                let mut scheduler = self.scheduler.lock();
+                if scheduler.is_banned(&id) {
+                    continue;
+                }
+                match have {
+                    Some(Availability { have, fetching }) => {
+                        scheduler.handle_source(id.clone(), Some(have));
+                        scheduler.handle_source_fetching(&id, fetching);
+                    }
+                    None => scheduler.handle_source(id.clone(), None),
+                }
+            }
+            let rate = self.rates.of(&id);
+            let wanted = if rate >= FAST_SOURCE {
+                MAX_STREAMS_PER_SOURCE
+            } else {
+                1
+            };
+            let running = self.worker_handles.get(&id).map_or(0, Vec::len);
+            if running >= wanted {
+                continue;
+            }
+            let piece_size = self.manifest.piece_size as f64;
+            // Until a source is measured, start small: a slow source then
+            // holds few pieces, a fast one grows within a request or two.
+            let batch = ((rate * 0.5 / piece_size) as usize).clamp(START_BATCH, MAX_BATCH);
+            let handles: Vec<AbortHandle> = (running..wanted)
+                .map(|_| {
+                    let worker = Worker {
+                        conn: conn.clone(),
+                        peer: id.clone(),
+                        vid: self.vid,
+                        scheduler: self.scheduler.clone(),
+                        arrivals: self.arrivals_tx.clone(),
+                        batch,
+                        piece_size: self.manifest.piece_size as u64,
+                    };
+                    self.workers.spawn(worker.run())
+                })
+                .collect();
+            self.worker_handles.entry(id).or_default().extend(handles);
+        }
+    }
+
+    fn stop_workers_of(&mut self, peer: &PeerId) {
+        for handle in self.worker_handles.remove(peer).unwrap_or_default() {
+            handle.abort();
+        }
+    }
+
+    /// Stop the workers, let writes in progress finish (a write is never
+    /// interrupted half-way), and report 100 % on completion.
+    async fn finish(mut self, result: &Result<End, DownloadError>) {
+        self.workers.abort_all();
+        drop(self.arrivals);
+        if let Some(flushing) = self.flushing.take() {
+            let _ = flushing.await;
+        }
+        while self.writes.next().await.is_some() {}
+        if matches!(result, Ok(End::Completed)) {
+            let total = self.manifest.total_size();
+            self.engine.emit(PeerEvent::DownloadProgress {
+                version_id: self.vid,
+                game_id: self.game_id.clone(),
+                bytes_done: total,
+                bytes_total: total,
+                bytes_per_sec: self.rates.total(),
+                eta_secs: Some(0),
+                sources: Vec::new(),
+            });
+        }
+    }
+}
+
+/// Blocking: verify an arrived piece, write it, and record it.
+fn verify_and_write(
+    engine: &Engine,
+    vid: VersionId,
+    root: &std::path::Path,
+    manifest: &Manifest,
+    layout: &Layout,
+    arrival: Arrival,
+) -> WriteResult {
+    let len = arrival.data.len() as u64;
+    let outcome = if layout.piece_len(arrival.piece) != len
+        || !staging::verify(manifest, arrival.piece, &arrival.data)
+    {
+        Ok(false)
+    } else {
+        staging::write_piece(root, manifest, layout, arrival.piece, &arrival.data)
+            .map_err(|e| DownloadError::io("cannot write a piece", e))
+            .and_then(|()| {
+                engine
+                    .parts
+                    .store
+                    .add_piece(&vid, arrival.piece)
+                    .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))
+            })
+            .map(|()| true)
+    };
+    WriteResult {
+        piece: arrival.piece,
+        peer: arrival.peer,
+        len,
+        outcome,
+    }
+}
+
+async fn have_set(conn: &PeerConnection, vid: &VersionId, n_pieces: usize) -> Option<Availability> {
+    let request = Request::GetHaveSet { version_id: *vid };
+    match tokio::time::timeout(HAVE_SET_TIMEOUT, conn.request(&request)).await {
+        Ok(Ok(Response::HaveSet {
+            n_pieces: n,
+            bits,
+            fetching,
+        })) if n as usize == n_pieces => Some(Availability {
+            have: PieceSet::from_bits(n_pieces, bits)?,
+            fetching: PieceSet::from_bits(n_pieces, fetching)?,
+        }),
+        _ => None,
+    }
+}
+
+/// Fetches pieces from one source, batch after batch, until the scheduler
+/// has nothing for it or the connection fails.
+struct Worker {
+    conn: PeerConnection,
+    peer: PeerId,
+    vid: VersionId,
+    scheduler: Arc<SharedScheduler>,
+    arrivals: mpsc::Sender<Arrival>,
+    /// Pieces per request, resized after each request to about half a
+    /// second of this source's measured rate.
+    batch: usize,
+    piece_size: u64,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            let pieces = {
+                let mut s = self.scheduler.lock();
+                if s.is_complete() || s.is_banned(&self.peer) {
+                    return;
+                }
+                s.poll_request(&self.peer, self.batch)
+            };
+            let asked_at = Instant::now();
+            if pieces.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let mut pending: std::collections::VecDeque<usize> = pieces.iter().copied().collect();
+            let failed = self.fetch(&pieces, &mut pending).await.err();
+            let received = (pieces.len() - pending.len()) as f64 * self.piece_size as f64;
+            let rate = received / asked_at.elapsed().as_secs_f64().max(0.001);
+            self.batch =
+                ((rate * 0.5 / self.piece_size as f64) as usize).clamp(MIN_BATCH, MAX_BATCH);
+            if !pending.is_empty() {
+                let mut s = self.scheduler.lock();
+                for piece in pending {
+                    s.handle_piece_dropped(piece, &self.peer);
+                }
+            }
+            match failed {
+                None => {}
+                // The source lacks a piece (its have-set is stale): ask later.
+                Some(RequestError::Remote {
+                    code: ErrorCode::NotFound | ErrorCode::Busy,
+                    ..
+                }) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(e) => {
+                    tracing::debug!(peer = %self.peer, "source failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        pieces: &[usize],
+        pending: &mut std::collections::VecDeque<usize>,
+    ) -> Result<(), RequestError> {
+        let ids = pieces.iter().map(|&p| p as u32).collect();
+        let mut reader = self.conn.request_pieces(self.vid, ids).await?;
+        while let Some((piece, data)) = reader.next().await? {
+            pending.pop_front();
+            let arrival = Arrival {
+                peer: self.peer.clone(),
+                piece: piece as usize,
+                data,
+            };
+            if self.arrivals.send(arrival).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
