@@ -446,7 +446,7 @@ pub(crate) struct Parts {
 }
 
 fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
-    let library = parts.library.clone();
+    let (library, indexing) = (parts.library.clone(), parts.tasks.clone());
     let (endpoint, server, tasks) = (
         parts.endpoint.clone(),
         parts.server.clone(),
@@ -465,7 +465,7 @@ fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
         ServiceSpec::new(
             "library-monitor",
             SupervisionPolicy::Restart(Backoff::DEFAULT),
-            move |ctx| monitor::run(ctx, library.clone()),
+            move |ctx| monitor::run(ctx, library.clone(), indexing.clone()),
         ),
     ];
     if let Some(found) = parts.discovery.clone() {
@@ -526,6 +526,8 @@ fn open_disk_state(config: &PeerConfig) -> Result<DiskState, StartError> {
     })
 }
 
+// Long on purpose: the runtime's wiring, in dependency order, read top
+// to bottom; every part is built by its own module, this only connects them.
 pub(crate) async fn start_with_services(
     config: PeerConfig,
     services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,

@@ -189,6 +189,8 @@ impl Supervisor {
     }
 }
 
+// Long on purpose: one loop holds the run, the catch and the three
+// policies, so the bookkeeping of a run (start time, health) stays in one place.
 async fn supervise<F, Fut>(
     ctx: ServiceContext,
     policy: SupervisionPolicy,

@@ -87,6 +87,8 @@ impl Engine {
         self.emit(event);
     }
 
+    // Long on purpose: the steps of one download in order (manifest, record,
+    // prepare, offer, swarm, install); each step is its own function.
     async fn download(
         self: &Arc<Self>,
         mut job: Job,
@@ -120,22 +122,9 @@ impl Engine {
             .get(&job.game_id)
             .filter(|g| g.version_id != vid)
             .cloned();
-        let prepared = {
-            let (engine, manifest, layout, root, token) = (
-                self.clone(),
-                manifest.clone(),
-                layout.clone(),
-                root.clone(),
-                token.clone(),
-            );
-            self.parts
-                .tasks
-                .spawn_blocking(format!("prepare {}", job.game_id), move || {
-                    engine.prepare(&vid, &root, &manifest, &layout, old, &token)
-                })
-                .await
-                .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))??
-        };
+        let prepared = self
+            .prepare_on_pool(&job.game_id, vid, &root, &manifest, &layout, old, token)
+            .await?;
         let Some(have) = prepared else {
             return Ok(End::Cancelled);
         };
@@ -182,15 +171,50 @@ impl Engine {
         let engine = self.clone();
         let game_id = job.game_id.clone();
         let installed = self
-            .parts
-            .tasks
-            .spawn_blocking(format!("install {}", job.game_id), move || {
+            .blocking(format!("install {}", job.game_id), move || {
                 engine.install(&game_id, vid, &root, manifest)
             })
-            .await
-            .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))??;
+            .await?;
         self.parts.library.publish_game(installed);
         Ok(End::Completed)
+    }
+
+    /// [`Self::prepare`] on the blocking pool.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_on_pool(
+        self: &Arc<Self>,
+        game_id: &str,
+        vid: VersionId,
+        root: &Path,
+        manifest: &Arc<Manifest>,
+        layout: &Arc<Layout>,
+        old: Option<Arc<LocalGame>>,
+        token: &CancellationToken,
+    ) -> Result<Option<PieceSet>, DownloadError> {
+        let (engine, manifest, layout, root, token) = (
+            self.clone(),
+            manifest.clone(),
+            layout.clone(),
+            root.to_path_buf(),
+            token.clone(),
+        );
+        self.blocking(format!("prepare {game_id}"), move || {
+            engine.prepare(&vid, &root, &manifest, &layout, old, &token)
+        })
+        .await
+    }
+
+    /// Run fallible disk work on the blocking pool (tracked).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        name: String,
+        work: impl FnOnce() -> Result<T, DownloadError> + Send + 'static,
+    ) -> Result<T, DownloadError> {
+        self.parts
+            .tasks
+            .spawn_blocking(name, work)
+            .await
+            .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))?
     }
 
     /// Each peer orders equally rare pieces its own way (see the scheduler).

@@ -172,6 +172,9 @@ impl Indexer {
 
     /// Index one game. `Ok(None)` when the folder no longer exists.
     /// `progress(bytes_done, bytes_total)` is called from hashing threads.
+    // Long on purpose: indexing is a sequence (walk, settle check, metadata,
+    // layout, reuse cached hashes, hash, recheck, save) that must run in this
+    // order; each step's arithmetic lives in its own function.
     pub fn index_game(
         &self,
         game: &str,

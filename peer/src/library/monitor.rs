@@ -22,6 +22,7 @@ use super::scan::ScanError;
 use super::{is_game_folder_name, IndexError, Indexer, LibrarySnapshot};
 use crate::events::{EventSink, PeerEvent};
 use crate::supervisor::ServiceContext;
+use crate::tasks::RuntimeTasks;
 
 /// Filesystem events are batched for this long before they reach the monitor.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -204,7 +205,11 @@ impl Library {
 }
 
 /// The monitor service body.
-pub async fn run(ctx: ServiceContext, library: Arc<Library>) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: ServiceContext,
+    library: Arc<Library>,
+    tasks: RuntimeTasks,
+) -> anyhow::Result<()> {
     let token = ctx.token().clone();
     let games_dir = library.indexer.games_dir().to_path_buf();
     let (tx, mut changes) = mpsc::channel::<Vec<PathBuf>>(EVENT_BATCHES);
@@ -224,7 +229,7 @@ pub async fn run(ctx: ServiceContext, library: Arc<Library>) -> anyhow::Result<(
     };
 
     let mut pending: HashMap<String, Instant> = HashMap::new();
-    for game in rescan(&library, None, &token).await? {
+    for game in rescan(&library, &tasks, None, &token).await? {
         pending.insert(game, Instant::now());
     }
     let mut quiet_check = tokio::time::interval(QUIET_CHECK);
@@ -257,12 +262,12 @@ pub async fn run(ctx: ServiceContext, library: Arc<Library>) -> anyhow::Result<(
                 for game in &quiet {
                     pending.remove(game);
                 }
-                for game in rescan(&library, Some(quiet), &token).await? {
+                for game in rescan(&library, &tasks, Some(quiet), &token).await? {
                     pending.insert(game, Instant::now());
                 }
             }
             _ = full_rescan.tick() => {
-                for game in rescan(&library, None, &token).await? {
+                for game in rescan(&library, &tasks, None, &token).await? {
                     pending.insert(game, Instant::now());
                 }
             }
@@ -270,16 +275,18 @@ pub async fn run(ctx: ServiceContext, library: Arc<Library>) -> anyhow::Result<(
     }
 }
 
-/// Run a rescan on a blocking thread and wait for it; it stops between
-/// pieces when `token` is cancelled.
+/// Run a rescan on a blocking thread (tracked) and wait for it; it stops
+/// between pieces when `token` is cancelled.
 async fn rescan(
     library: &Arc<Library>,
+    tasks: &RuntimeTasks,
     games: Option<Vec<String>>,
     token: &CancellationToken,
 ) -> anyhow::Result<Vec<String>> {
     let library = library.clone();
     let token = token.clone();
-    tokio::task::spawn_blocking(move || library.rescan(games, &token))
+    tasks
+        .spawn_blocking("index the library", move || library.rescan(games, &token))
         .await
         .context("library scan thread failed")
 }

@@ -68,6 +68,8 @@ pub struct ClientHello<'a> {
 }
 
 /// Connect to `addr`; when `expected` is given the peer must prove that id.
+// Long on purpose: the handshake's steps in the order they happen (TLS,
+// Hello, identity and party checks); each failure maps to one ConnectError.
 pub async fn connect(
     endpoint: &Endpoint,
     addr: SocketAddr,

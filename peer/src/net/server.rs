@@ -176,10 +176,10 @@ pub async fn run(
                     ctx.heartbeat();
                     let token = ctx.token().clone();
                     let name = format!("connection from {}", incoming.remote_address());
-                    let (state, inner) = (state.clone(), tasks.clone());
+                    let (state, inner, blocking) = (state.clone(), tasks.clone(), runtime_tasks.clone());
                     let serve = tasks.track_future(async move {
                         token
-                            .run_until_cancelled(serve_connection(incoming, state, inner))
+                            .run_until_cancelled(serve_connection(incoming, state, inner, blocking))
                             .await;
                     });
                     runtime_tasks.spawn(name, serve);
@@ -194,7 +194,12 @@ pub async fn run(
     result
 }
 
-async fn serve_connection(incoming: quinn::Incoming, state: Arc<ServerState>, tasks: TaskTracker) {
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    state: Arc<ServerState>,
+    tasks: TaskTracker,
+    blocking: RuntimeTasks,
+) {
     let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(c) => c,
@@ -235,7 +240,14 @@ async fn serve_connection(incoming: quinn::Incoming, state: Arc<ServerState>, ta
     tracing::debug!(%remote, %peer, "peer connected");
     while let Ok((send, recv)) = connection.accept_bi().await {
         let (connection, peer, state) = (connection.clone(), peer.clone(), state.clone());
-        tasks.spawn(serve_stream(connection, peer, send, recv, state));
+        tasks.spawn(serve_stream(
+            connection,
+            peer,
+            send,
+            recv,
+            state,
+            blocking.clone(),
+        ));
     }
 }
 
@@ -314,12 +326,15 @@ async fn handshake(
     Ok(listen_port)
 }
 
+// Long on purpose: one match arm per request kind, each a few lines;
+// the protocol's server side reads as one table.
 async fn serve_stream(
     connection: Connection,
     peer: PeerId,
     mut send: SendStream,
     mut recv: RecvStream,
     state: Arc<ServerState>,
+    blocking: RuntimeTasks,
 ) {
     let request =
         match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut recv, Request::decode)).await {
@@ -356,7 +371,7 @@ async fn serve_stream(
             None => reply_unknown_version(&mut send, &version_id).await,
         },
         Request::GetPieces { version_id, pieces } => {
-            send_pieces(&mut send, &peer, &state, version_id, pieces).await
+            send_pieces(&mut send, &peer, &state, &blocking, version_id, pieces).await
         }
         Request::GetThumbnail { hash } => {
             let thumbnail = state.offer.thumbnail(&hash);
@@ -435,10 +450,13 @@ async fn reply_unknown_version(
     .await
 }
 
+// Long on purpose: checks, then one send loop that reads the next piece
+// while this one is on the wire; splitting would pass the pipeline around.
 async fn send_pieces(
     send: &mut SendStream,
     peer: &PeerId,
     state: &ServerState,
+    blocking: &RuntimeTasks,
     version_id: Hash,
     pieces: Vec<u32>,
 ) -> Result<(), quinn::WriteError> {
@@ -463,7 +481,7 @@ async fn send_pieces(
     // Read the next piece on a blocking thread while this one is sent.
     let read = |piece_idx: u32| {
         let (game, layout, buffers) = (game.clone(), layout.clone(), state.buffers.clone());
-        tokio::task::spawn_blocking(move || {
+        blocking.spawn_blocking("read a piece", move || {
             read_piece(&game, &layout, piece_idx as usize, &buffers)
         })
     };

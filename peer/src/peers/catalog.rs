@@ -89,8 +89,19 @@ pub fn build_catalog<'a>(
         entry.sources.sort();
         entry.partial_sources.sort();
     }
-    // Updates: for each installed entry, the newest other version of its
-    // game that some peer serves, if it is newer than ours.
+    mark_updates(&mut entries);
+    entries.sort_by(|a, b| {
+        a.title
+            .to_lowercase()
+            .cmp(&b.title.to_lowercase())
+            .then(a.version_id.cmp(&b.version_id))
+    });
+    entries
+}
+
+/// On each installed entry, the newest other version of its game that some
+/// peer serves, if it is newer than ours.
+fn mark_updates(entries: &mut [CatalogEntry]) {
     let updates: Vec<Option<VersionId>> = entries
         .iter()
         .map(|mine| {
@@ -112,13 +123,6 @@ pub fn build_catalog<'a>(
     for (entry, update) in entries.iter_mut().zip(updates) {
         entry.update_to = update;
     }
-    entries.sort_by(|a, b| {
-        a.title
-            .to_lowercase()
-            .cmp(&b.title.to_lowercase())
-            .then(a.version_id.cmp(&b.version_id))
-    });
-    entries
 }
 
 /// Newest by version label (numeric parts compared as numbers), else by

@@ -409,3 +409,40 @@ fn typed_peer_addresses() {
     ));
     assert!(parse_peer_address("  ").is_err());
 }
+
+/// Pins a bug: once stopped, the runtime answered a download with an `Io`
+/// error and a typed peer with a `Store` error, and a cancel with a silent
+/// `false`; every command now says `RuntimeStopped`.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_runtime_answers_every_command_with_its_own_code() {
+    let (config, _dirs) = config(Duration::from_secs(1));
+    let (handle, _events) = start_with_services(config, default_services).await.unwrap();
+    handle.shutdown();
+    handle.wait_stopped().await;
+
+    let download = handle.download("quake3").await.unwrap_err();
+    assert_eq!(download.code, FailureCode::RuntimeStopped);
+    let added = handle.add_peer("10.0.0.2").await.unwrap_err();
+    assert_eq!(added, AddPeerError::RuntimeStopped);
+    assert_eq!(added.code(), FailureCode::RuntimeStopped);
+    let cancelled = handle.cancel_download(Hash([1; 32]), false).await;
+    assert_eq!(cancelled, Err(RuntimeStopped));
+}
+
+/// When `wait_stopped` returns, the UDP port is free: a new runtime binds
+/// the same address at once, without retrying (the desktop app restarts the
+/// runtime on its fixed port when settings change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_port_is_free_when_wait_stopped_returns() {
+    let (config, _dirs) = config(Duration::from_secs(1));
+    let (first, _events) = start_peer(config.clone()).await.unwrap();
+    let mut again = config;
+    again.listen = first.local_addr();
+    first.shutdown();
+    let report = first.wait_stopped().await;
+    assert!(report.stragglers.is_empty(), "{report:?}");
+    let (second, _events) = start_peer(again).await.expect("the port is free");
+    assert_eq!(second.local_addr(), first.local_addr());
+    second.shutdown();
+    assert!(second.wait_stopped().await.stragglers.is_empty());
+}
