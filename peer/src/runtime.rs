@@ -464,15 +464,19 @@ fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
     services
 }
 
-/// Start a peer runtime on the current tokio runtime.
-pub async fn start_peer(config: PeerConfig) -> Result<PeerRuntimeHandle, StartError> {
+/// Start a peer runtime on the current tokio runtime. With the handle comes a
+/// receiver of every event since before the first service started, so the
+/// caller misses none (later subscribers use [`PeerRuntimeHandle::subscribe`]).
+pub async fn start_peer(
+    config: PeerConfig,
+) -> Result<(PeerRuntimeHandle, broadcast::Receiver<PeerEvent>), StartError> {
     start_with_services(config, default_services)
 }
 
 pub(crate) fn start_with_services(
     config: PeerConfig,
     services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
-) -> Result<PeerRuntimeHandle, StartError> {
+) -> Result<(PeerRuntimeHandle, broadcast::Receiver<PeerEvent>), StartError> {
     if !config.games_dir.is_dir() {
         return Err(StartError::GamesDirMissing(config.games_dir));
     }
@@ -483,7 +487,7 @@ pub(crate) fn start_with_services(
 
     let store = Arc::new(Store::open(&config.data_dir)?);
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
-    let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    let (events, first_events) = broadcast::channel(EVENT_CAPACITY);
     let directory = Arc::new(PeerDirectory::new(
         identity.peer_id().clone(),
         events.clone(),
@@ -615,7 +619,7 @@ pub(crate) fn start_with_services(
     });
     root.close();
 
-    Ok(PeerRuntimeHandle {
+    let handle = PeerRuntimeHandle {
         commands: PeerCommandSender(command_tx),
         events,
         health,
@@ -630,7 +634,8 @@ pub(crate) fn start_with_services(
         shutdown_token,
         shutdown_requested,
         stopped: stopped_rx,
-    })
+    };
+    Ok((handle, first_events))
 }
 
 struct CommandLoop {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lanspread_peer::settings::Settings;
-use lanspread_peer::{start_peer, PeerConfig, PeerRuntimeHandle, StartError};
+use lanspread_peer::{start_peer, PeerConfig, PeerEvent, PeerRuntimeHandle, StartError};
 use serde::Serialize;
 use tauri::{AppHandle, Manager};
+use tokio::sync::broadcast;
 
 use crate::events;
 
@@ -92,8 +93,8 @@ impl AppState {
             Ok(settings) => (settings.unwrap_or_default(), None),
             Err(e) => (Settings::default(), Some(e.to_string())),
         };
-        let (peer, missing) = launcher.start(&settings).await?;
-        events::forward(app.clone(), peer.subscribe());
+        let (peer, peer_events, missing) = launcher.start(&settings).await?;
+        events::forward(app.clone(), peer_events);
         Ok(Self {
             peer: RwLock::new(Arc::new(peer)),
             settings: Mutex::new(settings),
@@ -160,7 +161,7 @@ impl AppState {
         {
             tracing::warn!("the old runtime is still stopping; starting the new one anyway");
         }
-        let ((peer, problem), outcome) = match self.launcher.start(&new).await {
+        let ((peer, peer_events, problem), outcome) = match self.launcher.start(&new).await {
             Ok(started) => (started, Ok(())),
             Err(e) => {
                 // Never leave the app without a peer: go back to what ran.
@@ -172,7 +173,7 @@ impl AppState {
             }
         };
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        events::forward(app.clone(), peer.subscribe());
+        events::forward(app.clone(), peer_events);
         *self.peer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peer);
         tracing::info!("peer runtime restarted");
         outcome
@@ -208,13 +209,18 @@ struct Launcher {
 }
 
 impl Launcher {
-    /// Start the peer with `settings` and the overrides; with it, why a
-    /// saved choice could not be used (see [`Settings::apply`]). Only the
-    /// default games folder, or one given by the environment, is created.
+    /// Start the peer with `settings` and the overrides; with it, its events
+    /// from the start and why a saved choice could not be used (see
+    /// [`Settings::apply`]). Only the default games folder, or one given by
+    /// the environment, is created.
     async fn start(
         &self,
         settings: &Settings,
-    ) -> anyhow::Result<(PeerRuntimeHandle, Option<String>)> {
+    ) -> anyhow::Result<(
+        PeerRuntimeHandle,
+        broadcast::Receiver<PeerEvent>,
+        Option<String>,
+    )> {
         let (default_games_dir, overrides) = (&self.default_games_dir, &self.overrides);
         let mut config = PeerConfig::new(default_games_dir, &self.data_dir);
         let problem = settings.apply(&mut config);
@@ -249,7 +255,10 @@ impl Launcher {
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                started => return Ok((started?, problem)),
+                started => {
+                    let (peer, peer_events) = started?;
+                    return Ok((peer, peer_events, problem));
+                }
             }
         }
     }

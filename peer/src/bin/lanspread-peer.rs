@@ -238,9 +238,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.party_key = party_key.or(file.party_key);
             config.peers = if peers.is_empty() { file.peers } else { peers };
             config.mdns = !no_mdns && file.mdns.unwrap_or(true);
-            let handle = start_peer(config).await?;
+            let (handle, events) = start_peer(config).await?;
             tracing::info!(peer_id = %handle.peer_id(), addr = %handle.local_addr(), "serving");
-            let printer = json.then(|| print_events(handle.subscribe()));
+            let printer = json.then(|| print_events(events));
             wait_for_signal().await?;
             tracing::info!("shutting down");
             handle.shutdown();
@@ -315,7 +315,7 @@ async fn look<T>(
     config.mdns = !args.no_mdns;
     config.peers = args.peers;
     config.display_name = format!("{} (looking)", config.display_name);
-    let handle = start_peer(config).await?;
+    let (handle, _) = start_peer(config).await?;
     tokio::time::sleep(std::time::Duration::from_secs(args.wait)).await;
     let result = inspect(&handle);
     handle.shutdown();
@@ -459,9 +459,11 @@ async fn download(
     use lanspread_peer::download::DownloadCode;
     use lanspread_peer::PeerEvent;
 
-    let handle = start_peer(config).await?;
+    let (handle, first_events) = start_peer(config).await?;
+    // The printer shows every event from the start; the download below
+    // follows its own events, which begin only once it is asked for.
     let mut events = handle.subscribe();
-    let printer = json.then(|| print_events(handle.subscribe()));
+    let printer = json.then(|| print_events(first_events));
 
     // Wait for a source of the game.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);

@@ -123,8 +123,7 @@ async fn required_failure_cancels_the_runtime_and_emits_runtime_failed() {
             idle_until_cancelled,
         ),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, |_| services).unwrap();
 
     let report = handle.wait_stopped().await;
 
@@ -156,7 +155,7 @@ async fn restart_backs_off_exponentially_until_shutdown() {
             async { anyhow::bail!("flaked") }
         },
     )];
-    let handle = start_with_services(config, |_| services).unwrap();
+    let (handle, _) = start_with_services(config, |_| services).unwrap();
 
     tokio::time::sleep(Duration::from_millis(3000)).await;
     handle.shutdown();
@@ -193,7 +192,7 @@ async fn restart_delay_resets_after_a_healthy_spell() {
             }
         },
     )];
-    let handle = start_with_services(config, |_| services).unwrap();
+    let (handle, _) = start_with_services(config, |_| services).unwrap();
 
     tokio::time::sleep(Duration::from_millis(700 + 11_000 + 100 + 200 + 50)).await;
     handle.shutdown();
@@ -216,8 +215,7 @@ async fn best_effort_failure_is_recorded_and_not_restarted() {
         }),
         ServiceSpec::new("server", SupervisionPolicy::Required, idle_until_cancelled),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, |_| services).unwrap();
 
     tokio::time::sleep(Duration::from_secs(60)).await;
     let monitor = health_of(&handle, "monitor");
@@ -261,8 +259,7 @@ async fn a_panicking_service_is_caught_and_handled_by_its_policy() {
             }
         }),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, |_| services).unwrap();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let liveness = health_of(&handle, "liveness");
@@ -284,8 +281,7 @@ async fn a_panicking_service_is_caught_and_handled_by_its_policy() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_observable_through_wait_stopped() {
     let (config, _dirs) = config(Duration::from_secs(1));
-    let handle = start_with_services(config, default_services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, default_services).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(handle
         .health()
@@ -333,7 +329,7 @@ async fn a_service_that_ignores_cancellation_cannot_hold_shutdown_past_the_deadl
             idle_until_cancelled,
         ),
     ];
-    let handle = start_with_services(config, |_| services).unwrap();
+    let (handle, _) = start_with_services(config, |_| services).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let asked = Instant::now();
@@ -351,8 +347,7 @@ async fn a_service_that_ignores_cancellation_cannot_hold_shutdown_past_the_deadl
 #[tokio::test(start_paused = true)]
 async fn an_unexpected_command_channel_close_fails_the_runtime() {
     let (config, _dirs) = config(Duration::from_secs(1));
-    let handle = start_with_services(config, default_services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, default_services).unwrap();
     let stopped = handle.stop_watch();
 
     // The owner vanished without calling shutdown().
@@ -368,8 +363,7 @@ async fn an_unexpected_command_channel_close_fails_the_runtime() {
 #[tokio::test(start_paused = true)]
 async fn a_graceful_command_channel_close_is_not_a_failure() {
     let (config, _dirs) = config(Duration::from_secs(1));
-    let handle = start_with_services(config, default_services).unwrap();
-    let mut events = handle.subscribe();
+    let (handle, mut events) = start_with_services(config, default_services).unwrap();
     let stopped = handle.stop_watch();
     let sender = handle.sender();
 

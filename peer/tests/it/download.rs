@@ -97,7 +97,7 @@ async fn peer(root: &Path, name: &str, peers: Vec<String>, upload_limit: u64) ->
     config.peers = peers;
     config.upload_limit = upload_limit;
     config.library_quiet_period = Duration::from_millis(300);
-    let handle = start_peer(config).await.unwrap();
+    let handle = start_peer(config).await.unwrap().0;
     Peer { handle, games }
 }
 
@@ -641,7 +641,7 @@ async fn downloads_past_the_parallel_limit_wait_in_the_queue() {
     config.peers = vec![source.handle.local_addr().to_string()];
     config.parallel_downloads = 1;
     let down = Peer {
-        handle: start_peer(config).await.unwrap(),
+        handle: start_peer(config).await.unwrap().0,
         games,
     };
     let mut events = down.handle.subscribe();

@@ -42,7 +42,7 @@ async fn picks_up_added_changed_and_removed_games() {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.mdns = false;
 
-    let peer = start_peer(config).await.unwrap();
+    let peer = start_peer(config).await.unwrap().0;
     let mut events = peer.subscribe();
 
     // The initial scan finds what was there.
@@ -93,7 +93,7 @@ async fn a_game_being_copied_in_is_announced_only_when_quiet() {
     config.library_quiet_period = Duration::from_millis(800);
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.mdns = false;
-    let peer = start_peer(config).await.unwrap();
+    let peer = start_peer(config).await.unwrap().0;
     let mut events = peer.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -26,7 +26,7 @@ async fn in_process(root: &Path, name: &str, peers: Vec<String>) -> PeerRuntimeH
     config.display_name = name.into();
     config.peers = peers;
     config.library_quiet_period = Duration::from_millis(200);
-    start_peer(config).await.unwrap()
+    start_peer(config).await.unwrap().0
 }
 
 fn free_port() -> u16 {
@@ -213,7 +213,7 @@ async fn a_typed_address_is_remembered_across_restarts() {
     let mut config = PeerConfig::new(&games, dir.path().join("bravo/data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.mdns = false;
-    let bravo = start_peer(config).await.unwrap();
+    let bravo = start_peer(config).await.unwrap().0;
     until(
         "found again without typing",
         Duration::from_secs(10),
@@ -236,7 +236,7 @@ async fn shutdown_with_discovery_running_takes_under_2_s() {
     let mut config = PeerConfig::new(&games, dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.mdns = true;
-    let peer = start_peer(config).await.unwrap();
+    let peer = start_peer(config).await.unwrap().0;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let discovery = peer
         .health()
@@ -321,7 +321,7 @@ async fn a_stopped_runtime_frees_its_port_while_its_handle_is_still_held() {
         config.mdns = false;
         start_peer(config)
     };
-    let old = start("alpha").await.unwrap();
+    let old = start("alpha").await.unwrap().0;
     let client = in_process(dir.path(), "bravo", vec![format!("127.0.0.1:{port}")]).await;
     until("connected", Duration::from_secs(10), || {
         has_game(&client, "alpha")
@@ -333,7 +333,7 @@ async fn a_stopped_runtime_frees_its_port_while_its_handle_is_still_held() {
     let deadline = Instant::now() + Duration::from_secs(2);
     let new = loop {
         match start("alpha").await {
-            Ok(new) => break new,
+            Ok((new, _)) => break new,
             Err(e) => {
                 assert!(Instant::now() < deadline, "the port is still bound: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;

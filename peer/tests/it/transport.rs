@@ -40,7 +40,7 @@ async fn server(size: usize, party_key: Option<&str>, upload_limit: u64) -> Serv
     config.party_key = party_key.map(str::to_owned);
     config.upload_limit = upload_limit;
     config.display_name = "host".into();
-    let peer = start_peer(config).await.unwrap();
+    let peer = start_peer(config).await.unwrap().0;
     let mut events = peer.subscribe();
     // Wait for the game to be indexed.
     tokio::time::timeout(Duration::from_secs(20), async {
