@@ -101,7 +101,7 @@ mod bench {
         }
         let data = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(data.path()).unwrap());
-        let (events, _) = tokio::sync::broadcast::channel(16);
+        let (events, _) = lanspread_peer::EventSink::new(16);
         let library = Library::new(
             Indexer::new(games.clone(), store),
             events,

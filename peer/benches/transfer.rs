@@ -19,7 +19,7 @@ mod bench {
     use std::io::{BufRead, BufReader};
     use std::net::SocketAddr;
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use lanspread_peer::net::bind_endpoint;
     use lanspread_peer::net::client::{connect, ClientHello};
@@ -56,9 +56,13 @@ mod bench {
         let mut config = PeerConfig::new(games, data.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.mdns = false;
-        let peer = start_peer(config).await.unwrap();
+        let (peer, mut events) = start_peer(config).await.unwrap();
+        // Serve once the game is indexed: the library announces it.
         while peer.library().is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            match events.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the peer stopped before indexing: {e}"),
+            }
         }
         println!("{}", peer.local_addr());
         // Run until the parent closes our stdin.

@@ -239,9 +239,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.peers = if peers.is_empty() { file.peers } else { peers };
             config.mdns = !no_mdns && file.mdns.unwrap_or(true);
             let (handle, events) = start_peer(config).await?;
-            tracing::info!(peer_id = %handle.peer_id(), addr = %handle.local_addr(), "serving");
+            let signals = StopSignals::listen()?;
+            // One plain line whatever the log level (`-q` too): scripts wait
+            // for it to know the port is bound (and that a signal now stops
+            // the peer gracefully), and read the address from it.
+            eprintln!("serving on {} as {}", handle.local_addr(), handle.peer_id());
             let printer = json.then(|| print_events(events));
-            wait_for_signal().await?;
+            signals.recv().await?;
             tracing::info!("shutting down");
             handle.shutdown();
             let report = handle.wait_stopped().await;
@@ -315,7 +319,7 @@ async fn look<T>(
     config.mdns = !args.no_mdns;
     config.peers = args.peers;
     config.display_name = format!("{} (looking)", config.display_name);
-    let (handle, _events) = start_peer(config).await?;
+    let (handle, _) = start_peer(config).await?;
     tokio::time::sleep(std::time::Duration::from_secs(args.wait)).await;
     let result = inspect(&handle);
     handle.shutdown();
@@ -458,8 +462,11 @@ async fn download(
 ) -> anyhow::Result<ExitCode> {
     use lanspread_peer::{FailureCode, PeerEvent};
 
-    let (handle, mut events) = start_peer(config).await?;
-    let printer = json.then(|| print_events(handle.subscribe()));
+    let (handle, first_events) = start_peer(config).await?;
+    // The printer shows every event from the start; the download below
+    // follows its own events, which begin only once it is asked for.
+    let mut events = handle.subscribe();
+    let printer = json.then(|| print_events(first_events));
 
     // Wait for a source of the game.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
@@ -599,20 +606,52 @@ fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
+    StopSignals::listen()?.recv().await
+}
+
+/// SIGINT and SIGTERM (Ctrl-C elsewhere). On unix they are caught from
+/// `listen` on, so one that arrives before `recv` is awaited is not lost and
+/// does not kill the process: `serve` listens before it says it is serving.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        let signals = {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            }
+        };
+        #[cfg(not(unix))]
+        let signals = Self {};
+        Ok(signals)
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    Ok(())
+
+    async fn recv(self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        {
+            let Self {
+                mut interrupt,
+                mut terminate,
+            } = self;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")?;
+        Ok(())
+    }
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

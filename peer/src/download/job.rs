@@ -56,13 +56,14 @@ impl Engine {
             }
         })
         .await;
+        let delete = self.leave_running(&vid);
         let event = match outcome {
             Ok(End::Completed) => PeerEvent::DownloadCompleted {
                 version_id: vid,
                 game_id,
             },
             Ok(End::Cancelled) => {
-                if self.take_delete_on_cancel(&vid) {
+                if delete {
                     self.delete_staging(vid).await;
                 }
                 PeerEvent::DownloadCancelled {

@@ -246,9 +246,14 @@ impl Engine {
         list
     }
 
-    /// Whether a cancelled download should take its staging data with it.
-    pub(super) fn take_delete_on_cancel(&self, version_id: &VersionId) -> bool {
-        self.queue().delete_on_cancel.remove(version_id)
+    /// A run has ended: it leaves the running set now, before it reports
+    /// its end, so a command that follows the report (a discard of the
+    /// paused download) finds it paused. Answers whether a cancel asked to
+    /// delete its staging data; both under one lock, so no discard is lost.
+    pub(super) fn leave_running(&self, version_id: &VersionId) -> bool {
+        let mut queue = self.queue();
+        queue.running.remove(version_id);
+        queue.delete_on_cancel.remove(version_id)
     }
 }
 

@@ -23,9 +23,10 @@ use crate::tasks::RuntimeTasks;
 /// How long shutdown waits for peers to acknowledge our Goodbye.
 const GOODBYE_WAIT: Duration = Duration::from_millis(300);
 /// Time allowed to release the UDP port after the tasks ended, even when
-/// they took the whole deadline: quinn closes the socket from its driver
-/// task moments after the last handle is gone.
-const SOCKET_RELEASE: Duration = Duration::from_millis(250);
+/// they took the whole deadline: closed connections drain (three probe
+/// timeouts, ~0.2 s with [`crate::net::tls::INITIAL_RTT`]), then quinn closes
+/// the socket from its driver task.
+const SOCKET_RELEASE: Duration = Duration::from_millis(500);
 
 pub(super) struct CommandLoop {
     pub commands: mpsc::Receiver<PeerCommand>,

@@ -3,10 +3,10 @@
 //! Needs root and `ip` (iproute2); elsewhere it prints why it skipped.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::support::{ServeChild, PEER};
 
 /// Namespaces, bridge and veths made for this test; removed on drop.
 struct Lan {
@@ -58,9 +58,39 @@ impl Lan {
             ip(&["-n", &ns, "link", "set", "lan0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
-        // Let the links settle before anyone binds multicast sockets.
-        std::thread::sleep(Duration::from_secs(1));
+        lan.wait_until_up()?;
         Ok(lan)
+    }
+
+    /// Wait until every host's link is up and its bridge port forwards, so
+    /// no announcement is lost before anyone binds multicast sockets. The
+    /// kernel has no event for this that `ip` can wait on without a
+    /// monitor process; its state is read again every 20 ms, for at most 5 s.
+    fn wait_until_up(&self) -> Result<(), String> {
+        let show = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let hosts_up = self
+                .namespaces
+                .iter()
+                .all(|ns| show(&["-n", ns, "-o", "link", "show", "lan0"]).contains("LOWER_UP"));
+            let ports_forward = self.links[1..].iter().all(|port| {
+                show(&["-d", "-o", "link", "show", port]).contains("bridge_slave state forwarding")
+            });
+            if hosts_up && ports_forward {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the test LAN's links did not come up within 5 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -75,15 +105,6 @@ impl Drop for Lan {
     }
 }
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn peers_in_separate_namespaces_find_each_other_by_mdns() {
     let lan = match Lan::new() {
@@ -94,69 +115,54 @@ fn peers_in_separate_namespaces_find_each_other_by_mdns() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::channel::<(usize, serde_json::Value)>();
     let mut serves = Vec::new();
     for (i, ns) in lan.namespaces.iter().enumerate() {
         let games = dir.path().join(format!("h{i}/games/game{i}"));
         std::fs::create_dir_all(&games).unwrap();
         std::fs::write(games.join("data.bin"), vec![i as u8; 5000]).unwrap();
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                env!("CARGO_BIN_EXE_lanspread-peer"),
-                "serve",
-                "--json",
-            ])
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns, PEER, "serve", "--json"])
             .args(["--name", &format!("host{i}")])
             .arg("--games")
             .arg(dir.path().join(format!("h{i}/games")))
             .arg("--data")
-            .arg(dir.path().join(format!("h{i}/data")))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str(&line) {
-                    if tx.send((i, event)).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        serves.push(Serve(child));
+            .arg(dir.path().join(format!("h{i}/data")));
+        // `ip netns exec` execs the peer: the child is the peer itself.
+        serves.push(ServeChild::spawn(command));
     }
 
     // Each must see the other (display name) and its game, by mDNS alone.
-    let mut saw_peer = [false, false];
-    let mut saw_game = [false, false];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(saw_peer.iter().all(|s| *s) && saw_game.iter().all(|s| *s)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (host, event) = rx.recv_timeout(left).unwrap_or_else(|_| {
-            panic!("no discovery within 30 s: peers {saw_peer:?}, games {saw_game:?}")
-        });
+    for (host, serve) in serves.iter().enumerate() {
         let other = 1 - host;
-        match event["type"].as_str() {
-            Some("peerDiscovered") if event["peer"]["displayName"] == format!("host{other}") => {
-                saw_peer[host] = true;
-            }
-            Some("catalogChanged") => {
-                let catalog = event["catalog"].as_array().cloned().unwrap_or_default();
-                if catalog.iter().any(|e| {
-                    e["gameId"] == format!("game{other}")
-                        && !e["sources"].as_array().unwrap().is_empty()
-                }) {
-                    saw_game[host] = true;
+        let (mut saw_peer, mut saw_game) = (false, false);
+        let left = deadline.saturating_duration_since(Instant::now());
+        serve.wait_event(
+            &format!("host{host} discovers host{other}"),
+            left,
+            |event| {
+                match event["type"].as_str() {
+                    Some("peerDiscovered")
+                        if event["peer"]["displayName"] == format!("host{other}") =>
+                    {
+                        saw_peer = true;
+                    }
+                    Some("catalogChanged") => {
+                        let catalog = event["catalog"].as_array().cloned().unwrap_or_default();
+                        saw_game |= catalog.iter().any(|e| {
+                            e["gameId"] == format!("game{other}")
+                                && !e["sources"].as_array().unwrap().is_empty()
+                        });
+                    }
+                    _ => {}
                 }
-            }
-            _ => {}
-        }
+                (saw_peer && saw_game).then_some(())
+            },
+        );
     }
-    drop(serves);
+    for serve in serves {
+        serve.stop();
+    }
+    drop(lan);
 }

@@ -2,53 +2,17 @@
 #![cfg(unix)]
 
 use std::fs;
-use std::net::UdpSocket;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const PEER: &str = env!("CARGO_BIN_EXE_lanspread-peer");
+use crate::support::{output_within, peer_command, ServeChild, PEER};
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Bound on a one-shot command that should end by itself in a few seconds.
+const COMMAND_WITHIN: Duration = Duration::from_secs(60);
 
-struct Serve(Child);
-
-impl Serve {
-    fn start(games: &Path, data: &Path, port: u16) -> Self {
-        let child = Command::new(PEER)
-            .args([
-                "serve",
-                "--no-mdns",
-                "-q",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg("--games")
-            .arg(games)
-            .arg("--data")
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Serve(child)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn shared_game(root: &Path) -> std::path::PathBuf {
+fn shared_game(root: &Path) -> PathBuf {
     let games = root.join("host/games");
     fs::create_dir_all(games.join("openarena/baseoa")).unwrap();
     fs::write(games.join("openarena/baseoa/pak0.pk3"), vec![42u8; 3 << 20]).unwrap();
@@ -61,41 +25,42 @@ fn shared_game(root: &Path) -> std::path::PathBuf {
     games
 }
 
-/// A temp dir with a host serving the shared game on 127.0.0.1.
-fn host() -> (tempfile::TempDir, std::path::PathBuf, u16, Serve) {
+/// A temp dir with a host serving the shared game on 127.0.0.1, indexed.
+fn host() -> (tempfile::TempDir, PathBuf, ServeChild) {
     let dir = tempfile::tempdir().unwrap();
     let games = shared_game(dir.path());
-    let port = free_port();
-    let serve = Serve::start(&games, &dir.path().join("host/data"), port);
-    (dir, games, port, serve)
+    let serve = ServeChild::start(&games, &dir.path().join("host/data"), &[]);
+    serve.indexed("openarena");
+    (dir, games, serve)
 }
 
-/// `lanspread-peer download GAME` into `root/guest`, from the host at `port`.
-fn download(root: &Path, game: &str, port: u16, wait: u32) -> Output {
-    Command::new(PEER)
-        .args([
-            "download",
-            game,
-            "--no-mdns",
-            "-q",
-            "--wait",
-            &wait.to_string(),
-        ])
-        .args(["--peer", &format!("127.0.0.1:{port}")])
+/// `lanspread-peer download GAME` into `root/guest`, from the host at `addr`.
+fn download(root: &Path, game: &str, addr: SocketAddr, wait: u32) -> Output {
+    let mut command = peer_command([
+        "download",
+        game,
+        "--no-mdns",
+        "-q",
+        "--wait",
+        &wait.to_string(),
+    ]);
+    command
+        .args(["--peer", &addr.to_string()])
         .arg("--games")
         .arg(root.join("guest/games"))
         .arg("--data")
-        .arg(root.join("guest/data"))
-        .output()
-        .unwrap()
+        .arg(root.join("guest/data"));
+    output_within(&mut command, COMMAND_WITHIN)
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(PEER).args(args).output().unwrap()
+    output_within(&mut peer_command(args), COMMAND_WITHIN)
 }
 
-/// Runs `games` until it lists `needle` (the host indexes after a quiet period).
-fn games_until(port: u16, needle: &str) -> String {
+/// Runs `games` until it lists `needle`. `games` looks for a fixed `--wait`;
+/// on a busy machine one look can end before the dial and listing do, so it
+/// is run again, for at most 30 s.
+fn games_until(addr: SocketAddr, needle: &str) -> String {
     let started = Instant::now();
     loop {
         let out = run(&[
@@ -105,7 +70,7 @@ fn games_until(port: u16, needle: &str) -> String {
             "--wait",
             "1",
             "--peer",
-            &format!("127.0.0.1:{port}"),
+            &addr.to_string(),
         ]);
         assert!(out.status.success(), "{out:?}");
         let stdout = String::from_utf8(out.stdout).unwrap();
@@ -121,23 +86,23 @@ fn games_until(port: u16, needle: &str) -> String {
 
 #[test]
 fn serve_and_games_list_the_game() {
-    let (_dir, _games, port, _host) = host();
+    let (_dir, _games, host) = host();
 
-    let listing = games_until(port, "OpenArena");
+    let listing = games_until(host.addr, "OpenArena");
     assert!(listing.contains("openarena"), "{listing}");
     assert!(listing.contains("3.0 MiB"), "{listing}");
     let row = listing.lines().find(|l| l.contains("OpenArena")).unwrap();
     assert!(row.trim_end().ends_with('1'), "one source: {row}");
+    host.stop();
 }
 
 #[test]
 fn serve_and_download_install_a_byte_identical_copy() {
-    let (dir, games, port, _host) = host();
-    games_until(port, "OpenArena");
+    let (dir, games, host) = host();
     let target = dir.path().join("guest/games");
     fs::create_dir_all(&target).unwrap();
 
-    let out = download(dir.path(), "openarena", port, 20);
+    let out = download(dir.path(), "openarena", host.addr, 20);
 
     assert!(out.status.success(), "{out:?}");
     for file in ["baseoa/pak0.pk3", "readme.txt", "lanspread.toml"] {
@@ -147,18 +112,21 @@ fn serve_and_download_install_a_byte_identical_copy() {
             "{file}"
         );
     }
+    host.stop();
 }
 
 #[test]
 fn an_unknown_game_exits_3_within_wait() {
-    let (dir, _games, port, _host) = host();
+    let (dir, _games, host) = host();
     let target = dir.path().join("guest/games");
     fs::create_dir_all(&target).unwrap();
 
     let started = Instant::now();
-    let out = download(dir.path(), "no-such-game", port, 2);
+    let out = download(dir.path(), "no-such-game", host.addr, 2);
 
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // The promise of `--wait`: the 2 s it waits, plus a start and a stop
+    // (at most 2 s), with room for a busy machine.
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "took {:?}",
@@ -170,42 +138,34 @@ fn an_unknown_game_exits_3_within_wait() {
         stderr.contains("no-such-game") && stderr.contains("not found"),
         "{stderr}"
     );
+    host.stop();
 }
 
 #[test]
 fn sigint_on_serve_exits_0_within_2_s() {
     let dir = tempfile::tempdir().unwrap();
     let games = shared_game(dir.path());
-    let mut host = Serve::start(&games, &dir.path().join("host/data"), free_port());
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut host = ServeChild::start(&games, &dir.path().join("host/data"), &[]);
 
-    let started = Instant::now();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(host.0.id() as libc::pid_t, libc::SIGINT) };
-    let status = loop {
-        if let Some(status) = host.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "still running after 2 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    host.signal(libc::SIGINT);
+    // 2 s is the product's promise: the desktop app and service managers
+    // wait that long for a peer to say goodbye and stop.
+    let (status, stderr) = host
+        .wait_exit(Duration::from_secs(2))
+        .expect("still running after 2 s");
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }
 
 #[test]
 fn bad_arguments_and_a_missing_games_dir_give_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
-    let out = Command::new(PEER)
-        .args(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--games"])
+    let mut command = peer_command(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--games"]);
+    command
         .arg(&missing)
         .arg("--data")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
+        .arg(dir.path().join("data"));
+    let out = output_within(&mut command, COMMAND_WITHIN);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -224,35 +184,27 @@ fn bad_arguments_and_a_missing_games_dir_give_one_line_and_exit_2() {
 
     // A port in use, and a data folder that cannot be one: one line, exit 2.
     let games = shared_game(dir.path());
-    let port = free_port();
-    let _first = Serve::start(&games, &dir.path().join("first"), port);
-    std::thread::sleep(Duration::from_millis(800));
-    let out = Command::new(PEER)
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--games",
-        ])
+    let first = ServeChild::start(&games, &dir.path().join("first"), &[]);
+    let mut command = peer_command(["serve", "--no-mdns", "--listen"]);
+    command
+        .arg(first.addr.to_string())
+        .arg("--games")
         .arg(&games)
         .arg("--data")
-        .arg(dir.path().join("second"))
-        .output()
-        .unwrap();
+        .arg(dir.path().join("second"));
+    let out = output_within(&mut command, COMMAND_WITHIN);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot listen"), "{stderr}");
     let not_a_folder = dir.path().join("file");
     fs::write(&not_a_folder, b"").unwrap();
-    let out = Command::new(PEER)
-        .args(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--games"])
+    let mut command = peer_command(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--games"]);
+    command
         .arg(&games)
         .arg("--data")
-        .arg(not_a_folder.join("data"))
-        .output()
-        .unwrap();
+        .arg(not_a_folder.join("data"));
+    let out = output_within(&mut command, COMMAND_WITHIN);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -261,21 +213,19 @@ fn bad_arguments_and_a_missing_games_dir_give_one_line_and_exit_2() {
     // A broken config file: one line, exit 2.
     let config = dir.path().join("bad.toml");
     fs::write(&config, "games = [").unwrap();
-    let out = Command::new(PEER)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(PEER).arg("serve").arg("--config").arg(&config),
+        COMMAND_WITHIN,
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+    first.stop();
 }
 
 #[test]
 fn a_config_file_works_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
     let games = shared_game(dir.path());
-    let port = free_port();
     let config = dir.path().join("serve.toml");
     fs::write(
         &config,
@@ -286,20 +236,12 @@ fn a_config_file_works_and_flags_override_it() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(PEER)
-        .args([
-            "serve",
-            "-q",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let listing = games_until(port, "OpenArena");
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut command = peer_command(["serve", "-q", "--listen", "127.0.0.1:0", "--config"]);
+    command.arg(&config);
+    let host = ServeChild::spawn(command);
+
+    assert_ne!(host.addr.port(), 1, "--listen wins over the file");
+    let listing = games_until(host.addr, "OpenArena");
     assert!(listing.contains("openarena"));
+    host.stop();
 }

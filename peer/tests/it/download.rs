@@ -1,0 +1,550 @@
+//! Downloads between real peers on 127.0.0.1, each checking that the
+//! installed tree is byte-identical to the source.
+#![cfg(unix)]
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use lanspread_peer::{PeerEvent, PeerRuntimeHandle};
+use tokio::sync::broadcast;
+
+use crate::support::{
+    assert_identical, json_lines, local_config, make_game, output_within, peer_command, stop,
+    until, wait_event, wait_json, ChildGuard, Peer, ServeChild, MIB,
+};
+
+/// Sources (complete or partial) of the not-installed `game` in the catalog.
+fn sources(peer: &PeerRuntimeHandle, game: &str) -> usize {
+    peer.catalog()
+        .iter()
+        .filter(|e| e.game_id == game && !e.installed)
+        .map(|e| e.sources.len() + e.partial_sources.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The terminal event of the download of `game`.
+async fn outcome(
+    events: &mut broadcast::Receiver<PeerEvent>,
+    game: &str,
+    within: Duration,
+) -> PeerEvent {
+    wait_event(
+        events,
+        &format!("the end of the download of {game}"),
+        within,
+        |event| match event {
+            PeerEvent::DownloadCompleted { game_id, .. }
+            | PeerEvent::DownloadFailed { game_id, .. }
+            | PeerEvent::DownloadCancelled { game_id, .. }
+            | PeerEvent::DownloadPeersGone { game_id, .. }
+                if game_id == game =>
+            {
+                Some(event.clone())
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Wait until the download has at least `bytes` done.
+async fn progressed(events: &mut broadcast::Receiver<PeerEvent>, bytes: u64) {
+    wait_event(
+        events,
+        &format!("{bytes} bytes downloaded"),
+        Duration::from_secs(30),
+        |event| match event {
+            PeerEvent::DownloadProgress { bytes_done, .. } if *bytes_done >= bytes => Some(()),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// A peer that knows `addrs`, once `n` of them offer `arena`.
+async fn downloader(
+    root: &Path,
+    name: &str,
+    addrs: Vec<String>,
+    n: usize,
+    within: Duration,
+) -> Peer {
+    let mut down = Peer::named(root, name, addrs, 0).await;
+    let handle = &down.handle;
+    until(&mut down.events, "sources", within, || {
+        sources(handle, "arena") >= n
+    })
+    .await;
+    down
+}
+
+/// A source sharing an `arena` of `size` bytes, its upload capped at
+/// `upload_limit`, and a downloader that sees it.
+async fn arena_and_downloader(root: &Path, size: usize, upload_limit: u64) -> (Peer, Peer) {
+    let mut source = Peer::named(root, "source", vec![], upload_limit).await;
+    make_game(&source.games, "arena", size);
+    source.indexed("arena").await;
+    let down = downloader(
+        root,
+        "down",
+        vec![source.addr()],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    (source, down)
+}
+
+fn assert_completed(end: &PeerEvent) {
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, mut down) = arena_and_downloader(dir.path(), 5 * MIB + 123, 0).await;
+
+    down.handle.download("arena").await.unwrap();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(30)).await;
+
+    assert_completed(&end);
+    assert_identical(&source.games.join("arena"), &down.games.join("arena"));
+    let installed = down.handle.library()["arena"].clone();
+    let shared = source.handle.library()["arena"].clone();
+    assert_eq!(installed.version_id, shared.version_id, "offered at once");
+    // With its title and picture, as the source offers it.
+    assert_eq!(installed.metadata, shared.metadata);
+    assert_eq!(
+        installed.thumbnail.as_ref().map(|t| t.hash),
+        shared.thumbnail.as_ref().map(|t| t.hash)
+    );
+    assert!(installed.thumbnail.is_some());
+    // The library took the verified hashes: the installed game is not re-hashed.
+    assert_eq!(down.handle.bytes_hashed(), 0);
+    assert!(fs::read_dir(down.games.join(".lanspread-staging"))
+        .unwrap()
+        .next()
+        .is_none());
+    stop([&source.handle, &down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sources_one_killed_mid_download() {
+    let dir = tempfile::tempdir().unwrap();
+    const LIMIT: u64 = 6 * MIB as u64;
+    let mut a = Peer::named(dir.path(), "a", vec![], LIMIT).await;
+    let mut b = Peer::named(dir.path(), "b", vec![], LIMIT).await;
+    make_game(&a.games, "arena", 40 * MIB);
+    make_game(&b.games, "arena", 40 * MIB);
+    let c_games = dir.path().join("c/games");
+    make_game(&c_games, "arena", 40 * MIB);
+    // A process, so it can be killed for real.
+    let mut c = ServeChild::start(
+        &c_games,
+        &dir.path().join("c/data"),
+        &["--upload-limit", &LIMIT.to_string()],
+    );
+    a.indexed("arena").await;
+    b.indexed("arena").await;
+    let addrs = vec![a.addr(), b.addr(), c.addr.to_string()];
+    let mut down = downloader(dir.path(), "down", addrs, 3, Duration::from_secs(20)).await;
+
+    down.handle.download("arena").await.unwrap();
+    progressed(&mut down.events, 8 * MIB as u64).await;
+    c.kill();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(60)).await;
+
+    assert_completed(&end);
+    assert_identical(&a.games.join("arena"), &down.games.join("arena"));
+    assert!(
+        a.handle.bytes_served() > 0 && b.handle.bytes_served() > 0,
+        "both others used"
+    );
+    stop([&a.handle, &b.handle, &down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_serving_wrong_bytes_is_caught_and_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut honest = Peer::named(dir.path(), "honest", vec![], 4 * MIB as u64).await;
+    let mut liar = Peer::named(dir.path(), "liar", vec![], 0).await;
+    make_game(&honest.games, "arena", 12 * MIB);
+    make_game(&liar.games, "arena", 12 * MIB);
+    honest.indexed("arena").await;
+    liar.indexed("arena").await;
+    // After indexing, the liar's file changes under it: every piece it
+    // serves is now wrong, while its manifest still says otherwise. (Its
+    // monitor would notice after the quiet period; the download is faster.)
+    let path = liar.games.join("arena/data/big.pak");
+    let mut data = fs::read(&path).unwrap();
+    for byte in data.iter_mut().step_by(4096) {
+        *byte ^= 0x5a;
+    }
+    fs::write(&path, data).unwrap();
+
+    let mut down = downloader(
+        dir.path(),
+        "down",
+        vec![honest.addr(), liar.addr()],
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    let mut banned = down.handle.subscribe();
+
+    down.handle.download("arena").await.unwrap();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(60)).await;
+
+    assert_completed(&end);
+    assert_identical(&honest.games.join("arena"), &down.games.join("arena"));
+    let liar_id = liar.handle.peer_id().clone();
+    let mut saw_ban = false;
+    while let Ok(event) = banned.try_recv() {
+        if let PeerEvent::SourceBanned { peer_id, .. } = event {
+            saw_ban |= peer_id == liar_id;
+        }
+    }
+    assert!(saw_ban, "the liar was banned");
+    stop([&honest.handle, &liar.handle, &down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_downloader_resumes_and_refetches_only_what_was_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    const SIZE: usize = 32 * MIB;
+    let mut source = Peer::named(dir.path(), "source", vec![], 8 * MIB as u64).await;
+    make_game(&source.games, "arena", SIZE);
+    source.indexed("arena").await;
+    let games = dir.path().join("down/games");
+    fs::create_dir_all(&games).unwrap();
+    let (addr, data_dir, games_dir) = (source.addr(), dir.path().join("down/data"), games.clone());
+    let command = move || {
+        let mut command = peer_command([
+            "download",
+            "arena",
+            "--no-mdns",
+            "-q",
+            "--json",
+            "--wait",
+            "20",
+            "--peer",
+        ]);
+        command
+            .arg(&addr)
+            .arg("--games")
+            .arg(&games_dir)
+            .arg("--data")
+            .arg(&data_dir);
+        command
+    };
+    let mut first = ChildGuard::spawn(command().stdout(Stdio::piped()).stderr(Stdio::null()));
+    let events = json_lines(first.0.stdout.take().unwrap());
+    // Once about half is verified and written, kill -9.
+    wait_json(
+        &events,
+        "half downloaded",
+        Duration::from_secs(30),
+        |event| {
+            let done = event["bytesDone"].as_u64()?;
+            (event["type"] == "downloadProgress" && done >= (SIZE / 2) as u64).then_some(())
+        },
+    );
+    first.kill();
+    let served_before = source.handle.bytes_served();
+
+    // On a blocking thread: the source runs on this test's runtime.
+    let mut again = command();
+    let out =
+        tokio::task::spawn_blocking(move || output_within(&mut again, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_identical(&source.games.join("arena"), &games.join("arena"));
+
+    let total = source.handle.library()["arena"].total_size;
+    let refetched = source.handle.bytes_served() - total;
+    println!(
+        "killed after {} MiB served; re-fetched {} KiB",
+        served_before >> 20,
+        refetched >> 10
+    );
+    // In flight at most: 2 streams x 8 pieces + 4 pending writes, 1 MiB each.
+    assert!(refetched <= 20 * MIB as u64, "re-fetched {refetched} bytes");
+    stop([&source.handle]).await;
+}
+
+/// Also pins a race: downloading again right after `DownloadCancelled` was
+/// ignored while the cancelled run was still letting go of its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_download_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, mut down) = arena_and_downloader(dir.path(), 24 * MIB, 8 * MIB as u64).await;
+
+    let version_id = down.handle.download("arena").await.unwrap();
+    progressed(&mut down.events, 6 * MIB as u64).await;
+    assert!(down
+        .handle
+        .cancel_download(version_id, false)
+        .await
+        .unwrap());
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(10)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCancelled { .. }),
+        "{end:?}"
+    );
+    assert!(!down.games.join("arena").exists(), "not installed");
+    let staging = down
+        .games
+        .join(".lanspread-staging")
+        .join(version_id.to_hex());
+    assert!(staging.exists(), "staging kept for a resume");
+    let served_at_cancel = source.handle.bytes_served();
+
+    down.handle.download("arena").await.unwrap();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(30)).await;
+    assert_completed(&end);
+    assert_identical(&source.games.join("arena"), &down.games.join("arena"));
+    let second_run = source.handle.bytes_served() - served_at_cancel;
+    let total = 24 * MIB as u64;
+    assert!(
+        second_run < total,
+        "the resume fetched {second_run} of {total} bytes"
+    );
+    stop([&source.handle, &down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discarding_a_paused_download_deletes_its_staging_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, mut down) = arena_and_downloader(dir.path(), 16 * MIB, 4 * MIB as u64).await;
+    let version_id = down.handle.download("arena").await.unwrap();
+    progressed(&mut down.events, 2 * MIB as u64).await;
+    assert!(down
+        .handle
+        .cancel_download(version_id, false)
+        .await
+        .unwrap());
+    outcome(&mut down.events, "arena", Duration::from_secs(10)).await;
+    let staging = down
+        .games
+        .join(".lanspread-staging")
+        .join(version_id.to_hex());
+    assert!(staging.exists(), "paused with its data");
+    // Discarded right after `DownloadCancelled`: the download has let go
+    // of its slot before it says so (a discard in between used to be taken
+    // for the cancel of a running download and lost).
+    assert!(down.handle.cancel_download(version_id, true).await.unwrap());
+    assert!(!staging.exists(), "discarded");
+    assert!(
+        !down.handle.cancel_download(version_id, true).await.unwrap(),
+        "nothing left"
+    );
+    stop([&source.handle, &down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_source_gone_ends_with_peers_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let games = dir.path().join("src/games");
+    make_game(&games, "arena", 24 * MIB);
+    // A process, so it can be killed for real.
+    let mut source = ServeChild::start(
+        &games,
+        &dir.path().join("src/data"),
+        &["--upload-limit", &(4 * MIB).to_string()],
+    );
+    let mut down = downloader(
+        dir.path(),
+        "down",
+        vec![source.addr.to_string()],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let version_id = down.handle.download("arena").await.unwrap();
+    progressed(&mut down.events, 2 * MIB as u64).await;
+    source.kill();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(15)).await;
+
+    assert!(
+        matches!(end, PeerEvent::DownloadPeersGone { .. }),
+        "{end:?}"
+    );
+    let staging = down
+        .games
+        .join(".lanspread-staging")
+        .join(version_id.to_hex());
+    assert!(staging.exists(), "staging kept");
+    assert!(!down.games.join("arena").exists());
+    stop([&down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_fetches_only_the_changed_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut source, mut down) = arena_and_downloader(dir.path(), 16 * MIB, 0).await;
+    down.handle.download("arena").await.unwrap();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(30)).await;
+    assert_completed(&end);
+    let v1 = down.handle.library()["arena"].version_id;
+
+    // The host patches one byte in the middle of the big file.
+    let path = source.games.join("arena/data/big.pak");
+    let mut data = fs::read(&path).unwrap();
+    data[8 * MIB + 5] ^= 1;
+    fs::write(&path, data).unwrap();
+    let source_handle = &source.handle;
+    until(
+        &mut source.events,
+        "v2 indexed",
+        Duration::from_secs(20),
+        || source_handle.library()["arena"].version_id != v1,
+    )
+    .await;
+    let down_handle = &down.handle;
+    until(
+        &mut down.events,
+        "v2 offered",
+        Duration::from_secs(20),
+        || {
+            down_handle
+                .catalog()
+                .iter()
+                .any(|e| e.installed && e.update_to.is_some())
+        },
+    )
+    .await;
+
+    let served_before = source.handle.bytes_served();
+    let v2 = source.handle.library()["arena"].version_id;
+    down.handle.download(&v2.to_hex()).await.unwrap();
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(30)).await;
+    assert_completed(&end);
+    assert_identical(&source.games.join("arena"), &down.games.join("arena"));
+    let fetched = source.handle.bytes_served() - served_before;
+    println!("update fetched {fetched} bytes");
+    assert_eq!(fetched, MIB as u64, "exactly the one changed piece");
+    assert_eq!(down.handle.library()["arena"].version_id, v2);
+    stop([&source.handle, &down.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_part_of_the_game_serves_what_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    // The seed is slow; the first downloader gets a head start.
+    let mut seed = Peer::named(dir.path(), "seed", vec![], 4 * MIB as u64).await;
+    make_game(&seed.games, "arena", 24 * MIB);
+    seed.indexed("arena").await;
+    let mut early = downloader(
+        dir.path(),
+        "early",
+        vec![seed.addr()],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    early.handle.download("arena").await.unwrap();
+    progressed(&mut early.events, 8 * MIB as u64).await;
+
+    let mut late = downloader(
+        dir.path(),
+        "late",
+        vec![seed.addr(), early.addr()],
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    late.handle.download("arena").await.unwrap();
+
+    let end = outcome(&mut late.events, "arena", Duration::from_secs(60)).await;
+    assert_completed(&end);
+    assert_identical(&seed.games.join("arena"), &late.games.join("arena"));
+    assert!(
+        early.handle.bytes_served() > 0,
+        "the partial peer served pieces"
+    );
+    let _ = outcome(&mut early.events, "arena", Duration::from_secs(60)).await;
+    stop([&seed.handle, &early.handle, &late.handle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_past_the_parallel_limit_wait_in_the_queue() {
+    use lanspread_peer::events::DownloadState;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Peer::named(dir.path(), "source", vec![], 4 * MIB as u64).await;
+    make_game(&source.games, "arena", 4 * MIB);
+    make_game(&source.games, "racer", MIB);
+    source.indexed("arena").await;
+    source.indexed("racer").await;
+    let games = dir.path().join("down/games");
+    fs::create_dir_all(&games).unwrap();
+    let mut config = local_config(&games, &dir.path().join("down/data"));
+    config.peers = vec![source.addr()];
+    config.parallel_downloads = 1;
+    let mut down = Peer::start(config).await;
+    let handle = &down.handle;
+    until(&mut down.events, "sources", Duration::from_secs(10), || {
+        sources(handle, "arena") == 1 && sources(handle, "racer") == 1
+    })
+    .await;
+
+    down.handle.download("arena").await.unwrap();
+    let racer = down.handle.download("racer").await.unwrap();
+    let states: Vec<_> = down
+        .handle
+        .downloads()
+        .into_iter()
+        .map(|d| (d.game_id, d.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("arena".to_owned(), DownloadState::Running),
+            ("racer".to_owned(), DownloadState::Queued)
+        ]
+    );
+    // Cancelling the waiting one ends it at once, with its own event.
+    assert!(down.handle.cancel_download(racer, false).await.unwrap());
+    let end = outcome(&mut down.events, "racer", Duration::from_secs(5)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCancelled { .. }),
+        "{end:?}"
+    );
+    assert_completed(&outcome(&mut down.events, "arena", Duration::from_secs(30)).await);
+    assert!(!down.games.join("racer").exists());
+
+    // Queued again, it starts once the slot is free and completes.
+    let mut queued = false;
+    down.handle.download(&racer.to_hex()).await.unwrap();
+    let end = wait_event(
+        &mut down.events,
+        "racer downloaded",
+        Duration::from_secs(30),
+        |event| match event {
+            PeerEvent::DownloadQueued { game_id, .. } if game_id == "racer" => {
+                queued = true;
+                None
+            }
+            PeerEvent::DownloadCompleted { game_id, .. }
+            | PeerEvent::DownloadFailed { game_id, .. }
+                if game_id == "racer" =>
+            {
+                Some(event.clone())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert!(queued, "the queue said so");
+    assert_completed(&end);
+    assert_identical(&source.games.join("racer"), &down.games.join("racer"));
+    stop([&source.handle, &down.handle]).await;
+}

@@ -1,0 +1,12 @@
+//! The integration tests of `lanspread-peer`: real peers on 127.0.0.1 (real
+//! QUIC, SQLite and files in temp dirs) and the real `lanspread-peer` binary.
+//! One test binary, so the helpers in `support` are compiled once and shared.
+
+mod support;
+
+mod cli;
+mod download;
+mod library_monitor;
+mod mdns_netns;
+mod peers;
+mod transport;
