@@ -473,6 +473,7 @@ pub(crate) fn start_with_services(
     config: PeerConfig,
     services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
 ) -> Result<PeerRuntimeHandle, StartError> {
+    let config = config.with_display_name_fitted();
     if !config.games_dir.is_dir() {
         return Err(StartError::GamesDirMissing(config.games_dir));
     }
