@@ -67,6 +67,8 @@ pub(crate) struct Candidate {
     pub source: Source,
     pub last_attempt: Option<Instant>,
     pub last_error: Option<String>,
+    /// A dial task is on it; cleared when that task ends, however it ends
+    /// (the task owns a guard, `liveness::InFlight`).
     pub in_flight: bool,
     /// It answered with our own id, or speaks another protocol version:
     /// never dial it again.
