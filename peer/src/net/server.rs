@@ -334,11 +334,11 @@ async fn handshake(
             ))
         }
         Request::Hello(hello) => {
-            let expected = state
-                .party_key
-                .as_ref()
-                .map(|key| party_proof(connection, key, Role::Client));
-            if expected.is_some() && hello.party_proof != expected.flatten() {
+            let refused = state.party_key.as_ref().is_some_and(|key| {
+                let expected = party_proof(connection, key, Role::Client);
+                !super::tls::party_proof_accepted(expected, hello.party_proof)
+            });
+            if refused {
                 Some(refuse(
                     ErrorCode::PartyKey,
                     close_code::PARTY_KEY,
