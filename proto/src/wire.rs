@@ -83,8 +83,9 @@ pub struct Hello {
     pub peer_id: String,
     /// At most [`MAX_DISPLAY_NAME_BYTES`].
     pub display_name: String,
-    /// Changes whenever the sender's library changes: a peer re-lists games
-    /// only when the digest it last saw differs.
+    /// [`games_digest`] of what the sender's `ListGames` answers now: a peer
+    /// lists the sender's games again only when this differs from the digest
+    /// of the list it holds.
     pub library_digest: Hash,
     /// With a party key: proof bound to this TLS session (docs/PROTOCOL.md).
     pub party_proof: Option<Hash>,
@@ -123,6 +124,28 @@ pub struct GameSummary {
     pub complete: bool,
 }
 
+/// The digest of a game list, as `ListGames` answers it: it depends only on
+/// the set of (game id, version id, complete), not on order or duplicates.
+/// A peer announces it (`Hello`, `LibraryChanged`); the receiver compares it
+/// with the digest of the list it last fetched and lists again only when
+/// they differ. Titles and other metadata need no place in it: they live in
+/// the game folder, so they change the version id.
+pub fn games_digest(games: &[GameSummary]) -> Hash {
+    let set: std::collections::BTreeSet<(&str, &VersionId, bool)> = games
+        .iter()
+        .map(|g| (g.game_id.as_str(), &g.version_id, g.complete))
+        .collect();
+    let mut hasher = blake3::Hasher::new_derive_key("lanspread games digest v1");
+    for (game_id, version_id, complete) in set {
+        // Length-prefixed: ("ab", ..) and ("a", "b"..) never hash alike.
+        hasher.update(&(game_id.len() as u64).to_le_bytes());
+        hasher.update(game_id.as_bytes());
+        hasher.update(&version_id.0);
+        hasher.update(&[u8::from(complete)]);
+    }
+    Hash::from(hasher.finalize())
+}
+
 /// A request: the first frame on a stream the client opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -143,7 +166,7 @@ pub enum Request {
     GetHaveSet {
         version_id: VersionId,
     },
-    /// The sender's library changed; its new digest.
+    /// The sender's library changed; its new digest ([`games_digest`]).
     LibraryChanged {
         library_digest: Hash,
     },
@@ -694,6 +717,48 @@ mod tests {
         ));
     }
 
+    fn listed(game_id: &str, version: u8, complete: bool) -> GameSummary {
+        GameSummary {
+            game_id: game_id.into(),
+            version_id: Hash([version; 32]),
+            title: game_id.into(),
+            description: None,
+            genre: None,
+            min_players: None,
+            max_players: None,
+            version_label: None,
+            total_size: 1,
+            n_files: 1,
+            thumbnail: None,
+            complete,
+        }
+    }
+
+    #[test]
+    fn games_digest_changes_with_what_a_downloader_cares_about() {
+        let base = [listed("quake", 1, true), listed("doom", 2, false)];
+        let digest = games_digest(&base);
+        assert_ne!(digest, games_digest(&[]));
+        assert_ne!(digest, games_digest(&base[..1]), "a game fewer");
+        let changed = [
+            [listed("quake", 3, true), listed("doom", 2, false)],
+            [listed("quake", 1, true), listed("doom", 2, true)],
+            [listed("quakf", 1, true), listed("doom", 2, false)],
+        ];
+        for other in changed {
+            assert_ne!(digest, games_digest(&other), "{other:?}");
+        }
+        // Length-prefixed ids: moving a letter between ids changes the digest.
+        assert_ne!(
+            games_digest(&[listed("ab", 1, true), listed("c", 1, true)]),
+            games_digest(&[listed("a", 1, true), listed("bc", 1, true)])
+        );
+        // What the summary says beyond the version is not part of it.
+        let mut retitled = base.clone();
+        retitled[0].title = "Quake III".into();
+        assert_eq!(digest, games_digest(&retitled));
+    }
+
     proptest! {
         #[test]
         fn truncation_keeps_the_longest_fitting_prefix(name in ".{0,80}") {
@@ -708,6 +773,24 @@ mod tests {
                 prop_assert!(cut.len() + next.len_utf8() > MAX_DISPLAY_NAME_BYTES);
             }
             prop_assert_eq!(truncate_display_name(cut), cut);
+        }
+
+        #[test]
+        fn games_digest_ignores_order_and_duplicates(
+            games in proptest::collection::vec(summary(), 0..6),
+            seed in any::<u64>(),
+        ) {
+            let mut shuffled = games.clone();
+            // A seeded Fisher-Yates: no RNG crate needed.
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            shuffled.extend(games.first().cloned());
+            prop_assert_eq!(games_digest(&games), games_digest(&shuffled));
         }
     }
 

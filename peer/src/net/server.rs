@@ -453,7 +453,7 @@ async fn serve_stream(
         },
         Request::LibraryChanged { library_digest } => {
             tracing::debug!(%peer, %library_digest, "peer library changed");
-            state.directory.library_changed(&peer);
+            state.directory.library_changed(&peer, &library_digest);
             reply(&mut send, Response::Ok).await
         }
         Request::Goodbye => {
