@@ -4,6 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lanspread_proto::wire::{truncate_display_name, MAX_DISPLAY_NAME_BYTES};
+
 /// How long shutdown waits for tasks to finish before it reports the ones that
 /// ignored cancellation. The desktop app waits at most 2 s on exit, so the
 /// runtime must be done well inside that.
@@ -28,7 +30,9 @@ pub struct PeerConfig {
     pub games_dir: PathBuf,
     /// Identity, SQLite state and caches live here.
     pub data_dir: PathBuf,
-    /// The name other peers show for this one.
+    /// The name other peers show for this one. The runtime cuts a longer one
+    /// to [`MAX_DISPLAY_NAME_BYTES`] at start
+    /// ([`PeerConfig::with_display_name_fitted`]).
     pub display_name: String,
     /// See [`DEFAULT_SHUTDOWN_DEADLINE`].
     pub shutdown_deadline: Duration,
@@ -70,6 +74,17 @@ impl PeerConfig {
             parallel_downloads: DEFAULT_PARALLEL_DOWNLOADS,
         }
     }
+
+    /// The same config with a display name the wire takes: one longer than
+    /// [`MAX_DISPLAY_NAME_BYTES`] (from the CLI, a config file, a long host
+    /// name) is cut at a character boundary, never refused. The settings
+    /// refuse such a name instead, since there the player can fix it.
+    pub fn with_display_name_fitted(mut self) -> Self {
+        if self.display_name.len() > MAX_DISPLAY_NAME_BYTES {
+            self.display_name = truncate_display_name(&self.display_name).to_owned();
+        }
+        self
+    }
 }
 
 /// The machine's host name, or a generic name when it has none we can read.
@@ -79,4 +94,21 @@ pub fn default_display_name() -> String {
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "lanspread peer".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_too_long_for_the_wire_is_cut_not_refused() {
+        let named = |name: &str| {
+            let mut config = PeerConfig::new("/games", "/data");
+            config.display_name = name.into();
+            config.with_display_name_fitted().display_name
+        };
+        assert_eq!(named("Ana"), "Ana");
+        assert_eq!(named(&"Ж".repeat(56)), "Ж".repeat(32));
+        assert_eq!(named(&"x".repeat(100)).len(), MAX_DISPLAY_NAME_BYTES);
+    }
 }

@@ -242,7 +242,7 @@ pub struct CatalogEntry {
     pub max_players: Option<u32>,
     pub version_label: Option<String>,
     pub total_size: u64,
-    /// The picture's hash (hex), to ask for by [`crate::PeerRuntimeHandle::thumbnail`].
+    /// The picture's hash (hex), to fetch with the thumbnail command.
     #[serde(serialize_with = "hex::option")]
     #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub thumbnail: Option<Hash>,

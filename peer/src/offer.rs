@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use lanspread_proto::wire::games_digest;
 use lanspread_proto::{GameSummary, Hash, PieceSet, VersionId};
 
 use crate::library::metadata::Thumbnail;
@@ -188,23 +189,4 @@ impl Drop for OfferGuard {
     fn drop(&mut self) {
         self.offer.withdraw(&self.version_id);
     }
-}
-
-/// A digest of a game list: the same set of (game id, version id,
-/// complete) gives the same digest in any order.
-pub fn games_digest(games: &[GameSummary]) -> Hash {
-    let mut keys: Vec<(&str, &VersionId, bool)> = games
-        .iter()
-        .map(|g| (g.game_id.as_str(), &g.version_id, g.complete))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let mut hasher = blake3::Hasher::new();
-    for (game_id, version_id, complete) in keys {
-        hasher.update(&(game_id.len() as u64).to_le_bytes());
-        hasher.update(game_id.as_bytes());
-        hasher.update(&version_id.0);
-        hasher.update(&[complete as u8]);
-    }
-    Hash::from(hasher.finalize())
 }

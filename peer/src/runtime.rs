@@ -532,6 +532,7 @@ pub(crate) async fn start_with_services(
     config: PeerConfig,
     services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
 ) -> Result<(PeerRuntimeHandle, broadcast::Receiver<PeerEvent>), StartError> {
+    let config = config.with_display_name_fitted();
     let tasks = RuntimeTasks::new();
     let disk = {
         let config = config.clone();

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use lanspread_proto::wire::{truncate_display_name, MAX_DISPLAY_NAME_BYTES};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{default_display_name, PeerConfig, DEFAULT_PARALLEL_DOWNLOADS};
@@ -14,9 +15,6 @@ pub const SETTINGS_FILE: &str = "settings.toml";
 /// Most downloads that may run at once: beyond this they only compete for
 /// the same disk and sources.
 pub const MAX_PARALLEL_DOWNLOADS: u32 = 8;
-
-/// Longest display name other peers are shown.
-pub const MAX_DISPLAY_NAME_CHARS: usize = 40;
 
 /// What the player chose. Absent keys take their defaults, so a file
 /// written by an older version still loads.
@@ -29,6 +27,8 @@ pub struct Settings {
     #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub games_dir: Option<PathBuf>,
     /// The name other peers show; empty: the computer's name.
+    // At most MAX_DISPLAY_NAME_BYTES once trimmed (a plain comment: doc
+    // comments go into the generated TypeScript bindings).
     pub display_name: String,
     /// Upload limit in bytes per second; 0: none.
     pub upload_limit: u64,
@@ -77,10 +77,16 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(SettingsError::Read { path, error }),
         };
-        let settings: Settings = toml::from_str(&text).map_err(|e| SettingsError::Parse {
+        let mut settings: Settings = toml::from_str(&text).map_err(|e| SettingsError::Parse {
             path: path.clone(),
             message: e.message().to_owned(),
         })?;
+        // Older versions counted 40 characters, which may be more bytes than
+        // fit: such a saved name is cut, not refused, so the app still starts.
+        let name = settings.display_name.trim();
+        if name.len() > MAX_DISPLAY_NAME_BYTES {
+            settings.display_name = truncate_display_name(name).to_owned();
+        }
         settings.validate().map_err(|e| SettingsError::Parse {
             path,
             message: e.to_string(),
@@ -114,9 +120,13 @@ impl Settings {
                 )));
             }
         }
-        if self.display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        // In bytes, as the wire counts: a name accepted here is never one
+        // other peers refuse.
+        let name_bytes = self.display_name.trim().len();
+        if name_bytes > MAX_DISPLAY_NAME_BYTES {
             return Err(SettingsError::Invalid(format!(
-                "the display name is longer than {MAX_DISPLAY_NAME_CHARS} characters"
+                "the display name is too long: it takes {name_bytes} bytes and at most \
+                 {MAX_DISPLAY_NAME_BYTES} fit (a letter outside A-Z takes 2 to 4); shorten it"
             )));
         }
         if !(1..=MAX_PARALLEL_DOWNLOADS).contains(&self.parallel_downloads) {
@@ -223,11 +233,43 @@ mod tests {
         };
         assert!(relative.save(dir.path()).is_err());
         let long_name = Settings {
-            display_name: "x".repeat(MAX_DISPLAY_NAME_CHARS + 1),
+            display_name: "x".repeat(MAX_DISPLAY_NAME_BYTES + 1),
             ..chosen()
         };
         assert!(long_name.save(dir.path()).is_err());
         assert_eq!(Settings::load(dir.path()).unwrap(), None);
+    }
+
+    /// Bug: settings counted at most 40 characters while the wire takes at
+    /// most 64 bytes, so 40 Cyrillic letters (80 bytes) were saved and then
+    /// made this peer invisible; and 64 Latin letters, which the wire takes,
+    /// were refused. The limit is now the wire's, in bytes.
+    #[test]
+    fn the_display_name_limit_is_the_wires_in_bytes() {
+        let named = |display_name: String| Settings {
+            display_name,
+            ..chosen()
+        };
+        let err = named("Ж".repeat(40)).validate().unwrap_err().to_string();
+        assert!(err.contains("80 bytes"), "{err}");
+        assert!(err.contains(&MAX_DISPLAY_NAME_BYTES.to_string()), "{err}");
+        named("Ж".repeat(MAX_DISPLAY_NAME_BYTES / 2))
+            .validate()
+            .unwrap();
+        named("x".repeat(MAX_DISPLAY_NAME_BYTES))
+            .validate()
+            .unwrap();
+        // Spaces around the name are trimmed before use, so not counted.
+        named(format!("  {}  ", "x".repeat(MAX_DISPLAY_NAME_BYTES)))
+            .validate()
+            .unwrap();
+
+        // A file an older version saved with such a name still loads, cut.
+        let dir = tempfile::tempdir().unwrap();
+        let old = format!("displayName = \"{}\"\n", "Ж".repeat(40));
+        std::fs::write(dir.path().join(SETTINGS_FILE), old).unwrap();
+        let loaded = Settings::load(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.display_name, "Ж".repeat(MAX_DISPLAY_NAME_BYTES / 2));
     }
 
     #[test]

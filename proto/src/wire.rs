@@ -30,8 +30,28 @@ pub const MAX_SMALL_FRAME: u32 = 64 << 10;
 /// of data per stream: enough to keep a stream busy, small enough that a
 /// cancelled download wastes little.
 pub const MAX_PIECES_PER_REQUEST: usize = 32;
-/// Longest display name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
+/// Longest display name, in bytes of UTF-8: 64 Latin letters, 32 Cyrillic
+/// or Greek ones, 21 Chinese ones; plenty to tell people apart in a list.
+/// Counted in bytes, not characters, because bytes are what a name costs in
+/// every `Hello` and in the mDNS TXT record (at most 255 bytes per
+/// `key=value` string); and counted here only, so a name the settings accept
+/// is never one the wire refuses. Names from elsewhere (the CLI, a host
+/// name) are cut to fit with [`truncate_display_name`].
+pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
+
+/// `name` cut to at most [`MAX_DISPLAY_NAME_BYTES`] bytes, at a character
+/// boundary: the longest prefix of whole characters that fits.
+pub fn truncate_display_name(name: &str) -> &str {
+    if name.len() <= MAX_DISPLAY_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_DISPLAY_NAME_BYTES;
+    // A UTF-8 character is at most 4 bytes: this steps back at most 3 times.
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
 
 /// Error codes carried by [`Response::Error`]. The receiver branches on these,
 /// never on the message text.
@@ -61,9 +81,11 @@ pub struct Hello {
     pub protocol_version: u16,
     /// The sender's peer id (the display form; it must match its certificate).
     pub peer_id: String,
+    /// At most [`MAX_DISPLAY_NAME_BYTES`].
     pub display_name: String,
-    /// Changes whenever the sender's library changes: a peer re-lists games
-    /// only when the digest it last saw differs.
+    /// [`games_digest`] of what the sender's `ListGames` answers now: a peer
+    /// lists the sender's games again only when this differs from the digest
+    /// of the list it holds.
     pub library_digest: Hash,
     /// With a party key: proof bound to this TLS session (docs/PROTOCOL.md).
     pub party_proof: Option<Hash>,
@@ -102,6 +124,28 @@ pub struct GameSummary {
     pub complete: bool,
 }
 
+/// The digest of a game list, as `ListGames` answers it: it depends only on
+/// the set of (game id, version id, complete), not on order or duplicates.
+/// A peer announces it (`Hello`, `LibraryChanged`); the receiver compares it
+/// with the digest of the list it last fetched and lists again only when
+/// they differ. Titles and other metadata need no place in it: they live in
+/// the game folder, so they change the version id.
+pub fn games_digest(games: &[GameSummary]) -> Hash {
+    let set: std::collections::BTreeSet<(&str, &VersionId, bool)> = games
+        .iter()
+        .map(|g| (g.game_id.as_str(), &g.version_id, g.complete))
+        .collect();
+    let mut hasher = blake3::Hasher::new_derive_key("lanspread games digest v1");
+    for (game_id, version_id, complete) in set {
+        // Length-prefixed: ("ab", ..) and ("a", "b"..) never hash alike.
+        hasher.update(&(game_id.len() as u64).to_le_bytes());
+        hasher.update(game_id.as_bytes());
+        hasher.update(&version_id.0);
+        hasher.update(&[u8::from(complete)]);
+    }
+    Hash::from(hasher.finalize())
+}
+
 /// A request: the first frame on a stream the client opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -122,7 +166,7 @@ pub enum Request {
     GetHaveSet {
         version_id: VersionId,
     },
-    /// The sender's library changed; its new digest.
+    /// The sender's library changed; its new digest ([`games_digest`]).
     LibraryChanged {
         library_digest: Hash,
     },
@@ -283,6 +327,17 @@ pub fn response_limit(kind: u8) -> Option<u32> {
     }
 }
 
+/// Limits of a `Hello` beyond its frame size, the same both ways.
+fn check_hello(hello: &Hello) -> Result<(), DecodeError> {
+    if hello.display_name.len() > MAX_DISPLAY_NAME_BYTES {
+        return Err(DecodeError::Malformed {
+            kind: "Hello",
+            reason: format!("display name over {MAX_DISPLAY_NAME_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -354,12 +409,7 @@ impl Request {
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if let Request::Hello(hello) = &request {
-            if hello.display_name.len() > MAX_NAME_LEN {
-                return Err(DecodeError::Malformed {
-                    kind: "Hello",
-                    reason: format!("display name over {MAX_NAME_LEN} bytes"),
-                });
-            }
+            check_hello(hello)?;
         }
         Ok(Some((request, used)))
     }
@@ -391,7 +441,11 @@ impl Response {
             return Ok(None);
         };
         let response = match k {
-            kind::R_HELLO => Response::Hello(body("Hello", bytes)?),
+            kind::R_HELLO => {
+                let hello = body("Hello", bytes)?;
+                check_hello(&hello)?;
+                Response::Hello(hello)
+            }
             kind::R_GAMES => Response::Games(body("Games", bytes)?),
             kind::R_MANIFEST => Response::Manifest(Box::new(body("Manifest", bytes)?)),
             kind::R_PIECE => {
@@ -605,6 +659,138 @@ mod tests {
             let (decoded, used) = Request::decode(&bytes).unwrap().unwrap();
             prop_assert_eq!((decoded, used), (a, first));
             prop_assert_eq!(Request::decode(&bytes[used..]).unwrap().unwrap().0, b);
+        }
+    }
+
+    fn check_truncated(name: &str, expected: &str) {
+        assert_eq!(truncate_display_name(name), expected, "{name:?}");
+    }
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let ascii = "a".repeat(MAX_DISPLAY_NAME_BYTES);
+        check_truncated("", "");
+        check_truncated("Ana", "Ana");
+        check_truncated(&ascii, &ascii);
+        check_truncated(&format!("{ascii}b"), &ascii);
+        // 2-byte characters: 56 of them are 112 bytes, 32 fit.
+        check_truncated(&"Ж".repeat(56), &"Ж".repeat(32));
+        // A 2-byte character straddling the limit is dropped whole.
+        let straddle = format!("{}Ж", "a".repeat(MAX_DISPLAY_NAME_BYTES - 1));
+        check_truncated(&straddle, &"a".repeat(MAX_DISPLAY_NAME_BYTES - 1));
+        // 4-byte characters: 16 fill the limit exactly.
+        check_truncated(&"🎮".repeat(20), &"🎮".repeat(16));
+        // 3-byte characters: 21 fit (63 bytes), the 22nd would not.
+        check_truncated(&"游".repeat(30), &"游".repeat(21));
+    }
+
+    /// Bug: a display name of 56 Cyrillic letters (112 bytes) passed the
+    /// settings' 40-character check and the CLI, then every `Hello` carrying
+    /// it was refused, so its host was invisible. A truncated name is
+    /// accepted both ways; one over the limit is refused both ways.
+    #[test]
+    fn a_truncated_name_always_passes_the_hello_check() {
+        let hello = |display_name: &str| Hello {
+            protocol_version: 1,
+            peer_id: "a".repeat(26),
+            display_name: display_name.into(),
+            library_digest: Hash([0; 32]),
+            party_proof: None,
+            listen_port: 1,
+        };
+        let long = "Ж".repeat(56);
+        let fitted = hello(truncate_display_name(&long));
+        let request = Request::Hello(fitted.clone()).encode();
+        assert!(matches!(Request::decode(&request), Ok(Some(_))));
+        let response = Response::Hello(fitted).encode();
+        assert!(matches!(Response::decode(&response), Ok(Some(_))));
+
+        let request = Request::Hello(hello(&long)).encode();
+        assert!(matches!(
+            Request::decode(&request),
+            Err(DecodeError::Malformed { kind: "Hello", .. })
+        ));
+        let response = Response::Hello(hello(&long)).encode();
+        assert!(matches!(
+            Response::decode(&response),
+            Err(DecodeError::Malformed { kind: "Hello", .. })
+        ));
+    }
+
+    fn listed(game_id: &str, version: u8, complete: bool) -> GameSummary {
+        GameSummary {
+            game_id: game_id.into(),
+            version_id: Hash([version; 32]),
+            title: game_id.into(),
+            description: None,
+            genre: None,
+            min_players: None,
+            max_players: None,
+            version_label: None,
+            total_size: 1,
+            n_files: 1,
+            thumbnail: None,
+            complete,
+        }
+    }
+
+    #[test]
+    fn games_digest_changes_with_what_a_downloader_cares_about() {
+        let base = [listed("quake", 1, true), listed("doom", 2, false)];
+        let digest = games_digest(&base);
+        assert_ne!(digest, games_digest(&[]));
+        assert_ne!(digest, games_digest(&base[..1]), "a game fewer");
+        let changed = [
+            [listed("quake", 3, true), listed("doom", 2, false)],
+            [listed("quake", 1, true), listed("doom", 2, true)],
+            [listed("quakf", 1, true), listed("doom", 2, false)],
+        ];
+        for other in changed {
+            assert_ne!(digest, games_digest(&other), "{other:?}");
+        }
+        // Length-prefixed ids: moving a letter between ids changes the digest.
+        assert_ne!(
+            games_digest(&[listed("ab", 1, true), listed("c", 1, true)]),
+            games_digest(&[listed("a", 1, true), listed("bc", 1, true)])
+        );
+        // What the summary says beyond the version is not part of it.
+        let mut retitled = base.clone();
+        retitled[0].title = "Quake III".into();
+        assert_eq!(digest, games_digest(&retitled));
+    }
+
+    proptest! {
+        #[test]
+        fn truncation_keeps_the_longest_fitting_prefix(name in ".{0,80}") {
+            let cut = truncate_display_name(&name);
+            prop_assert!(cut.len() <= MAX_DISPLAY_NAME_BYTES);
+            prop_assert!(name.starts_with(cut));
+            if name.len() <= MAX_DISPLAY_NAME_BYTES {
+                prop_assert_eq!(cut, name.as_str());
+            } else {
+                // The next character would not have fitted.
+                let next = name[cut.len()..].chars().next().unwrap();
+                prop_assert!(cut.len() + next.len_utf8() > MAX_DISPLAY_NAME_BYTES);
+            }
+            prop_assert_eq!(truncate_display_name(cut), cut);
+        }
+
+        #[test]
+        fn games_digest_ignores_order_and_duplicates(
+            games in proptest::collection::vec(summary(), 0..6),
+            seed in any::<u64>(),
+        ) {
+            let mut shuffled = games.clone();
+            // A seeded Fisher-Yates: no RNG crate needed.
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            shuffled.extend(games.first().cloned());
+            prop_assert_eq!(games_digest(&games), games_digest(&shuffled));
         }
     }
 

@@ -9,9 +9,9 @@ use tauri::{AppHandle, Emitter};
 use tauri_plugin_notification::NotificationExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-/// Every event, as one typed stream.
+/// Every event but `RuntimeFailed`, as one typed stream.
 pub const PEER_EVENT: &str = "peer-event";
-/// `RuntimeFailed`, additionally on its own channel so the UI can never miss it.
+/// `RuntimeFailed`, and only it, on the channel the UI contract names for it.
 pub const PEER_RUNTIME_FAILED: &str = "peer-runtime-failed";
 
 /// Forward events until the runtime drops its event channel.
@@ -33,14 +33,18 @@ pub fn forward(app: AppHandle, mut events: broadcast::Receiver<PeerEvent>) {
     });
 }
 
+/// Each event goes out on one channel. `RuntimeFailed` goes on
+/// `peer-runtime-failed` only: that is the name the UI contract gives it and
+/// the one the UI listens to for it; on both channels a UI listening to both
+/// would fold every failure twice, and one listening to `peer-event` alone
+/// would seem to work while ignoring the contract.
 fn emit(app: &AppHandle, event: &PeerEvent) {
-    if let PeerEvent::RuntimeFailed { .. } = event {
-        if let Err(e) = app.emit(PEER_RUNTIME_FAILED, event) {
-            tracing::warn!("cannot emit {PEER_RUNTIME_FAILED}: {e}");
-        }
-    }
-    if let Err(e) = app.emit(PEER_EVENT, event) {
-        tracing::warn!("cannot emit {PEER_EVENT}: {e}");
+    let channel = match event {
+        PeerEvent::RuntimeFailed { .. } => PEER_RUNTIME_FAILED,
+        _ => PEER_EVENT,
+    };
+    if let Err(e) = app.emit(channel, event) {
+        tracing::warn!("cannot emit {channel}: {e}");
     }
 }
 

@@ -2,7 +2,7 @@ import { act, fireEvent, render, screen, waitFor, within } from "@testing-librar
 import { describe, expect, it, vi } from "vitest";
 import { App } from "./App";
 import type { CatalogEntry, PeerEvent, ServiceHealth, Settings, SettingsView } from "./bindings";
-import type { PeerBridge } from "./bridge";
+import type { PeerBridge, RuntimeFailed } from "./bridge";
 import { entry, running } from "./fixtures";
 
 const savedSettings: Settings = {
@@ -19,6 +19,7 @@ function view(over: Partial<SettingsView> = {}): SettingsView {
 
 function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], settings = view()) {
   let handler: ((e: PeerEvent) => void) | null = null;
+  let failureHandler: ((e: RuntimeFailed) => void) | null = null;
   const bridge: PeerBridge = {
     health: async () => health,
     catalog: async () => catalog,
@@ -51,8 +52,20 @@ function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], 
         handler = null;
       };
     },
+    onRuntimeFailed: async (h) => {
+      failureHandler = h;
+      return () => {
+        failureHandler = null;
+      };
+    },
   };
-  return { bridge, emit: (e: PeerEvent) => act(() => handler!(e)) };
+  return {
+    bridge,
+    /** An event on `peer-event`. */
+    emit: (e: PeerEvent) => act(() => handler!(e)),
+    /** An event on `peer-runtime-failed`, as the shell sends failures. */
+    fail: (e: RuntimeFailed) => act(() => failureHandler!(e)),
+  };
 }
 
 async function openGame(title: RegExp) {
@@ -61,12 +74,15 @@ async function openGame(title: RegExp) {
 }
 
 describe("App", () => {
-  it("shows a banner when the runtime fails", async () => {
-    const { bridge, emit } = fakeBridge([], [running("quic-server")]);
+  // Regression: the UI listened to `peer-event` only, while the contract
+  // names `peer-runtime-failed` for failures; the banner showed only because
+  // the shell sent them on both. Nothing arrives on `peer-event` here.
+  it("shows a banner when the runtime fails, told on peer-runtime-failed", async () => {
+    const { bridge, fail } = fakeBridge([], [running("quic-server")]);
     render(<App bridge={bridge} />);
     await screen.findByText(/are you on the party network/);
     expect(screen.queryByRole("alert")).not.toBeInTheDocument();
-    emit({ type: "runtimeFailed", component: "quic-server", error: "address in use" });
+    fail({ type: "runtimeFailed", component: "quic-server", error: "address in use" });
     const banner = screen.getByRole("alert");
     expect(banner).toHaveTextContent("quic-server failed");
     expect(banner).toHaveTextContent("can no longer share");

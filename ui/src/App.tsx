@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useReducer, useState } from "react";
-import type { SettingsView } from "./bindings";
+import type { PeerEvent, SettingsView } from "./bindings";
 import type { PeerBridge } from "./bridge";
 import { Downloads } from "./downloads";
 import { Library, type GameActions } from "./library";
@@ -34,18 +34,22 @@ export function App({ bridge }: { bridge: PeerBridge }) {
   );
 
   useEffect(() => {
-    let unlisten: (() => void) | undefined;
+    const unlisteners: (() => void)[] = [];
     let cancelled = false;
     const live = () => !cancelled;
-    bridge.onEvent((event) => dispatch({ kind: "event", event })).then((u) => {
-      if (cancelled) u();
-      else unlisten = u;
-    });
+    const keep = (unlisten: () => void) => {
+      if (cancelled) unlisten();
+      else unlisteners.push(unlisten);
+    };
+    const fold = (event: PeerEvent) => dispatch({ kind: "event", event });
+    bridge.onEvent(fold).then(keep);
+    // A failure comes on its own channel; it shows as the banner.
+    bridge.onRuntimeFailed(fold).then(keep);
     resync(live);
     bridge.settings().then((view) => live() && setSettings(view));
     return () => {
       cancelled = true;
-      unlisten?.();
+      unlisteners.forEach((unlisten) => unlisten());
     };
   }, [bridge, resync]);
 

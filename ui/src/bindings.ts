@@ -3,7 +3,7 @@
 /**
  * Everything the runtime tells the outside world.
  */
-export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: DownloadCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
+export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
 
 /**
  * Lifecycle state of one supervised service.
@@ -34,13 +34,9 @@ export type CatalogEntry = {
 /**
  * The folder name.
  */
-gameId: string, 
+gameId: string, versionId: string, title: string, description: string | null, genre: string | null, minPlayers: number | null, maxPlayers: number | null, versionLabel: string | null, totalSize: number, 
 /**
- * Hex of the version id.
- */
-versionId: string, title: string, description: string | null, genre: string | null, minPlayers: number | null, maxPlayers: number | null, versionLabel: string | null, totalSize: number, 
-/**
- * Hex of the thumbnail hash.
+ * The picture's hash (hex), to fetch with the thumbnail command.
  */
 thumbnail: string | null, 
 /**
@@ -79,9 +75,11 @@ export type Source = "manual" | "mdns" | "exchange" | "incoming";
 export type SourceRate = { peerId: string, bytesPerSec: number, };
 
 /**
- * Error codes of `DownloadFailed`, for the UI to branch on.
+ * One code scheme for every failure a front end sees: `DownloadFailed`
+ * events and every command's error. The UI branches on these, never on
+ * message text.
  */
-export type DownloadCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io";
+export type FailureCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io" | "runtimeStopped" | "notInstalled" | "noExecutable" | "launch" | "delete" | "badPeerId" | "unresolved" | "invalidSettings" | "badVersionId" | "dialog" | "open";
 
 /**
  * A download as the UI lists it.
@@ -93,6 +91,9 @@ export type DownloadInfo = { versionId: string, gameId: string, title: string, s
  */
 export type DownloadState = "queued" | "running";
 
+/**
+ * The "why can't I see peers" report.
+ */
 export type Diagnostics = { peerId: string, boundAddr: string, mdnsEnabled: boolean, 
 /**
  * The discovery service's health (multicast status).
@@ -103,8 +104,14 @@ discovery: ServiceHealth | null, interfaces: Array<InterfaceReport>, peers: Arra
  */
 addresses: Array<AddressReport>, hints: Array<string>, };
 
+/**
+ * A network interface, and whether discovery uses it.
+ */
 export type InterfaceReport = { name: string, addr: string, usedForDiscovery: boolean, };
 
+/**
+ * An address we know of, and what went wrong dialling it.
+ */
 export type AddressReport = { addr: string, expectedPeerId: string | null, source: Source, lastError: string | null, };
 
 /**
@@ -150,4 +157,4 @@ problem: string | null, };
 /**
  * What a failed command gives the UI: it branches on `code`.
  */
-export type CommandError = { code: string, message: string, };
+export type CommandError = { code: FailureCode, message: string, };

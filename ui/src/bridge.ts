@@ -32,8 +32,14 @@ export interface PeerBridge {
   pickGamesFolder(): Promise<string | null>;
   /** Opens the log folder; answers its path. */
   openLogFolder(): Promise<string>;
+  /** Every event but `runtimeFailed`, on `peer-event`. */
   onEvent(handler: (event: PeerEvent) => void): Promise<() => void>;
+  /** A part of the runtime that cannot go on failed, on `peer-runtime-failed`. */
+  onRuntimeFailed(handler: (event: RuntimeFailed) => void): Promise<() => void>;
 }
+
+/** The event the shell sends on its own channel, `peer-runtime-failed`. */
+export type RuntimeFailed = Extract<PeerEvent, { type: "runtimeFailed" }>;
 
 /** The bridge to the Rust side of the desktop app: the only file that knows Tauri. */
 export const tauriBridge: PeerBridge = {
@@ -54,4 +60,5 @@ export const tauriBridge: PeerBridge = {
   pickGamesFolder: () => invoke("pick_games_folder"),
   openLogFolder: () => invoke("open_log_folder"),
   onEvent: (handler) => listen<PeerEvent>("peer-event", (e) => handler(e.payload)),
+  onRuntimeFailed: (handler) => listen<RuntimeFailed>("peer-runtime-failed", (e) => handler(e.payload)),
 };

@@ -68,7 +68,6 @@ export function SettingsPage({
         <input
           id="display-name"
           placeholder="This computer's name"
-          maxLength={40}
           value={draft.displayName}
           onChange={(e) => set({ displayName: e.target.value })}
         />
@@ -160,7 +159,6 @@ export function FirstRun({
           <input
             id="welcome-name"
             placeholder="This computer's name"
-            maxLength={40}
             value={name}
             onChange={(e) => setName(e.target.value)}
           />

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::scan::ScanError;
-use super::{is_game_folder_name, IndexError, Indexer, LibrarySnapshot};
+use super::{is_game_folder_name, IndexError, Indexer, LibrarySnapshot, LocalGame};
 use crate::events::{EventSink, PeerEvent};
 use crate::supervisor::ServiceContext;
 use crate::tasks::RuntimeTasks;
@@ -43,6 +43,9 @@ pub struct Library {
     snapshot: watch::Sender<Arc<LibrarySnapshot>>,
     // A std Mutex: replaced whole after a scan, never held across an await.
     errors: Mutex<BTreeMap<String, Vec<ScanError>>>,
+    /// Held while the snapshot is replaced ([`Library::update`]). A std
+    /// Mutex: no await happens under it.
+    updating: Mutex<()>,
     events: EventSink,
     quiet_period: Duration,
 }
@@ -53,6 +56,7 @@ impl Library {
             indexer,
             snapshot: watch::Sender::new(Arc::default()),
             errors: Mutex::default(),
+            updating: Mutex::default(),
             events,
             quiet_period,
         }
@@ -75,10 +79,12 @@ impl Library {
 
     /// Add a game verified elsewhere (a finished download) without hashing it.
     pub fn publish_game(&self, game: super::LocalGame) {
-        let before = self.snapshot();
-        let mut after = (*before).clone();
-        after.insert(game.id.clone(), Arc::new(game));
-        self.publish(&before, after);
+        let game = Arc::new(game);
+        self.update(|current| {
+            let mut after = current.clone();
+            after.insert(game.id.clone(), game);
+            after
+        });
     }
 
     /// Soft errors of the last scan of each game.
@@ -91,6 +97,17 @@ impl Library {
     /// Blocking: run it on a blocking thread. Returns the games that must be
     /// tried again later (they changed while being hashed).
     pub fn rescan(&self, games: Option<Vec<String>>, cancel: &CancellationToken) -> Vec<String> {
+        match self.index(games, cancel) {
+            Some(found) => self.apply(found),
+            None => Vec::new(),
+        }
+    }
+
+    /// The first half of [`Library::rescan`]: index `games` (all when
+    /// `None`) and say what changes, without publishing. Hashing takes long;
+    /// a game published meanwhile must survive the second half. `None` when
+    /// cancelled.
+    fn index(&self, games: Option<Vec<String>>, cancel: &CancellationToken) -> Option<Rescan> {
         let (ids, list_errors) = match games {
             Some(games) => (games, None),
             None => {
@@ -99,12 +116,14 @@ impl Library {
             }
         };
         let full = list_errors.is_some();
-        let before = self.snapshot();
-        let mut after: LibrarySnapshot = if full {
-            BTreeMap::new()
-        } else {
-            (*before).clone()
-        };
+        let started_from = self.snapshot();
+        let mut verdicts = BTreeMap::new();
+        if full {
+            // Offered, but no longer a folder: withdrawn.
+            for game in started_from.keys().filter(|game| !ids.contains(game)) {
+                verdicts.insert(game.clone(), None);
+            }
+        }
         let mut retry = Vec::new();
         let mut errors_by_game = BTreeMap::new();
         if let Some(errors) = list_errors {
@@ -112,7 +131,7 @@ impl Library {
         }
         for game in ids {
             if cancel.is_cancelled() {
-                return retry;
+                return None;
             }
             let throttle = Mutex::new(None::<std::time::Instant>);
             let progress = |done: u64, total: u64| {
@@ -134,19 +153,16 @@ impl Library {
                         tracing::warn!(game = %e.game, path = ?e.path, "{}", e.message);
                     }
                     errors_by_game.insert(game.clone(), errors);
-                    after.insert(game, Arc::new(local));
+                    verdicts.insert(game, Some(Arc::new(local)));
                 }
                 Ok((None, _)) => {
-                    after.remove(&game);
-                    errors_by_game.insert(game, Vec::new());
+                    errors_by_game.insert(game.clone(), Vec::new());
+                    verdicts.insert(game, None);
                 }
-                Err(IndexError::Cancelled) => return retry,
+                Err(IndexError::Cancelled) => return None,
                 Err(e @ IndexError::Changed(_)) => {
                     tracing::info!(%game, "{e}");
-                    // Keep what was served before; try again once quiet.
-                    if let Some(old) = before.get(&game) {
-                        after.insert(game.clone(), old.clone());
-                    }
+                    // Keep what is served; try again once quiet.
                     retry.push(game);
                 }
                 Err(e) => {
@@ -159,19 +175,63 @@ impl Library {
                             message: e.to_string(),
                         }],
                     );
+                    // A full rescan offers only what it could index; a
+                    // partial one keeps what is served.
+                    if full {
+                        verdicts.insert(game, None);
+                    }
                 }
             }
         }
+        Some(Rescan {
+            full,
+            started_from,
+            verdicts,
+            errors_by_game,
+            retry,
+        })
+    }
+
+    /// The second half of [`Library::rescan`]: apply its verdicts to the
+    /// library as it is now, not as it was when the rescan started. A game
+    /// published meanwhile (a download installed it) is newer than what the
+    /// rescan saw, so it is left as it is, whatever the verdict. Returns the
+    /// games to try again.
+    fn apply(&self, rescan: Rescan) -> Vec<String> {
         {
             let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-            if full {
-                *errors = errors_by_game;
+            if rescan.full {
+                *errors = rescan.errors_by_game;
             } else {
-                errors.extend(errors_by_game);
+                errors.extend(rescan.errors_by_game);
             }
         }
+        let started_from = rescan.started_from;
+        let verdicts = rescan.verdicts;
+        self.update(|current| {
+            let mut after = current.clone();
+            for (game, verdict) in verdicts {
+                if !same_entry(current.get(&game), started_from.get(&game)) {
+                    continue;
+                }
+                match verdict {
+                    Some(local) => after.insert(game, local),
+                    None => after.remove(&game),
+                };
+            }
+            after
+        });
+        rescan.retry
+    }
+
+    /// Replace the snapshot by `change(current)`. Every change goes through
+    /// here under one lock, so two never start from the same snapshot and
+    /// neither is lost; the events go out in the same order.
+    fn update(&self, change: impl FnOnce(&LibrarySnapshot) -> LibrarySnapshot) {
+        let _one_at_a_time = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.snapshot();
+        let after = change(&before);
         self.publish(&before, after);
-        retry
     }
 
     fn publish(&self, before: &LibrarySnapshot, after: LibrarySnapshot) {
@@ -201,6 +261,29 @@ impl Library {
             updated,
             removed,
         });
+    }
+}
+
+/// What one rescan found, before [`Library::apply`] publishes it.
+struct Rescan {
+    full: bool,
+    /// The library when the rescan started.
+    started_from: Arc<LibrarySnapshot>,
+    /// Per game: offer this (`Some`) or withdraw it (`None`). Games without
+    /// a verdict (not looked at, or changed while hashed) stay as they are.
+    verdicts: BTreeMap<String, Option<Arc<LocalGame>>>,
+    errors_by_game: BTreeMap<String, Vec<ScanError>>,
+    /// Changed while being hashed: index again once quiet.
+    retry: Vec<String>,
+}
+
+/// Whether two snapshot entries are the same publication of a game (or both
+/// absent). By pointer: every publication makes a new `Arc`.
+fn same_entry(a: Option<&Arc<LocalGame>>, b: Option<&Arc<LocalGame>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
     }
 }
 
@@ -330,6 +413,105 @@ fn game_of(games_dir: &Path, path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        games: PathBuf,
+        library: Library,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let games = dir.path().join("games");
+            std::fs::create_dir_all(&games).unwrap();
+            let store = Arc::new(Store::open_in_memory().unwrap());
+            let (events, _) = EventSink::new(256);
+            let library = Library::new(Indexer::new(games.clone(), store), events, Duration::ZERO);
+            Self {
+                _dir: dir,
+                games,
+                library,
+            }
+        }
+
+        fn write_game(&self, game: &str, contents: &str) {
+            std::fs::create_dir_all(self.games.join(game)).unwrap();
+            std::fs::write(self.games.join(game).join("data.bin"), contents).unwrap();
+        }
+
+        /// The game as a finished download hands it over: verified, not
+        /// hashed by the library.
+        fn installed(&self, game: &str, contents: &str) -> LocalGame {
+            self.write_game(game, contents);
+            let (local, _) = self
+                .library
+                .indexer
+                .index_game(game, &CancellationToken::new(), &|_, _| {})
+                .unwrap();
+            local.expect("a game")
+        }
+
+        fn offered(&self) -> Vec<(String, lanspread_proto::VersionId)> {
+            let snapshot = self.library.snapshot();
+            snapshot
+                .iter()
+                .map(|(id, game)| (id.clone(), game.version_id))
+                .collect()
+        }
+    }
+
+    /// Bug: a full rescan published a whole new library built from the
+    /// snapshot it took at its start, so a game a download installed while
+    /// the rescan was hashing (`publish_game`) vanished from the library.
+    #[test]
+    fn a_game_installed_during_a_rescan_stays_in_the_library() {
+        let rig = Rig::new();
+        let cancel = CancellationToken::new();
+        rig.write_game("old", "old bytes");
+        rig.library.rescan(None, &cancel);
+
+        let found = rig.library.index(None, &cancel).expect("not cancelled");
+        let new = rig.installed("new", "new bytes");
+        let new_version = new.version_id;
+        rig.library.publish_game(new);
+        assert!(rig.library.apply(found).is_empty());
+
+        let offered: Vec<String> = rig.offered().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(offered, ["new", "old"]);
+        assert_eq!(rig.library.snapshot()["new"].version_id, new_version);
+    }
+
+    /// The other verdicts of a rescan yield to a game published while it
+    /// ran, too: a game it saw gone, or indexed at its old contents, is the
+    /// newly installed one now.
+    #[test]
+    fn a_rescan_never_undoes_a_game_published_while_it_ran() {
+        let rig = Rig::new();
+        let cancel = CancellationToken::new();
+        rig.write_game("gone", "v1");
+        rig.write_game("stale", "v1");
+        rig.write_game("removed", "v1");
+        rig.library.rescan(None, &cancel);
+
+        std::fs::remove_dir_all(rig.games.join("gone")).unwrap();
+        std::fs::remove_dir_all(rig.games.join("removed")).unwrap();
+        let found = rig.library.index(None, &cancel).expect("not cancelled");
+        // Installed meanwhile: "gone" again, and a new version of "stale".
+        let gone = rig.installed("gone", "version two");
+        let stale = rig.installed("stale", "version two");
+        let expected = vec![
+            ("gone".to_owned(), gone.version_id),
+            ("stale".to_owned(), stale.version_id),
+        ];
+        rig.library.publish_game(gone);
+        rig.library.publish_game(stale);
+        rig.library.apply(found);
+
+        // "removed" went and nothing replaced it: withdrawn.
+        assert_eq!(rig.offered(), expected);
+    }
 
     #[test]
     fn maps_paths_to_games() {

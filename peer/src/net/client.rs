@@ -10,7 +10,7 @@ use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 use super::framing::{read_exact, read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::server::close_code;
-use super::tls::{client_config, party_proof, Role, SeenServer, SERVER_NAME};
+use super::tls::{client_config, party_proof, party_proof_accepted, Role, SeenServer, SERVER_NAME};
 
 /// Why a connection could not be made; each variant is something the UI can
 /// say plainly.
@@ -159,7 +159,8 @@ pub async fn connect(
         return Err(handshake_error("its Hello names another peer id".into()));
     }
     if let Some(key) = &ours.party_key {
-        if theirs.party_proof != party_proof(&connection, key, Role::Server) {
+        let expected = party_proof(&connection, key, Role::Server);
+        if !party_proof_accepted(expected, theirs.party_proof) {
             connection.close(VarInt::from_u32(close_code::PARTY_KEY), b"not in our party");
             return Err(ConnectError::NotInParty { addr });
         }

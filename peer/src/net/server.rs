@@ -293,11 +293,11 @@ async fn handshake(
             ))
         }
         Request::Hello(hello) => {
-            let expected = state
-                .party_key
-                .as_ref()
-                .map(|key| party_proof(connection, key, Role::Client));
-            if expected.is_some() && hello.party_proof != expected.flatten() {
+            let refused = state.party_key.as_ref().is_some_and(|key| {
+                let expected = party_proof(connection, key, Role::Client);
+                !super::tls::party_proof_accepted(expected, hello.party_proof)
+            });
+            if refused {
                 Some(refuse(
                     ErrorCode::PartyKey,
                     close_code::PARTY_KEY,
@@ -403,7 +403,7 @@ async fn serve_stream(
         },
         Request::LibraryChanged { library_digest } => {
             tracing::debug!(%peer, %library_digest, "peer library changed");
-            state.directory.library_changed(&peer);
+            state.directory.library_changed(&peer, &library_digest);
             reply(&mut send, Response::Ok).await
         }
         Request::Goodbye => {

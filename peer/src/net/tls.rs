@@ -140,6 +140,19 @@ pub fn party_proof(connection: &quinn::Connection, key: &[u8; 32], role: Role) -
     Some(Hash(*blake3::keyed_hash(key, &material).as_bytes()))
 }
 
+/// Whether a peer proved the party key: only when our own proof could be
+/// computed (`expected`) and theirs equals it. Fails closed: when the proof
+/// cannot be computed (no keying material from the session), no proof,
+/// not even a missing one, is accepted. Compared in constant time.
+pub fn party_proof_accepted(expected: Option<Hash>, received: Option<Hash>) -> bool {
+    match (expected, received) {
+        (Some(expected), Some(received)) => {
+            blake3::Hash::from(expected.0) == blake3::Hash::from(received.0)
+        }
+        _ => false,
+    }
+}
+
 /// Both verifiers: TLS 1.2 is never offered (the configs are TLS 1.3 only).
 const TLS12_REFUSED: rustls::Error =
     rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered);
@@ -260,5 +273,32 @@ impl ClientCertVerifier for AnyPeerCertificate {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(expected: Option<Hash>, received: Option<Hash>, accepted: bool) {
+        assert_eq!(
+            party_proof_accepted(expected, received),
+            accepted,
+            "expected {expected:?}, received {received:?}"
+        );
+    }
+
+    /// Bug: both sides compared `Option`s, so when our proof could not be
+    /// computed (`None`) a peer sending no proof (`None`) passed the party
+    /// key check. A proof we cannot compute must refuse every peer.
+    #[test]
+    fn the_party_check_fails_closed() {
+        let proof = Some(Hash([7; 32]));
+        let other = Some(Hash([8; 32]));
+        check(None, None, false);
+        check(None, proof, false);
+        check(proof, None, false);
+        check(proof, other, false);
+        check(proof, proof, true);
     }
 }

@@ -29,6 +29,7 @@ pub const VIRTUAL_INTERFACE_PREFIXES: &[&str] = &[
 /// What discovery needs.
 pub struct Discovery {
     pub directory: Arc<PeerDirectory>,
+    /// Announced in the TXT record; the runtime has already cut it to fit.
     pub display_name: String,
     pub listen_port: u16,
     /// Only these interfaces when non-empty; otherwise every interface that
@@ -100,7 +101,11 @@ async fn serve(
                     }
                     if proto != Some(lanspread_proto::PROTOCOL_VERSION.to_string().as_str()) {
                         tracing::info!(peer = %peer_id, ?proto, "peer speaks another protocol version");
-                        let name = service.txt_properties.get_property_val_str("name");
+                        // Shown in our lists: no longer than a name we take in a Hello.
+                        let name = service
+                            .txt_properties
+                            .get_property_val_str("name")
+                            .map(lanspread_proto::wire::truncate_display_name);
                         if let Some(ip) = service.addresses.iter().next() {
                             let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
                             discovery.directory.mark_incompatible(peer_id, addr, name);

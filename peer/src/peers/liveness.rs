@@ -15,8 +15,7 @@ use tokio::time::{timeout, Instant};
 
 use super::catalog::build_catalog;
 use super::{PeerDirectory, RemotePeer};
-use crate::events::PeerEvent;
-use crate::events::{PeerInfo, PeerState, Source};
+use crate::events::{PeerEvent, PeerInfo, PeerState, Source};
 use crate::library::monitor::Library;
 use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
 use crate::net::identity::{Identity, PeerId};
@@ -55,6 +54,9 @@ enum Outcome {
     Dialed {
         addr: SocketAddr,
         result: Result<(PeerConnection, Vec<GameSummary>), ConnectError>,
+        /// Dropped once the result is handled, so the address is not dialled
+        /// again between the dial's end and its bookkeeping.
+        in_flight: InFlight,
     },
     Pinged {
         peer: PeerId,
@@ -186,9 +188,18 @@ impl Liveness {
         }
         for (addr, expected) in due {
             let live = self.clone();
+            // Made outside the table lock: its drop takes that lock.
+            let in_flight = InFlight {
+                directory: self.directory.clone(),
+                addr,
+            };
             tasks.spawn(async move {
                 let result = live.dial(addr, expected).await;
-                Outcome::Dialed { addr, result }
+                Outcome::Dialed {
+                    addr,
+                    result,
+                    in_flight,
+                }
             });
         }
     }
@@ -213,8 +224,15 @@ impl Liveness {
 
     fn handle_outcome(&self, outcome: Outcome, tasks: &mut JoinSet<Outcome>) {
         match outcome {
-            Outcome::Dialed { addr, result } => {
-                if let Some(conn) = self.handle_dialed(addr, result) {
+            Outcome::Dialed {
+                addr,
+                result,
+                in_flight,
+            } => {
+                let connected = self.handle_dialed(addr, result);
+                // After the table lock above is released: this takes it.
+                drop(in_flight);
+                if let Some(conn) = connected {
                     // It may have listed our games before we finished
                     // indexing and before this connection could tell it of
                     // the change: tell it now, so it lists us again.
@@ -273,7 +291,6 @@ impl Liveness {
         let mut table = self.directory.lock();
         let source = table.candidates.get(&addr).map(|c| c.source);
         let candidate = table.candidates.get_mut(&addr)?;
-        candidate.in_flight = false;
         let (conn, games) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -452,9 +469,208 @@ impl Liveness {
     }
 }
 
+/// An address being dialled. The dial task owns it, and its drop clears the
+/// candidate's `in_flight` mark however the task ends: with a result, with a
+/// panic, or aborted because the service stopped or restarted and dropped
+/// its `JoinSet`. Without it a restart mid-dial left the address marked
+/// forever, never dialled again. Never drop it under the table lock.
+struct InFlight {
+    directory: Arc<PeerDirectory>,
+    addr: SocketAddr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(candidate) = self.directory.lock().candidates.get_mut(&self.addr) {
+            candidate.in_flight = false;
+        }
+    }
+}
+
 async fn list_games(conn: &PeerConnection) -> Option<Vec<GameSummary>> {
     match conn.request(&Request::ListGames).await {
         Ok(Response::Games(games)) => Some(games),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use crate::events::EventSink;
+
+    use super::*;
+    use crate::health::HealthBoard;
+    use crate::library::Indexer;
+    use crate::store::Store;
+    use crate::supervisor::{Backoff, SupervisionPolicy, Supervisor};
+
+    /// Every wait of these tests ends within this, or the test fails.
+    const WITHIN: Duration = Duration::from_secs(10);
+
+    struct Rig {
+        live: Arc<Liveness>,
+        events: EventSink,
+        _games: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let games = tempfile::tempdir().unwrap();
+        let (events, _) = EventSink::new(256);
+        let identity = Arc::new(Identity::ephemeral());
+        let directory = Arc::new(PeerDirectory::new(
+            identity.peer_id().clone(),
+            events.clone(),
+        ));
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let library = Arc::new(Library::new(
+            Indexer::new(games.path().to_owned(), store),
+            events.clone(),
+            Duration::ZERO,
+        ));
+        let offer = Arc::new(crate::offer::Offer::new(library.clone()));
+        let endpoint =
+            crate::net::bind_endpoint("127.0.0.1:0".parse().unwrap(), None).expect("bind");
+        let live = Arc::new(Liveness {
+            directory,
+            endpoint,
+            identity,
+            library,
+            offer,
+            display_name: "tester".into(),
+            party_key: None,
+            listen_port: 0,
+            lost_after: DEFAULT_LOST_AFTER,
+        });
+        Rig {
+            live,
+            events,
+            _games: games,
+        }
+    }
+
+    /// One run of the service under the supervisor, as the runtime starts it.
+    struct Run {
+        token: CancellationToken,
+        tasks: crate::tasks::RuntimeTasks,
+    }
+
+    impl Run {
+        fn start(rig: &Rig) -> Self {
+            let (token, tasks) = (CancellationToken::new(), crate::tasks::RuntimeTasks::new());
+            let supervisor = Supervisor::new(
+                tasks.clone(),
+                token.clone(),
+                HealthBoard::new(rig.events.clone()),
+                rig.events.clone(),
+            );
+            let live = rig.live.clone();
+            supervisor.spawn_supervised_service(
+                "liveness",
+                SupervisionPolicy::Restart(Backoff::DEFAULT),
+                move |ctx| run(ctx, live.clone()),
+            );
+            Run { token, tasks }
+        }
+
+        async fn stop(self) {
+            self.token.cancel();
+            self.tasks.close();
+            timeout(WITHIN, self.tasks.wait())
+                .await
+                .expect("the liveness service stops when cancelled");
+        }
+    }
+
+    fn in_flight(live: &Liveness, addr: SocketAddr) -> bool {
+        live.directory.lock().candidates[&addr].in_flight
+    }
+
+    /// The destination connection id of a QUIC long-header packet: a new
+    /// dial picks a new one; a retransmission or a close repeats it.
+    fn connection_id(datagram: &[u8]) -> Option<Vec<u8>> {
+        // Flags (top bit set), 4 bytes of version, the id's length, the id.
+        if datagram.first()? & 0x80 == 0 {
+            return None;
+        }
+        let len = *datagram.get(5)? as usize;
+        datagram.get(6..6 + len).map(<[u8]>::to_vec)
+    }
+
+    /// Wait for a dial to `hole` other than those in `seen`; returns its id.
+    async fn next_dial(hole: &tokio::net::UdpSocket, seen: &[Vec<u8>]) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        timeout(WITHIN, async {
+            loop {
+                let (len, _) = hole.recv_from(&mut buf).await.unwrap();
+                match connection_id(&buf[..len]) {
+                    Some(id) if !seen.contains(&id) => return id,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no new dial within {WITHIN:?}"))
+    }
+
+    /// Bug: a liveness run stopped mid-dial (a restart, or shutdown) dropped
+    /// its `JoinSet` and with it the dial's outcome, the only thing that
+    /// cleared the address's `in_flight` mark: the address was never dialled
+    /// again. The address here never answers (a socket that only reads, to
+    /// see the dials), so the first run is always stopped mid-dial.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_address_dialled_when_the_service_stops_is_dialled_by_the_next_run() {
+        let rig = rig();
+        let hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = hole.local_addr().unwrap();
+        rig.live.directory.add_candidate(addr, None, Source::Manual);
+
+        let first = Run::start(&rig);
+        let first_dial = next_dial(&hole, &[]).await;
+        assert!(in_flight(&rig.live, addr), "marked while being dialled");
+        first.stop().await;
+
+        // The aborted dial task drops soon after its JoinSet went.
+        timeout(WITHIN, async {
+            while in_flight(&rig.live, addr) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the stopped dial no longer marks the address in flight");
+
+        let second = Run::start(&rig);
+        next_dial(&hole, &[first_dial]).await;
+        second.stop().await;
+        rig.live.endpoint.close(0u32.into(), b"test over");
+    }
+
+    /// A dial task that panics clears its mark too (the task is dropped
+    /// while unwinding, and the guard with it).
+    #[tokio::test]
+    async fn a_dial_task_that_panics_clears_its_mark() {
+        let rig = rig();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        rig.live.directory.add_candidate(addr, None, Source::Manual);
+        rig.live
+            .directory
+            .lock()
+            .candidates
+            .get_mut(&addr)
+            .unwrap()
+            .in_flight = true;
+        let guard = InFlight {
+            directory: rig.live.directory.clone(),
+            addr,
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let _guard = guard;
+            panic!("the dial blew up");
+        });
+        let joined = tasks.join_next().await.expect("one task");
+        assert!(joined.unwrap_err().is_panic());
+        assert!(!in_flight(&rig.live, addr));
     }
 }

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lanspread_proto::wire::PeerAddr;
-use lanspread_proto::GameSummary;
+use lanspread_proto::wire::{games_digest, PeerAddr};
+use lanspread_proto::{GameSummary, Hash};
 use tokio::time::Instant;
 
 use crate::events::{CatalogEntry, EventSink, PeerEvent, PeerInfo, PeerState, Source};
@@ -29,6 +29,8 @@ pub(crate) struct Candidate {
     pub source: Source,
     pub last_attempt: Option<Instant>,
     pub last_error: Option<String>,
+    /// A dial task is on it; cleared when that task ends, however it ends
+    /// (the task owns a guard, `liveness::InFlight`).
     pub in_flight: bool,
     /// It answered with our own id, or speaks another protocol version:
     /// never dial it again.
@@ -44,7 +46,8 @@ pub(crate) struct RemotePeer {
     /// traffic from it counts as a sign of life, not only ping answers
     /// (a busy peer may answer pings late).
     pub rx_datagrams: u64,
-    /// Its library changed; list its games again.
+    /// It announced a library whose digest differs from that of `games`:
+    /// list its games again.
     pub refresh: bool,
 }
 
@@ -169,10 +172,15 @@ impl PeerDirectory {
         }
     }
 
-    /// A peer's library changed: list its games again soon.
-    pub fn library_changed(&self, peer: &PeerId) {
+    /// A peer announced its library's digest (`LibraryChanged`): list its
+    /// games again soon, unless the list we hold has that digest already
+    /// (the announcement crossed our last listing, or nothing we see
+    /// changed). Compares with [`games_digest`] of that list.
+    pub fn library_changed(&self, peer: &PeerId, library_digest: &Hash) {
         if let Some(p) = self.lock().peers.get_mut(peer) {
-            p.refresh = true;
+            if games_digest(&p.games) != *library_digest {
+                p.refresh = true;
+            }
         }
     }
 
@@ -250,5 +258,92 @@ impl PeerDirectory {
         let connections = self.connected();
         let farewells = connections.iter().map(|(_, c)| c.goodbye());
         let _ = tokio::time::timeout(within, futures::future::join_all(farewells)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::identity::Identity;
+
+    fn game(game_id: &str, version: u8) -> GameSummary {
+        GameSummary {
+            game_id: game_id.into(),
+            version_id: Hash([version; 32]),
+            title: game_id.into(),
+            description: None,
+            genre: None,
+            min_players: None,
+            max_players: None,
+            version_label: None,
+            total_size: 1,
+            n_files: 1,
+            thumbnail: None,
+            complete: true,
+        }
+    }
+
+    /// A directory holding one peer, connected, whose games we listed.
+    fn directory_with(peer: &PeerId, games: Vec<GameSummary>) -> PeerDirectory {
+        let (events, _) = EventSink::new(16);
+        let directory = PeerDirectory::new(Identity::ephemeral().peer_id().clone(), events);
+        let info = PeerInfo {
+            peer_id: peer.clone(),
+            display_name: "host".into(),
+            addr: None,
+            state: PeerState::Connected,
+            rtt_ms: None,
+            games: games.len(),
+            source: Source::Manual,
+            last_error: None,
+        };
+        directory.lock().peers.insert(
+            peer.clone(),
+            RemotePeer {
+                info,
+                connection: None,
+                games,
+                last_ok: Instant::now(),
+                rx_datagrams: 0,
+                refresh: false,
+            },
+        );
+        directory
+    }
+
+    fn check(listed: Vec<GameSummary>, announced: &[GameSummary], refresh: bool) {
+        let peer = Identity::ephemeral().peer_id().clone();
+        let directory = directory_with(&peer, listed);
+        directory.library_changed(&peer, &games_digest(announced));
+        assert_eq!(directory.lock().peers[&peer].refresh, refresh);
+    }
+
+    /// Bug: `LibraryChanged` carried a digest that nobody read: every
+    /// announcement made us list the peer's games again, even when the list
+    /// we held was already the announced one. Now only a different digest
+    /// does.
+    #[test]
+    fn a_peer_is_listed_again_only_when_its_digest_differs() {
+        let listed = vec![game("quake", 1), game("doom", 2)];
+        // The same games, in another order: nothing to fetch.
+        check(listed.clone(), &[game("doom", 2), game("quake", 1)], false);
+        check(Vec::new(), &[], false);
+        // A new version, a game more, a game fewer: list again.
+        check(listed.clone(), &[game("quake", 3), game("doom", 2)], true);
+        check(
+            listed.clone(),
+            &[game("quake", 1), game("doom", 2), game("hl", 4)],
+            true,
+        );
+        check(listed, &[game("quake", 1)], true);
+    }
+
+    #[test]
+    fn an_unknown_peer_announcing_is_ignored() {
+        let (events, _) = EventSink::new(16);
+        let directory = PeerDirectory::new(Identity::ephemeral().peer_id().clone(), events);
+        let stranger = Identity::ephemeral().peer_id().clone();
+        directory.library_changed(&stranger, &games_digest(&[game("quake", 1)]));
+        assert!(directory.lock().peers.is_empty());
     }
 }

@@ -9,4 +9,5 @@ mod download;
 mod library_monitor;
 mod mdns_netns;
 mod peers;
+mod regressions;
 mod transport;
