@@ -167,6 +167,8 @@ fn main() -> ExitCode {
     }
 }
 
+// Long on purpose: one arm per subcommand, each the few lines of flag
+// handling that command needs; the work is in the library.
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Download {
@@ -453,6 +455,8 @@ mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+// Long on purpose: the CLI download in order (wait for a source, start,
+// follow its events on a progress bar, seed); each exit path says its code.
 async fn download(
     config: PeerConfig,
     target: &str,

@@ -107,6 +107,8 @@ impl Library {
     /// `None`) and say what changes, without publishing. Hashing takes long;
     /// a game published meanwhile must survive the second half. `None` when
     /// cancelled.
+    // Long on purpose: one pass over the games, each outcome of indexing one
+    // (offered, gone, changed meanwhile, failed) handled where it happens.
     fn index(&self, games: Option<Vec<String>>, cancel: &CancellationToken) -> Option<Rescan> {
         let (ids, list_errors) = match games {
             Some(games) => (games, None),
