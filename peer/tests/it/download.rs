@@ -81,6 +81,33 @@ async fn downloader(
     down
 }
 
+/// A source sharing `arena` (`arena_size` bytes) and `racer` (1 MiB), its
+/// upload capped at `upload_limit`, and a downloader that runs one download
+/// at a time and sees both; with the downloader's config, to start it again.
+pub async fn one_slot_for_two_games(
+    root: &Path,
+    arena_size: usize,
+    upload_limit: u64,
+) -> (Peer, Peer, lanspread_peer::PeerConfig) {
+    let mut source = Peer::named(root, "source", vec![], upload_limit).await;
+    make_game(&source.games, "arena", arena_size);
+    make_game(&source.games, "racer", MIB);
+    source.indexed("arena").await;
+    source.indexed("racer").await;
+    let games = root.join("down/games");
+    fs::create_dir_all(&games).unwrap();
+    let mut config = local_config(&games, &root.join("down/data"));
+    config.peers = vec![source.addr()];
+    config.parallel_downloads = 1;
+    let mut down = Peer::start(config.clone()).await;
+    let handle = &down.handle;
+    until(&mut down.events, "sources", Duration::from_secs(10), || {
+        sources(handle, "arena") == 1 && sources(handle, "racer") == 1
+    })
+    .await;
+    (source, down, config)
+}
+
 /// A source sharing an `arena` of `size` bytes, its upload capped at
 /// `upload_limit`, and a downloader that sees it.
 async fn arena_and_downloader(root: &Path, size: usize, upload_limit: u64) -> (Peer, Peer) {
@@ -479,22 +506,7 @@ async fn downloads_past_the_parallel_limit_wait_in_the_queue() {
     use lanspread_peer::events::DownloadState;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut source = Peer::named(dir.path(), "source", vec![], 4 * MIB as u64).await;
-    make_game(&source.games, "arena", 4 * MIB);
-    make_game(&source.games, "racer", MIB);
-    source.indexed("arena").await;
-    source.indexed("racer").await;
-    let games = dir.path().join("down/games");
-    fs::create_dir_all(&games).unwrap();
-    let mut config = local_config(&games, &dir.path().join("down/data"));
-    config.peers = vec![source.addr()];
-    config.parallel_downloads = 1;
-    let mut down = Peer::start(config).await;
-    let handle = &down.handle;
-    until(&mut down.events, "sources", Duration::from_secs(10), || {
-        sources(handle, "arena") == 1 && sources(handle, "racer") == 1
-    })
-    .await;
+    let (source, mut down, _) = one_slot_for_two_games(dir.path(), 4 * MIB, 4 * MIB as u64).await;
 
     down.handle.download("arena").await.unwrap();
     let racer = down.handle.download("racer").await.unwrap();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use lanspread_peer::events::{DownloadState, PeerState};
 use lanspread_peer::PeerEvent;
 
-use crate::support::{local_config, make_game, stop, until, wait_event, Peer, MIB};
+use crate::download::one_slot_for_two_games;
+use crate::support::{local_config, stop, until, wait_event, Peer, MIB};
 
 /// Bug: a display name of 56 Cyrillic letters (112 bytes; the CLI's
 /// `--name` and the host name default took it, and the settings allowed
@@ -65,27 +66,7 @@ async fn a_host_with_a_long_cyrillic_name_is_seen_by_others() {
 async fn queued_downloads_come_back_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // A slow source: the first download keeps its slot while we restart.
-    let mut source = Peer::named(dir.path(), "source", vec![], MIB as u64).await;
-    make_game(&source.games, "arena", 16 * MIB);
-    make_game(&source.games, "racer", MIB);
-    source.indexed("arena").await;
-    source.indexed("racer").await;
-    let games = dir.path().join("down/games");
-    fs::create_dir_all(&games).unwrap();
-    let mut config = local_config(&games, &dir.path().join("down/data"));
-    config.peers = vec![source.addr()];
-    config.parallel_downloads = 1;
-    let mut down = Peer::start(config.clone()).await;
-    let handle = &down.handle;
-    until(&mut down.events, "sources", Duration::from_secs(10), || {
-        let catalog = handle.catalog();
-        ["arena", "racer"].iter().all(|g| {
-            catalog
-                .iter()
-                .any(|e| e.game_id == *g && !e.sources.is_empty())
-        })
-    })
-    .await;
+    let (source, down, config) = one_slot_for_two_games(dir.path(), 16 * MIB, MIB as u64).await;
     down.handle.download("arena").await.unwrap();
     let racer = down.handle.download("racer").await.unwrap();
     assert!(down
