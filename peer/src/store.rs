@@ -47,8 +47,8 @@ const MIGRATIONS: &[&str] = &[
         piece_idx INTEGER NOT NULL,
         PRIMARY KEY (version_id, piece_idx)
     ) WITHOUT ROWID;",
-    // 4: downloads queued and not started yet (no manifest yet), in the
-    //    order they were queued: a restart queues them again.
+    // 4: the download queue, running and waiting, in order: a restart
+    //    queues them again (running ones with a stored manifest resume).
     "CREATE TABLE queued_download (
         version_id BLOB NOT NULL UNIQUE,
         game_id TEXT NOT NULL,
@@ -267,26 +267,22 @@ impl Store {
             .collect())
     }
 
-    /// Remember a download queued and not started yet.
-    pub fn queue_download(
-        &self,
-        version_id: &Hash,
-        game_id: &str,
-        title: &str,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO queued_download (version_id, game_id, title) VALUES (?1, ?2, ?3)",
-            params![&version_id.0[..], game_id, title],
-        )?;
-        Ok(())
-    }
-
-    /// The download started, was cancelled or ended: no longer queued.
-    pub fn unqueue_download(&self, version_id: &Hash) -> Result<(), StoreError> {
-        self.conn().execute(
-            "DELETE FROM queued_download WHERE version_id = ?1",
-            [&version_id.0[..]],
-        )?;
+    /// Replace the remembered queue with `queued` (version id, game id,
+    /// title), in order: every download waiting or running, so a restart
+    /// queues them again.
+    pub fn replace_queued(&self, queued: &[(Hash, String, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM queued_download", [])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO queued_download (version_id, game_id, title) VALUES (?1, ?2, ?3)",
+            )?;
+            for (version_id, game_id, title) in queued {
+                insert.execute(params![&version_id.0[..], game_id, title])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

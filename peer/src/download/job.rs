@@ -12,6 +12,7 @@ use lanspread_proto::{GameSummary, Hash, Layout, Manifest, PieceSet, VersionId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::RunningGuard;
 use super::scheduler::PieceScheduler;
 use super::staging::{self, staging_root};
 use super::swarm::{SharedScheduler, Swarm, FIRST_SOURCE_WAIT, REFRESH_EVERY};
@@ -39,38 +40,44 @@ pub(super) enum End {
 
 impl Engine {
     /// Run one download to its end and report it (event and stored state).
-    pub(super) async fn run(self: &Arc<Self>, job: Job, token: CancellationToken) {
+    pub(super) async fn run(
+        self: &Arc<Self>,
+        job: Job,
+        guard: &RunningGuard,
+        token: CancellationToken,
+    ) {
         let (vid, game_id) = (job.version_id, job.game_id.clone());
         let outcome = self.download(job, &token).await;
+        if matches!(outcome, Ok(End::Cancelled)) && self.parts.token.is_cancelled() {
+            // The runtime stops: the download stays stored as it is (running,
+            // or queued) and comes back at the next start.
+            return;
+        }
         let state = match &outcome {
             Ok(End::Completed) => None,
             Ok(End::Cancelled) => Some("cancelled"),
             Ok(End::PeersGone) => Some("stalled"),
             Err(_) => Some("failed"),
         };
-        self.record("cannot record the download's end", move |store| {
-            store.unqueue_download(&vid)?;
-            match state {
+        self.record(
+            "cannot record the download's end",
+            move |store| match state {
                 None => store.forget_download(&vid),
                 Some(state) => store.set_download_state(&vid, state),
-            }
-        })
+            },
+        )
         .await;
-        let delete = self.leave_running(&vid);
+        self.leave_running(guard).await;
+        self.remember_queue().await;
         let event = match outcome {
             Ok(End::Completed) => PeerEvent::DownloadCompleted {
                 version_id: vid,
                 game_id,
             },
-            Ok(End::Cancelled) => {
-                if delete {
-                    self.delete_staging(vid).await;
-                }
-                PeerEvent::DownloadCancelled {
-                    version_id: vid,
-                    game_id,
-                }
-            }
+            Ok(End::Cancelled) => PeerEvent::DownloadCancelled {
+                version_id: vid,
+                game_id,
+            },
             Ok(End::PeersGone) => PeerEvent::DownloadPeersGone {
                 version_id: vid,
                 game_id,
@@ -110,8 +117,7 @@ impl Engine {
         let manifest = Arc::new(manifest);
         let (stored, game_id) = (manifest.clone(), job.game_id.clone());
         self.with_store("cannot record the download", move |store| {
-            store.save_download(&vid, &game_id, &stored, "running")?;
-            store.unqueue_download(&vid)
+            store.save_download(&vid, &game_id, &stored, "running")
         })
         .await?;
         let layout = Arc::new(manifest.layout());

@@ -88,6 +88,10 @@ pub struct Engine {
     parts: EngineParts,
     // A std Mutex: queue bookkeeping only, never held across an await.
     queue: Mutex<Queue>,
+    /// Queue snapshots are written one at a time, each taken inside it, so
+    /// the last write is always the latest queue. A tokio Mutex: held across
+    /// the store write.
+    queue_writes: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -96,6 +100,7 @@ impl Engine {
         Self {
             parts,
             queue: Mutex::default(),
+            queue_writes: tokio::sync::Mutex::new(()),
         }
     }
 

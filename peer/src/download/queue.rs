@@ -1,7 +1,7 @@
 //! Which downloads run and which wait: at most `parallel` run at once, the
-//! rest wait in order. Every queued download is remembered in the store as
-//! soon as it is queued, so a restart brings back the running ones and the
-//! waiting ones, in order.
+//! rest wait in order. The whole queue, running and waiting, is remembered
+//! in the store whenever it changes (one ordered writer), so a restart or a
+//! quit brings every download back, in order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -17,8 +17,17 @@ use crate::events::{DownloadInfo, DownloadState, FailureCode, PeerEvent};
 #[derive(Default)]
 pub(super) struct Queue {
     waiting: VecDeque<Job>,
-    running: HashMap<VersionId, (CancellationToken, DownloadInfo)>,
+    running: HashMap<VersionId, Running>,
     delete_on_cancel: HashSet<VersionId>,
+    /// Numbers runs, so the end of one run never touches a later run of the
+    /// same version.
+    next_run: u64,
+}
+
+struct Running {
+    run: u64,
+    token: CancellationToken,
+    info: DownloadInfo,
 }
 
 impl Engine {
@@ -59,19 +68,15 @@ impl Engine {
             title: entry.title.clone(),
             manifest: None,
         };
-        let (version_id, game_id, title) = (job.version_id, job.game_id.clone(), job.title.clone());
-        // Remembered before it is queued: a restart brings it back.
-        self.with_store("cannot remember the download", move |store| {
-            store.queue_download(&version_id, &game_id, &title)
-        })
-        .await?;
+        let version_id = job.version_id;
         self.enqueue(job);
+        self.remember_queue().await;
         Ok(version_id)
     }
 
     /// Queue again the downloads that were running or waiting when we
-    /// stopped: running ones first (they have their manifest), then the
-    /// waiting ones in the order they were queued.
+    /// stopped: those with a stored manifest first, then the others in the
+    /// order they were queued.
     pub async fn resume_saved(self: &Arc<Self>) {
         let saved = self
             .with_store("cannot read saved downloads", |store| {
@@ -82,16 +87,23 @@ impl Engine {
             Ok(saved) => saved,
             Err(e) => return tracing::warn!("{e}"),
         };
-        for (version_id, game_id, manifest) in running {
+        for (version_id, game_id, manifest) in &running {
             tracing::info!(game = %game_id, "resuming download");
+            let title = queued
+                .iter()
+                .find(|(vid, _, _)| vid == version_id)
+                .map_or_else(|| game_id.clone(), |(_, _, title)| title.clone());
             self.enqueue(Job {
-                version_id,
-                title: game_id.clone(),
-                game_id,
-                manifest: Some(manifest),
+                version_id: *version_id,
+                title,
+                game_id: game_id.clone(),
+                manifest: Some(manifest.clone()),
             });
         }
         for (version_id, game_id, title) in queued {
+            if running.iter().any(|(vid, _, _)| *vid == version_id) {
+                continue;
+            }
             tracing::info!(game = %game_id, "download still queued");
             self.enqueue(Job {
                 version_id,
@@ -110,7 +122,7 @@ impl Engine {
             let running = queue
                 .running
                 .get(&job.version_id)
-                .is_some_and(|(token, _)| !token.is_cancelled());
+                .is_some_and(|r| !r.token.is_cancelled());
             let waiting = queue.waiting.iter().any(|j| j.version_id == job.version_id);
             if running || waiting {
                 return;
@@ -129,7 +141,7 @@ impl Engine {
     /// Start waiting downloads while there are free slots.
     fn pump(self: &Arc<Self>) {
         loop {
-            let (job, token) = {
+            let (job, guard, token) = {
                 let mut queue = self.queue();
                 if queue.running.len() >= self.parts.parallel || self.parts.token.is_cancelled() {
                     return;
@@ -150,17 +162,25 @@ impl Engine {
                     title: job.title.clone(),
                     state: DownloadState::Running,
                 };
-                queue.running.insert(job.version_id, (token.clone(), info));
-                (job, token)
-            };
-            let guard = RunningGuard {
-                engine: self.clone(),
-                version_id: job.version_id,
+                queue.next_run += 1;
+                let run = queue.next_run;
+                let running = Running {
+                    run,
+                    token: token.clone(),
+                    info,
+                };
+                queue.running.insert(job.version_id, running);
+                let guard = RunningGuard {
+                    engine: self.clone(),
+                    version_id: job.version_id,
+                    run,
+                };
+                (job, guard, token)
             };
             let engine = self.clone();
             let name = format!("download {}", job.game_id);
             self.parts.tasks.spawn(name, async move {
-                engine.run(job, token).await;
+                engine.run(job, &guard, token).await;
                 drop(guard);
             });
         }
@@ -175,10 +195,18 @@ impl Engine {
             if delete {
                 queue.delete_on_cancel.insert(*version_id);
             }
-            if let Some((token, _)) = queue.running.get(version_id) {
+            // A run still winding down after a cancel does not hide a job
+            // of the same version queued again behind it.
+            if let Some(running) = queue
+                .running
+                .get(version_id)
+                .filter(|r| !r.token.is_cancelled() || delete)
+            {
                 // The run ends between pieces and says so (`job.rs`).
-                token.cancel();
-                return true;
+                running.token.cancel();
+                if !queue.waiting.iter().any(|j| j.version_id == *version_id) {
+                    return true;
+                }
             }
             let at = queue
                 .waiting
@@ -199,12 +227,12 @@ impl Engine {
             game_id: job.game_id,
         });
         let vid = *version_id;
-        self.record("cannot forget the queued download", move |store| {
-            store.unqueue_download(&vid)?;
+        self.record("cannot record the cancel", move |store| {
             store.set_download_state(&vid, "cancelled")
         })
         .await;
-        if delete {
+        self.remember_queue().await;
+        if delete && !self.queue().running.contains_key(&vid) {
             self.delete_staging(vid).await;
         }
         true
@@ -236,7 +264,7 @@ impl Engine {
     /// Downloads running or queued.
     pub fn downloads(&self) -> Vec<DownloadInfo> {
         let queue = self.queue();
-        let mut list: Vec<DownloadInfo> = queue.running.values().map(|(_, i)| i.clone()).collect();
+        let mut list: Vec<DownloadInfo> = queue.running.values().map(|r| r.info.clone()).collect();
         list.extend(queue.waiting.iter().map(|j| DownloadInfo {
             version_id: j.version_id,
             game_id: j.game_id.clone(),
@@ -246,27 +274,93 @@ impl Engine {
         list
     }
 
-    /// A run has ended: it leaves the running set now, before it reports
-    /// its end, so a command that follows the report (a discard of the
-    /// paused download) finds it paused. Answers whether a cancel asked to
-    /// delete its staging data; both under one lock, so no discard is lost.
-    pub(super) fn leave_running(&self, version_id: &VersionId) -> bool {
-        let mut queue = self.queue();
-        queue.running.remove(version_id);
-        queue.delete_on_cancel.remove(version_id)
+    /// A run has ended: it leaves the running set, before it reports its
+    /// end, so a command that follows the report (a discard of the paused
+    /// download) finds it paused. A discard asked before that deletes the
+    /// staging data here, while the run still holds its slot (no new run of
+    /// the version can start meanwhile); the check and the leaving are one
+    /// step under the lock, so no discard is lost. Answers whether the
+    /// staging data was deleted.
+    pub(super) async fn leave_running(&self, guard: &RunningGuard) -> bool {
+        let mut deleted = false;
+        loop {
+            let delete = {
+                let mut queue = self.queue();
+                if queue.delete_on_cancel.remove(&guard.version_id) {
+                    true
+                } else {
+                    guard.release(&mut queue);
+                    return deleted;
+                }
+            };
+            if delete {
+                deleted |= self.delete_staging(guard.version_id).await;
+            }
+        }
+    }
+
+    /// Write the queue as it is now: every running and waiting download, in
+    /// order. Called after each change; a write takes its snapshot inside
+    /// the ordered section, so the last one is always current. Not while
+    /// the runtime stops: what was queued then comes back at the next start.
+    pub(super) async fn remember_queue(&self) {
+        let _one_at_a_time = self.queue_writes.lock().await;
+        if self.parts.token.is_cancelled() {
+            return;
+        }
+        let rows: Vec<_> = {
+            let queue = self.queue();
+            let mut running: Vec<&Running> = queue.running.values().collect();
+            running.sort_by_key(|r| r.run);
+            running
+                .into_iter()
+                .filter(|r| !r.token.is_cancelled())
+                .map(|r| {
+                    (
+                        r.info.version_id,
+                        r.info.game_id.clone(),
+                        r.info.title.clone(),
+                    )
+                })
+                .chain(
+                    queue
+                        .waiting
+                        .iter()
+                        .map(|j| (j.version_id, j.game_id.clone(), j.title.clone())),
+                )
+                .collect()
+        };
+        self.record("cannot remember the queue", move |store| {
+            store.replace_queued(&rows)
+        })
+        .await;
     }
 }
 
 /// Removes a finished download from the running set on every exit path
-/// (completion, error, cancellation, abort) and starts the next one.
-struct RunningGuard {
+/// (completion, error, cancellation, abort) and starts the next one. It
+/// removes only its own run: a later run of the same version is left alone.
+pub(super) struct RunningGuard {
     engine: Arc<Engine>,
     version_id: VersionId,
+    run: u64,
+}
+
+impl RunningGuard {
+    fn release(&self, queue: &mut Queue) {
+        if queue
+            .running
+            .get(&self.version_id)
+            .is_some_and(|r| r.run == self.run)
+        {
+            queue.running.remove(&self.version_id);
+        }
+    }
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.engine.queue().running.remove(&self.version_id);
+        self.release(&mut self.engine.queue());
         self.engine.pump();
     }
 }

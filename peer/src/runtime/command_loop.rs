@@ -54,9 +54,13 @@ impl CommandLoop {
         self.engine.resume_saved().await;
         for address in std::mem::take(&mut self.manual) {
             let (directory, store) = (self.directory.clone(), self.store.clone());
-            let tasks = self.tasks.clone();
+            let (token, tasks) = (self.runtime_token.clone(), self.tasks.clone());
             self.tasks.spawn("add a peer", async move {
-                if let Err(e) = add_manual_peer(&directory, &store, &tasks, &address).await {
+                // A slow name lookup must not hold up shutdown.
+                let added = token
+                    .run_until_cancelled(add_manual_peer(&directory, &store, &tasks, &address))
+                    .await;
+                if let Some(Err(e)) = added {
                     tracing::warn!("peer `{address}`: {e}");
                 }
             });

@@ -61,13 +61,15 @@ async fn a_host_with_a_long_cyrillic_name_is_seen_by_others() {
 
 /// Bug: downloads waiting in the queue were said to come back after a
 /// restart, but only running ones were stored: a player who queued a
-/// night's games and restarted the app found the queue empty.
+/// night's games and restarted the app found the queue empty. Stopping the
+/// runtime must not lose the running one either (it was recorded as
+/// cancelled by the shutdown itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_downloads_come_back_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // A slow source: the first download keeps its slot while we restart.
     let (source, down, config) = one_slot_for_two_games(dir.path(), 16 * MIB, MIB as u64).await;
-    down.handle.download("arena").await.unwrap();
+    let arena = down.handle.download("arena").await.unwrap();
     let racer = down.handle.download("racer").await.unwrap();
     assert!(down
         .handle
@@ -79,21 +81,23 @@ async fn queued_downloads_come_back_after_a_restart() {
 
     // The same data folder: the waiting download is queued again at start
     // (its event is the first the new runtime reports about it).
+    // The same data folder: both are queued again at start, the running one
+    // first (the events are the first the new runtime reports about them).
     let mut again = Peer::start(config).await;
-    wait_event(
-        &mut again.events,
-        "racer queued again",
-        Duration::from_secs(10),
-        |event| match event {
-            PeerEvent::DownloadQueued { version_id, .. } if *version_id == racer => Some(()),
-            _ => None,
-        },
-    )
-    .await;
-    assert!(again
-        .handle
-        .downloads()
-        .iter()
-        .any(|d| d.version_id == racer));
+    let mut requeued = Vec::new();
+    while requeued.len() < 2 {
+        let vid = wait_event(
+            &mut again.events,
+            "both queued again",
+            Duration::from_secs(10),
+            |event| match event {
+                PeerEvent::DownloadQueued { version_id, .. } => Some(*version_id),
+                _ => None,
+            },
+        )
+        .await;
+        requeued.push(vid);
+    }
+    assert_eq!(requeued, vec![arena, racer]);
     stop([&again.handle, &source.handle]).await;
 }
