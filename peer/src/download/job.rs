@@ -16,27 +16,11 @@ use super::queue::RunningGuard;
 use super::scheduler::PieceScheduler;
 use super::staging::{self, staging_root};
 use super::swarm::{SharedScheduler, Swarm, FIRST_SOURCE_WAIT, REFRESH_EVERY};
-use super::{DownloadError, Engine};
+use super::{DownloadError, End, Engine, Job};
 use crate::events::{FailureCode, PeerEvent};
 use crate::library::metadata::GameMetadata;
 use crate::library::LocalGame;
 use crate::store::FileStamp;
-
-/// A download waiting for, or holding, a slot.
-pub(super) struct Job {
-    pub version_id: VersionId,
-    pub game_id: String,
-    pub title: String,
-    /// Known when the download resumes; fetched from a source otherwise.
-    pub manifest: Option<Manifest>,
-}
-
-/// How a download ended, short of an error.
-pub(super) enum End {
-    Completed,
-    Cancelled,
-    PeersGone,
-}
 
 impl Engine {
     /// Run one download to its end and report it (event and stored state).

@@ -20,6 +20,7 @@ mod swarm;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use lanspread_proto::{Manifest, VersionId};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventSink, FailureCode, PeerEvent};
@@ -66,6 +67,22 @@ impl DownloadError {
     pub fn stopped() -> Self {
         Self::new(FailureCode::RuntimeStopped, "the peer runtime has stopped")
     }
+}
+
+/// A download waiting for, or holding, a slot.
+struct Job {
+    pub version_id: VersionId,
+    pub game_id: String,
+    pub title: String,
+    /// Known when the download resumes; fetched from a source otherwise.
+    pub manifest: Option<Manifest>,
+}
+
+/// How a download ended, short of an error.
+enum End {
+    Completed,
+    Cancelled,
+    PeersGone,
 }
 
 /// What the engine is built from.

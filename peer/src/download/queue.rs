@@ -9,9 +9,8 @@ use std::sync::Arc;
 use lanspread_proto::VersionId;
 use tokio_util::sync::CancellationToken;
 
-use super::job::Job;
 use super::staging::staging_root;
-use super::{DownloadError, Engine};
+use super::{DownloadError, Engine, Job};
 use crate::events::{DownloadInfo, DownloadState, FailureCode, PeerEvent};
 
 #[derive(Default)]

@@ -21,10 +21,9 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::job::End;
 use super::rate::RateMeter;
 use super::scheduler::{self, PieceScheduler, Verdict};
-use super::{staging, DownloadError, Engine};
+use super::{staging, DownloadError, End, Engine};
 use crate::events::{FailureCode, PeerEvent};
 use crate::net::client::{PeerConnection, RequestError};
 use crate::offer::PieceStatus;

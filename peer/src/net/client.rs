@@ -7,9 +7,9 @@ use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::{Hash, PROTOCOL_VERSION};
 use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 
+use super::close_code;
 use super::framing::{read_exact, read_frame, FrameError};
 use super::identity::{Identity, PeerId};
-use super::server::close_code;
 use super::tls::{client_config, party_proof, party_proof_accepted, Role, SeenServer, SERVER_NAME};
 
 /// Why a connection could not be made; each variant is something the UI can

@@ -10,6 +10,18 @@ pub mod tls;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
+/// QUIC application close codes, named so both ends can tell why.
+pub mod close_code {
+    pub const SHUTDOWN: u32 = 0;
+    pub const PROTOCOL_VIOLATION: u32 = 1;
+    pub const HANDSHAKE_FAILED: u32 = 2;
+    pub const PARTY_KEY: u32 = 3;
+    pub const TOO_MANY_CONNECTIONS: u32 = 4;
+    pub const GOODBYE: u32 = 5;
+    pub const INCOMPATIBLE_VERSION: u32 = 6;
+    pub const REQUEST_TIMEOUT: u32 = 7;
+}
+
 /// UDP buffer asked of the OS. The default (~208 KiB on Linux) drops packets
 /// at LAN speed and halves the congestion window; 8 MiB removed the loss in
 /// our measurements. Many systems clamp it (net.core.rmem_max); the size

@@ -14,6 +14,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use super::close_code;
 use super::framing::{read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::limiter::{UploadLimiter, CHUNK};
@@ -36,18 +37,6 @@ pub const MAX_UPLOADS_PER_PEER: usize = 4;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request frame must arrive within this after its stream opened.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// QUIC application close codes, named so both ends can tell why.
-pub mod close_code {
-    pub const SHUTDOWN: u32 = 0;
-    pub const PROTOCOL_VIOLATION: u32 = 1;
-    pub const HANDSHAKE_FAILED: u32 = 2;
-    pub const PARTY_KEY: u32 = 3;
-    pub const TOO_MANY_CONNECTIONS: u32 = 4;
-    pub const GOODBYE: u32 = 5;
-    pub const INCOMPATIBLE_VERSION: u32 = 6;
-    pub const REQUEST_TIMEOUT: u32 = 7;
-}
 
 /// What the server needs, shared by every connection.
 pub struct ServerState {

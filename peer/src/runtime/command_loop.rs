@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_peer_address, AddPeerError, PeerCommand, StopReport};
 use crate::download::Engine;
 use crate::events::{EventSink, PeerEvent, Source};
 use crate::health::HealthBoard;
-use crate::net::server::close_code;
+use crate::net::close_code;
 use crate::net::SocketClosed;
 use crate::peers::PeerDirectory;
 use crate::store::Store;
@@ -53,17 +53,7 @@ impl CommandLoop {
         let _stop_everything = self.runtime_token.clone().drop_guard();
         self.engine.resume_saved().await;
         for address in std::mem::take(&mut self.manual) {
-            let (directory, store) = (self.directory.clone(), self.store.clone());
-            let (token, tasks) = (self.runtime_token.clone(), self.tasks.clone());
-            self.tasks.spawn("add a peer", async move {
-                // A slow name lookup must not hold up shutdown.
-                let added = token
-                    .run_until_cancelled(add_manual_peer(&directory, &store, &tasks, &address))
-                    .await;
-                if let Some(Err(e)) = added {
-                    tracing::warn!("peer `{address}`: {e}");
-                }
-            });
+            self.spawn_add_peer(address, None);
         }
         loop {
             tokio::select! {
@@ -102,19 +92,32 @@ impl CommandLoop {
             } => {
                 let _ = reply.send(self.engine.cancel(&version_id, delete).await);
             }
-            PeerCommand::AddPeer { address, reply } => {
-                let (directory, store) = (self.directory.clone(), self.store.clone());
-                let (token, tasks) = (self.runtime_token.clone(), self.tasks.clone());
-                self.tasks.spawn("add a peer", async move {
-                    let added = token
-                        .run_until_cancelled(add_manual_peer(&directory, &store, &tasks, &address))
-                        .await;
-                    if let Some(result) = added {
-                        let _ = reply.send(result);
-                    }
-                });
-            }
+            PeerCommand::AddPeer { address, reply } => self.spawn_add_peer(address, Some(reply)),
         }
+    }
+
+    /// Add a typed peer off the loop; the answer goes to `reply`, or to the
+    /// log for the peers given at start. A slow name lookup stops with the
+    /// runtime, so it never holds up shutdown.
+    fn spawn_add_peer(
+        &self,
+        address: String,
+        reply: Option<oneshot::Sender<Result<(), AddPeerError>>>,
+    ) {
+        let (directory, store) = (self.directory.clone(), self.store.clone());
+        let (token, tasks) = (self.runtime_token.clone(), self.tasks.clone());
+        self.tasks.spawn("add a peer", async move {
+            let added = token
+                .run_until_cancelled(add_manual_peer(&directory, &store, &tasks, &address))
+                .await;
+            match (added, reply) {
+                (Some(result), Some(reply)) => {
+                    let _ = reply.send(result);
+                }
+                (Some(Err(e)), None) => tracing::warn!("peer `{address}`: {e}"),
+                _ => {}
+            }
+        });
     }
 
     async fn shutdown(self) -> StopReport {
