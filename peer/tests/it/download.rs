@@ -26,7 +26,7 @@ fn sources(peer: &PeerRuntimeHandle, game: &str) -> usize {
 }
 
 /// The terminal event of the download of `game`.
-async fn outcome(
+pub async fn outcome(
     events: &mut broadcast::Receiver<PeerEvent>,
     game: &str,
     within: Duration,

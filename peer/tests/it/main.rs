@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod download;
+mod hostile;
 mod library_monitor;
 mod mdns_netns;
 mod peers;
