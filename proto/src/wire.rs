@@ -752,6 +752,31 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_party_message_over_its_bound_is_refused_both_ways() {
+        let hello = |len: usize| Hello {
+            protocol_version: 2,
+            peer_id: "a".repeat(26),
+            display_name: "guest".into(),
+            library_digest: Hash([0; 32]),
+            party_message: Some(vec![0x41; len]),
+            party_confirmation: Some(Hash([1; 32])),
+            listen_port: 1,
+        };
+        let fits = Request::Hello(hello(MAX_PARTY_MESSAGE_BYTES)).encode();
+        assert!(matches!(Request::decode(&fits), Ok(Some(_))));
+        let over = Request::Hello(hello(MAX_PARTY_MESSAGE_BYTES + 1)).encode();
+        assert!(matches!(
+            Request::decode(&over),
+            Err(DecodeError::Malformed { kind: "Hello", .. })
+        ));
+        let over = Response::Hello(hello(MAX_PARTY_MESSAGE_BYTES + 1)).encode();
+        assert!(matches!(
+            Response::decode(&over),
+            Err(DecodeError::Malformed { kind: "Hello", .. })
+        ));
+    }
+
     fn listed(game_id: &str, version: u8, complete: bool) -> GameSummary {
         GameSummary {
             game_id: game_id.into(),
