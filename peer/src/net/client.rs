@@ -56,7 +56,8 @@ pub enum RequestError {
 pub struct PeerConnection {
     pub connection: Connection,
     pub peer_id: PeerId,
-    pub hello: Hello,
+    /// Boxed: a connection is moved around a lot, its `Hello` rarely read.
+    pub hello: Box<Hello>,
 }
 
 /// Our side of the handshake.
@@ -177,7 +178,7 @@ pub async fn connect(
     Ok(PeerConnection {
         connection,
         peer_id,
-        hello: theirs,
+        hello: Box::new(theirs),
     })
 }
 
