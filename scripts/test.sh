@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "workspace tests (nextest)"
 cargo nextest run --workspace --locked --no-fail-fast
 
+step "fuzz the wire decoder and manifest and path checks (20 s per target)"
+./scripts/fuzz.sh
+
 step "UI tests (vitest)"
 npm run --silent ui:test
 

@@ -87,12 +87,19 @@ pub struct Hello {
     /// lists the sender's games again only when this differs from the digest
     /// of the list it holds.
     pub library_digest: Hash,
-    /// With a party key: proof bound to this TLS session (docs/PROTOCOL.md).
-    pub party_proof: Option<Hash>,
+    /// With a party key: the sender's key exchange message, at most
+    /// [`MAX_PARTY_MESSAGE_BYTES`] (docs/PROTOCOL.md "Party key").
+    pub party_message: Option<Vec<u8>>,
+    /// With a party key, in the server's answer only: its key confirmation.
+    pub party_confirmation: Option<Hash>,
     /// The UDP port the sender's own server listens on, so the receiver can
     /// dial back and tell others (peer exchange).
     pub listen_port: u16,
 }
+
+/// Longest party key exchange message a `Hello` may carry. SPAKE2 over
+/// Ed25519 sends 33 bytes; the bound only keeps garbage small.
+pub const MAX_PARTY_MESSAGE_BYTES: usize = 64;
 
 /// A peer and the addresses it listens on, as told by peer exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +183,11 @@ pub enum Request {
     },
     /// Peer exchange: which peers the server knows, with their addresses.
     GetPeers,
+    /// With a party key: the client's key confirmation, the second request
+    /// of a connection; nothing else is served before it is accepted.
+    PartyConfirm {
+        confirmation: Hash,
+    },
 }
 
 /// A response frame.
@@ -235,6 +247,7 @@ mod kind {
     pub const GOODBYE: u8 = 8;
     pub const PING: u8 = 9;
     pub const GET_PEERS: u8 = 10;
+    pub const PARTY_CONFIRM: u8 = 11;
 
     pub const R_HELLO: u8 = 101;
     pub const R_GAMES: u8 = 102;
@@ -305,7 +318,7 @@ fn body<'a, T: Deserialize<'a>>(kind: &'static str, bytes: &'a [u8]) -> Result<T
 
 /// The size limit of a request frame, `None` for an unknown kind.
 pub fn request_limit(kind: u8) -> Option<u32> {
-    (kind::HELLO..=kind::GET_PEERS)
+    (kind::HELLO..=kind::PARTY_CONFIRM)
         .contains(&kind)
         .then_some(MAX_REQUEST_FRAME)
 }
@@ -335,6 +348,16 @@ fn check_hello(hello: &Hello) -> Result<(), DecodeError> {
             reason: format!("display name over {MAX_DISPLAY_NAME_BYTES} bytes"),
         });
     }
+    if hello
+        .party_message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_PARTY_MESSAGE_BYTES)
+    {
+        return Err(DecodeError::Malformed {
+            kind: "Hello",
+            reason: format!("party key message over {MAX_PARTY_MESSAGE_BYTES} bytes"),
+        });
+    }
     Ok(())
 }
 
@@ -355,6 +378,7 @@ impl Request {
             Request::Goodbye => frame(kind::GOODBYE, &()),
             Request::Ping { nonce } => frame(kind::PING, nonce),
             Request::GetPeers => frame(kind::GET_PEERS, &()),
+            Request::PartyConfirm { confirmation } => frame(kind::PARTY_CONFIRM, confirmation),
         }
     }
 
@@ -406,6 +430,9 @@ impl Request {
                 body::<()>("GetPeers", bytes)?;
                 Request::GetPeers
             }
+            kind::PARTY_CONFIRM => Request::PartyConfirm {
+                confirmation: body("PartyConfirm", bytes)?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if let Request::Hello(hello) = &request {
@@ -514,6 +541,10 @@ mod tests {
             "[a-z2-7]{26}",
             ".{0,16}",
             hash(),
+            proptest::option::of(proptest::collection::vec(
+                any::<u8>(),
+                0..=MAX_PARTY_MESSAGE_BYTES,
+            )),
             proptest::option::of(hash()),
             any::<u16>(),
         )
@@ -523,7 +554,8 @@ mod tests {
                     peer_id,
                     display_name,
                     library_digest,
-                    party_proof,
+                    party_message,
+                    party_confirmation,
                     listen_port,
                 )| {
                     Hello {
@@ -531,7 +563,8 @@ mod tests {
                         peer_id,
                         display_name,
                         library_digest,
-                        party_proof,
+                        party_message,
+                        party_confirmation,
                         listen_port,
                     }
                 },
@@ -554,6 +587,7 @@ mod tests {
             Just(Request::Goodbye),
             any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
             Just(Request::GetPeers),
+            hash().prop_map(|confirmation| Request::PartyConfirm { confirmation }),
         ]
     }
 
@@ -695,7 +729,8 @@ mod tests {
             peer_id: "a".repeat(26),
             display_name: display_name.into(),
             library_digest: Hash([0; 32]),
-            party_proof: None,
+            party_message: None,
+            party_confirmation: None,
             listen_port: 1,
         };
         let long = "Ж".repeat(56);
@@ -713,6 +748,31 @@ mod tests {
         let response = Response::Hello(hello(&long)).encode();
         assert!(matches!(
             Response::decode(&response),
+            Err(DecodeError::Malformed { kind: "Hello", .. })
+        ));
+    }
+
+    #[test]
+    fn a_party_message_over_its_bound_is_refused_both_ways() {
+        let hello = |len: usize| Hello {
+            protocol_version: 2,
+            peer_id: "a".repeat(26),
+            display_name: "guest".into(),
+            library_digest: Hash([0; 32]),
+            party_message: Some(vec![0x41; len]),
+            party_confirmation: Some(Hash([1; 32])),
+            listen_port: 1,
+        };
+        let fits = Request::Hello(hello(MAX_PARTY_MESSAGE_BYTES)).encode();
+        assert!(matches!(Request::decode(&fits), Ok(Some(_))));
+        let over = Request::Hello(hello(MAX_PARTY_MESSAGE_BYTES + 1)).encode();
+        assert!(matches!(
+            Request::decode(&over),
+            Err(DecodeError::Malformed { kind: "Hello", .. })
+        ));
+        let over = Response::Hello(hello(MAX_PARTY_MESSAGE_BYTES + 1)).encode();
+        assert!(matches!(
+            Response::decode(&over),
             Err(DecodeError::Malformed { kind: "Hello", .. })
         ));
     }

@@ -10,7 +10,9 @@ use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 use super::close_code;
 use super::framing::{read_exact, read_frame, FrameError};
 use super::identity::{Identity, PeerId};
-use super::tls::{client_config, party_proof, party_proof_accepted, Role, SeenServer, SERVER_NAME};
+use super::tls::{
+    client_config, party_confirmation_accepted, PartyExchange, Role, SeenServer, SERVER_NAME,
+};
 
 /// Why a connection could not be made; each variant is something the UI can
 /// say plainly.
@@ -24,7 +26,7 @@ pub enum ConnectError {
     },
     #[error("{addr} refused us: the party key is missing or wrong")]
     PartyKeyRefused { addr: SocketAddr },
-    #[error("{addr} is not in our party: it did not prove our party key")]
+    #[error("{addr} is not in our party: it did not prove our party key (it has another or none)")]
     NotInParty { addr: SocketAddr },
     #[error("{addr} speaks another lanspread protocol version")]
     IncompatibleVersion { addr: SocketAddr },
@@ -54,7 +56,8 @@ pub enum RequestError {
 pub struct PeerConnection {
     pub connection: Connection,
     pub peer_id: PeerId,
-    pub hello: Hello,
+    /// Boxed: a connection is moved around a lot, its `Hello` rarely read.
+    pub hello: Box<Hello>,
 }
 
 /// Our side of the handshake.
@@ -120,36 +123,29 @@ pub async fn connect(
             reason: "no certificate".into(),
         })?;
 
+    let handshake_error = |reason: String| ConnectError::Handshake { addr, reason };
+    // Keyed: our half of the party key exchange goes in Hello.
+    let (party, party_message) = match &ours.party_key {
+        Some(key) => {
+            let (exchange, message) = PartyExchange::start(&connection, key, Role::Client)
+                .ok_or_else(|| handshake_error("the session exports no keying material".into()))?;
+            (Some(exchange), Some(message))
+        }
+        None => (None, None),
+    };
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         peer_id: ours.identity.peer_id().to_string(),
         display_name: ours.display_name,
         library_digest: ours.library_digest,
-        party_proof: ours
-            .party_key
-            .as_ref()
-            .and_then(|key| party_proof(&connection, key, Role::Client)),
+        party_message,
+        party_confirmation: None,
         listen_port: ours.listen_port,
     };
-    let handshake_error = |reason: String| ConnectError::Handshake { addr, reason };
     let theirs = match request(&connection, &Request::Hello(hello)).await {
         Ok(Response::Hello(theirs)) => theirs,
         Ok(other) => return Err(handshake_error(format!("answered {other:?}"))),
-        Err(RequestError::Remote { code, message }) => {
-            return Err(match code {
-                ErrorCode::PartyKey => ConnectError::PartyKeyRefused { addr },
-                ErrorCode::IncompatibleVersion => ConnectError::IncompatibleVersion { addr },
-                _ => handshake_error(message),
-            })
-        }
-        Err(RequestError::Connection(ConnectionError::ApplicationClosed(close))) => {
-            return Err(match close.error_code.into_inner() as u32 {
-                close_code::PARTY_KEY => ConnectError::PartyKeyRefused { addr },
-                close_code::INCOMPATIBLE_VERSION => ConnectError::IncompatibleVersion { addr },
-                _ => handshake_error(String::from_utf8_lossy(&close.reason).into_owned()),
-            })
-        }
-        Err(e) => return Err(handshake_error(e.to_string())),
+        Err(e) => return Err(refused(addr, e)),
     };
     if PeerId::parse(&theirs.peer_id).as_ref() != Some(&peer_id) {
         connection.close(
@@ -158,18 +154,60 @@ pub async fn connect(
         );
         return Err(handshake_error("its Hello names another peer id".into()));
     }
-    if let Some(key) = &ours.party_key {
-        let expected = party_proof(&connection, key, Role::Server);
-        if !party_proof_accepted(expected, theirs.party_proof) {
+    if let Some(party) = party {
+        // The server must confirm first; only then do we send ours, so a
+        // server without the key gets nothing derived from it.
+        let confirmations = theirs
+            .party_message
+            .as_deref()
+            .and_then(|message| party.finish(message))
+            .filter(|c| party_confirmation_accepted(Some(c.expected), theirs.party_confirmation));
+        let Some(confirmations) = confirmations else {
             connection.close(VarInt::from_u32(close_code::PARTY_KEY), b"not in our party");
             return Err(ConnectError::NotInParty { addr });
+        };
+        let confirm = Request::PartyConfirm {
+            confirmation: confirmations.ours,
+        };
+        match request(&connection, &confirm).await {
+            Ok(Response::Ok) => {}
+            Ok(other) => return Err(handshake_error(format!("answered {other:?}"))),
+            Err(e) => return Err(refused(addr, e)),
         }
     }
     Ok(PeerConnection {
         connection,
         peer_id,
-        hello: theirs,
+        hello: Box::new(theirs),
     })
+}
+
+/// What a refused handshake request means to the user.
+fn refused(addr: SocketAddr, error: RequestError) -> ConnectError {
+    match error {
+        RequestError::Remote { code, message } => match code {
+            ErrorCode::PartyKey => ConnectError::PartyKeyRefused { addr },
+            ErrorCode::IncompatibleVersion => ConnectError::IncompatibleVersion { addr },
+            _ => ConnectError::Handshake {
+                addr,
+                reason: message,
+            },
+        },
+        RequestError::Connection(ConnectionError::ApplicationClosed(close)) => {
+            match close.error_code.into_inner() as u32 {
+                close_code::PARTY_KEY => ConnectError::PartyKeyRefused { addr },
+                close_code::INCOMPATIBLE_VERSION => ConnectError::IncompatibleVersion { addr },
+                _ => ConnectError::Handshake {
+                    addr,
+                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                },
+            }
+        }
+        e => ConnectError::Handshake {
+            addr,
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// One request on a new stream; returns its one response frame. An `Error`

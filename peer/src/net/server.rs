@@ -18,7 +18,7 @@ use super::close_code;
 use super::framing::{read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::limiter::{UploadLimiter, CHUNK};
-use super::tls::{party_proof, remote_peer_id, Role};
+use super::tls::{party_confirmation_accepted, remote_peer_id, PartyExchange, Role};
 use crate::events::Source;
 use crate::fsx;
 use crate::library::LocalGame;
@@ -81,17 +81,15 @@ impl ServerState {
         }
     }
 
-    /// Our `Hello`, with a party proof bound to `connection` when keyed.
-    pub fn hello(&self, connection: &Connection, role: Role) -> Hello {
+    /// Our `Hello`, without the party key exchange (the handshake adds it).
+    pub fn hello(&self) -> Hello {
         Hello {
             protocol_version: PROTOCOL_VERSION,
             peer_id: self.identity.peer_id().to_string(),
             display_name: self.display_name.clone(),
             library_digest: self.offer.digest(),
-            party_proof: self
-                .party_key
-                .as_ref()
-                .and_then(|key| party_proof(connection, key, role)),
+            party_message: None,
+            party_confirmation: None,
             listen_port: self.listen_port,
         }
     }
@@ -240,6 +238,9 @@ async fn serve_connection(
     }
 }
 
+/// The first request must be `Hello`; with a party key, the second must be
+/// the client's `PartyConfirm` (docs/PROTOCOL.md "Party key"). Nothing else
+/// is served until both passed. Returns the client's listen port.
 async fn handshake(
     connection: &Connection,
     peer: &PeerId,
@@ -253,20 +254,8 @@ async fn handshake(
     let request = read_frame(&mut recv, Request::decode)
         .await
         .map_err(|e| violation(format!("bad handshake: {e}")))?;
-    let refuse = |code: ErrorCode, close: u32, message: String| {
-        let frame = Response::Error {
-            code,
-            message: message.clone(),
-        }
-        .encode();
-        (frame, (close, message))
-    };
-    let listen_port = match &request {
-        Request::Hello(hello) => hello.listen_port,
-        _ => 0,
-    };
-    let refusal = match request {
-        Request::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION => Some(refuse(
+    let hello = match request {
+        Request::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION => Err(refuse(
             ErrorCode::IncompatibleVersion,
             close_code::INCOMPATIBLE_VERSION,
             format!(
@@ -275,44 +264,101 @@ async fn handshake(
             ),
         )),
         Request::Hello(hello) if PeerId::parse(&hello.peer_id).as_ref() != Some(peer) => {
-            Some(refuse(
+            Err(refuse(
                 ErrorCode::BadRequest,
                 close_code::HANDSHAKE_FAILED,
                 "the peer id in Hello is not the certificate's".into(),
             ))
         }
-        Request::Hello(hello) => {
-            let refused = state.party_key.as_ref().is_some_and(|key| {
-                let expected = party_proof(connection, key, Role::Client);
-                !super::tls::party_proof_accepted(expected, hello.party_proof)
-            });
-            if refused {
-                Some(refuse(
-                    ErrorCode::PartyKey,
-                    close_code::PARTY_KEY,
-                    "party key missing or wrong".into(),
-                ))
-            } else {
-                None
-            }
-        }
-        _ => Some(refuse(
+        Request::Hello(hello) => Ok(hello),
+        _ => Err(refuse(
             ErrorCode::HandshakeRequired,
             close_code::HANDSHAKE_FAILED,
             "the first request must be Hello".into(),
         )),
     };
-    if let Some((frame, close)) = refusal {
-        let _ = send.write_all(&frame).await;
-        let _ = send.finish();
-        return Err(close);
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(refusal) => return Err(send_refusal(send, refusal).await),
+    };
+    let mut reply = state.hello();
+    // Keyed: our half of the key exchange and our confirmation, or a
+    // refusal when the client sent no (or a malformed) exchange message.
+    let mut expected = None;
+    if let Some(key) = &state.party_key {
+        let finished = hello.party_message.as_deref().and_then(|theirs| {
+            let (exchange, ours) = PartyExchange::start(connection, key, Role::Server)?;
+            Some((exchange.finish(theirs)?, ours))
+        });
+        let Some((confirmations, ours)) = finished else {
+            let refusal = refuse(
+                ErrorCode::PartyKey,
+                close_code::PARTY_KEY,
+                "party key missing or wrong".into(),
+            );
+            return Err(send_refusal(send, refusal).await);
+        };
+        reply.party_message = Some(ours);
+        reply.party_confirmation = Some(confirmations.ours);
+        expected = Some(confirmations.expected);
     }
-    let reply = Response::Hello(state.hello(connection, Role::Server)).encode();
-    send.write_all(&reply)
+    send.write_all(&Response::Hello(reply).encode())
         .await
         .map_err(|e| violation(e.to_string()))?;
     let _ = send.finish();
-    Ok(listen_port)
+    if let Some(expected) = expected {
+        confirm_party(connection, expected).await?;
+    }
+    Ok(hello.listen_port)
+}
+
+/// The client's key confirmation, on the connection's second stream. A
+/// missing or wrong one closes the connection: one guess per connection.
+async fn confirm_party(connection: &Connection, expected: Hash) -> Result<(), (u32, String)> {
+    let violation = |e: String| (close_code::PROTOCOL_VIOLATION, e);
+    let (mut send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(|e| violation(e.to_string()))?;
+    let request = read_frame(&mut recv, Request::decode)
+        .await
+        .map_err(|e| violation(format!("bad handshake: {e}")))?;
+    let received = match request {
+        Request::PartyConfirm { confirmation } => Some(confirmation),
+        _ => None,
+    };
+    if !party_confirmation_accepted(Some(expected), received) {
+        let refusal = refuse(
+            ErrorCode::PartyKey,
+            close_code::PARTY_KEY,
+            "party key missing or wrong".into(),
+        );
+        return Err(send_refusal(send, refusal).await);
+    }
+    send.write_all(&Response::Ok.encode())
+        .await
+        .map_err(|e| violation(e.to_string()))?;
+    let _ = send.finish();
+    Ok(())
+}
+
+/// A refusal: the `Error` frame to send and how to close.
+type Refusal = (Vec<u8>, (u32, String));
+
+fn refuse(code: ErrorCode, close: u32, message: String) -> Refusal {
+    let frame = Response::Error {
+        code,
+        message: message.clone(),
+    }
+    .encode();
+    (frame, (close, message))
+}
+
+/// Send a refusal's `Error` frame; returns how to close.
+async fn send_refusal(mut send: SendStream, (frame, close): Refusal) -> (u32, String) {
+    let _ = send.write_all(&frame).await;
+    let _ = send.finish();
+    close
 }
 
 // Long on purpose: one match arm per request kind, each a few lines;
@@ -343,11 +389,11 @@ async fn serve_stream(
             }
         };
     let outcome = match request {
-        Request::Hello(_) => {
+        Request::Hello(_) | Request::PartyConfirm { .. } => {
             reply_error(
                 &mut send,
                 ErrorCode::BadRequest,
-                "already said hello".into(),
+                "the handshake is already done".into(),
             )
             .await
         }

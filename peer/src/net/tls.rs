@@ -1,5 +1,6 @@
 //! Mutual TLS for QUIC with self-signed certificates checked against peer ids,
-//! the party-key proof, and the transport settings.
+//! the party key exchange bound to the TLS session, and the transport
+//! settings.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +11,9 @@ use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use rand_core::{CryptoRng, RngCore};
+use spake2::{Ed25519Group, Identity as SpakeIdentity, Password, Spake2};
 
 use super::identity::{Identity, PeerId};
 use lanspread_proto::Hash;
@@ -119,32 +123,112 @@ pub fn party_key(secret: &str) -> [u8; 32] {
     blake3::derive_key("lanspread party key v1", secret.trim().as_bytes())
 }
 
-/// Which side of the connection proves knowledge of the party key.
-#[derive(Debug, Clone, Copy)]
+/// Which side of the connection a party key exchange runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Client,
     Server,
 }
 
-/// Proof of the party key bound to this TLS session: a keyed hash of keying
-/// material exported from the session, so it cannot be replayed on another.
-pub fn party_proof(connection: &quinn::Connection, key: &[u8; 32], role: Role) -> Option<Hash> {
-    let mut material = [0u8; 32];
-    let context: &[u8] = match role {
-        Role::Client => b"client",
-        Role::Server => b"server",
-    };
+/// The exporter label of the keying material that binds the party key
+/// exchange to one TLS session.
+const PARTY_EXPORTER_LABEL: &[u8] = b"EXPORTER-lanspread-party-spake2";
+
+/// 32 bytes of keying material exported from this TLS session, the same on
+/// both ends and on no other session: what binds the party key exchange to
+/// the connection (and so to both certificates). `None` when the session
+/// cannot export it; callers then admit no one.
+pub fn party_binding(connection: &quinn::Connection) -> Option<[u8; 32]> {
+    let mut binding = [0u8; 32];
     connection
-        .export_keying_material(&mut material, b"EXPORTER-lanspread-party", context)
+        .export_keying_material(&mut binding, PARTY_EXPORTER_LABEL, b"")
         .ok()?;
-    Some(Hash(*blake3::keyed_hash(key, &material).as_bytes()))
+    Some(binding)
 }
 
-/// Whether a peer proved the party key: only when our own proof could be
-/// computed (`expected`) and theirs equals it. Fails closed: when the proof
-/// cannot be computed (no keying material from the session), no proof,
-/// not even a missing one, is accepted. Compared in constant time.
-pub fn party_proof_accepted(expected: Option<Hash>, received: Option<Hash>) -> bool {
+/// One side of the party key exchange: SPAKE2 (Ed25519 group) with the
+/// party key as the password and the session's [`party_binding`] in both
+/// identities. Its message reveals nothing about the key (a random point
+/// blinded by it); the keys both sides derive agree only when both used the
+/// same party key on the same TLS session. See docs/PROTOCOL.md "Party key".
+pub struct PartyExchange {
+    spake: Spake2<Ed25519Group>,
+    role: Role,
+}
+
+/// What both key confirmations must be once the exchange finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartyConfirmations {
+    /// Ours, sent to the other side.
+    pub ours: Hash,
+    /// What the other side must send if it holds the same key.
+    pub expected: Hash,
+}
+
+impl PartyExchange {
+    /// Start on `connection` with a fresh random secret. `None` when the
+    /// session exports no keying material.
+    pub fn start(
+        connection: &quinn::Connection,
+        key: &[u8; 32],
+        role: Role,
+    ) -> Option<(Self, Vec<u8>)> {
+        let binding = party_binding(connection)?;
+        Some(Self::start_with_rng(&binding, key, role, rand_core::OsRng))
+    }
+
+    /// Start with the secret drawn from `rng`: the exchange and the message
+    /// to send. [`PartyExchange::start`] uses the system's RNG.
+    pub fn start_with_rng(
+        binding: &[u8; 32],
+        key: &[u8; 32],
+        role: Role,
+        rng: impl CryptoRng + RngCore,
+    ) -> (Self, Vec<u8>) {
+        let password = Password::new(key);
+        let mut client = b"lanspread party client ".to_vec();
+        client.extend_from_slice(binding);
+        let mut server = b"lanspread party server ".to_vec();
+        server.extend_from_slice(binding);
+        let (client, server) = (SpakeIdentity::new(&client), SpakeIdentity::new(&server));
+        let (spake, message) = match role {
+            Role::Client => Spake2::start_a_with_rng(&password, &client, &server, rng),
+            Role::Server => Spake2::start_b_with_rng(&password, &client, &server, rng),
+        };
+        (Self { spake, role }, message)
+    }
+
+    /// Finish with the other side's message: both key confirmations.
+    /// `None` when the message is malformed (wrong length, wrong side, not
+    /// a curve point).
+    pub fn finish(self, theirs: &[u8]) -> Option<PartyConfirmations> {
+        let shared = self.spake.finish(theirs).ok()?;
+        let client = Hash(blake3::derive_key(
+            "lanspread party confirmation v2 client",
+            &shared,
+        ));
+        let server = Hash(blake3::derive_key(
+            "lanspread party confirmation v2 server",
+            &shared,
+        ));
+        Some(match self.role {
+            Role::Client => PartyConfirmations {
+                ours: client,
+                expected: server,
+            },
+            Role::Server => PartyConfirmations {
+                ours: server,
+                expected: client,
+            },
+        })
+    }
+}
+
+/// Whether a peer confirmed the party key: only when our own exchange
+/// finished (`expected`) and its confirmation equals ours. Fails closed:
+/// when the exchange could not finish, no confirmation, not even a missing
+/// one, is accepted. Compared in constant time.
+pub fn party_confirmation_accepted(expected: Option<Hash>, received: Option<Hash>) -> bool {
     match (expected, received) {
         (Some(expected), Some(received)) => {
             blake3::Hash::from(expected.0) == blake3::Hash::from(received.0)
@@ -282,7 +366,7 @@ mod tests {
 
     fn check(expected: Option<Hash>, received: Option<Hash>, accepted: bool) {
         assert_eq!(
-            party_proof_accepted(expected, received),
+            party_confirmation_accepted(expected, received),
             accepted,
             "expected {expected:?}, received {received:?}"
         );
@@ -300,5 +384,69 @@ mod tests {
         check(proof, None, false);
         check(proof, other, false);
         check(proof, proof, true);
+    }
+
+    fn exchange(
+        client: (&str, [u8; 32]),
+        server: (&str, [u8; 32]),
+    ) -> (Option<PartyConfirmations>, Option<PartyConfirmations>) {
+        let (a, to_server) = PartyExchange::start_with_rng(
+            &client.1,
+            &party_key(client.0),
+            Role::Client,
+            rand_core::OsRng,
+        );
+        let (b, to_client) = PartyExchange::start_with_rng(
+            &server.1,
+            &party_key(server.0),
+            Role::Server,
+            rand_core::OsRng,
+        );
+        (a.finish(&to_client), b.finish(&to_server))
+    }
+
+    fn confirmed(
+        (client, server): (Option<PartyConfirmations>, Option<PartyConfirmations>),
+    ) -> bool {
+        let (client, server) = (client.unwrap(), server.unwrap());
+        let server_ok = party_confirmation_accepted(Some(client.expected), Some(server.ours));
+        let client_ok = party_confirmation_accepted(Some(server.expected), Some(client.ours));
+        assert_eq!(server_ok, client_ok, "both sides agree");
+        server_ok
+    }
+
+    #[test]
+    fn the_exchange_confirms_only_the_same_key_on_the_same_session() {
+        let session = [1; 32];
+        assert!(confirmed(exchange(
+            ("lan-2026", session),
+            ("lan-2026", session)
+        )));
+        // Surrounding spaces are not part of the key.
+        assert!(confirmed(exchange(
+            (" lan-2026\n", session),
+            ("lan-2026", session)
+        )));
+        assert!(!confirmed(exchange(
+            ("lan-2026", session),
+            ("lan-2027", session)
+        )));
+        // Relayed between two TLS sessions (a machine in the middle): no.
+        assert!(!confirmed(exchange(
+            ("lan-2026", session),
+            ("lan-2026", [2; 32])
+        )));
+    }
+
+    #[test]
+    fn malformed_or_reflected_messages_finish_nothing() {
+        let key = party_key("lan-2026");
+        let start = |role| PartyExchange::start_with_rng(&[1; 32], &key, role, rand_core::OsRng);
+        let (client, own) = start(Role::Client);
+        assert_eq!(client.finish(&own), None, "our own message sent back");
+        for bad in [&[][..], &[0x42; 10], &[0x41; 33], &[0x42; 34]] {
+            let (client, _) = start(Role::Client);
+            assert_eq!(client.finish(bad), None, "{bad:?}");
+        }
     }
 }

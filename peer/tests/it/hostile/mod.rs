@@ -6,6 +6,8 @@
 // Not every attack uses every part yet.
 #![allow(dead_code)]
 
+mod party_key;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -126,7 +128,8 @@ fn hello(id: &PeerId) -> Hello {
         display_name: "hostile".into(),
         // Never the digest of an empty list: victims list our games.
         library_digest: Hash([0x66; 32]),
-        party_proof: None,
+        party_message: None,
+        party_confirmation: None,
         listen_port: 0,
     }
 }
