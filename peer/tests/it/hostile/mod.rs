@@ -18,6 +18,7 @@ use lanspread_proto::{Hash, PROTOCOL_VERSION};
 use quinn::{Endpoint, SendStream};
 use tokio::task::JoinHandle;
 
+mod peer_table;
 #[cfg(target_os = "linux")]
 mod piece_length;
 
