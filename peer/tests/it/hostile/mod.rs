@@ -18,6 +18,8 @@ use lanspread_proto::{Hash, PROTOCOL_VERSION};
 use quinn::{Endpoint, SendStream};
 use tokio::task::JoinHandle;
 
+#[cfg(target_os = "linux")]
+mod exhaust;
 mod peer_table;
 #[cfg(target_os = "linux")]
 mod piece_length;
