@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 #[cfg(target_os = "linux")]
 mod exhaust;
+mod fair_upload;
 mod peer_table;
 #[cfg(target_os = "linux")]
 mod piece_length;
