@@ -561,7 +561,10 @@ impl Worker {
         pending: &mut std::collections::VecDeque<usize>,
     ) -> Result<(), RequestError> {
         let ids = pieces.iter().map(|&p| p as u32).collect();
-        let mut reader = self.conn.request_pieces(self.vid, &self.layout, ids).await?;
+        let mut reader = self
+            .conn
+            .request_pieces(self.vid, &self.layout, ids)
+            .await?;
         while let Some((piece, data)) = reader.next().await? {
             pending.pop_front();
             let arrival = Arrival {

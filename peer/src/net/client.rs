@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::manifest::MAX_PIECE_SIZE;
+use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
 use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 

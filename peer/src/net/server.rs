@@ -55,7 +55,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_SLICE: usize = 64 << 10;
 /// Encoded `Games`, `Manifest` and `Thumbnail` answers kept, shared by every
 /// stream that sends them: one copy per answer, not one per stream.
-const CACHED_FRAMES: usize = 256;
+pub const CACHED_FRAMES: usize = 256;
 /// A new connection must complete the `Hello` exchange within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request frame must arrive within this after its stream opened.
@@ -491,12 +491,13 @@ async fn serve_stream(
         }
         Request::GetThumbnail { hash } => match state.offer.thumbnail(&hash) {
             Some(t) => {
-                let frame = state.frames.get_or(FrameKey::Thumbnail(hash), || {
-                    Response::Thumbnail {
-                        mime: t.mime.to_owned(),
-                        bytes: (*t.bytes).clone(),
-                    }
-                });
+                let frame =
+                    state
+                        .frames
+                        .get_or(FrameKey::Thumbnail(hash), || Response::Thumbnail {
+                            mime: t.mime.to_owned(),
+                            bytes: (*t.bytes).clone(),
+                        });
                 reply_frame(&mut send, frame).await
             }
             None => reply_error(&mut send, ErrorCode::NotFound, "no such thumbnail".into()).await,
@@ -709,7 +710,7 @@ struct BufferPool {
 
 /// Bytes of buffers kept for reuse; beyond this they are freed (64 pieces
 /// of 1 MiB, 4 of 16 MiB).
-const POOLED_BYTES: usize = 64 << 20;
+pub const POOLED_BYTES: usize = 64 << 20;
 
 impl BufferPool {
     fn take(self: &Arc<Self>, len: usize) -> PooledBuffer {

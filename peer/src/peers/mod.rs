@@ -522,7 +522,10 @@ mod tests {
         table.admit(told, Some(id()), Source::Exchange);
         table.admit(typed, Some(id()), Source::Manual);
         table.handle_dial_failed(told, "is another peer".into(), true);
-        assert_eq!(table.candidates[&told].expected, None, "dialled as whoever is there");
+        assert_eq!(
+            table.candidates[&told].expected, None,
+            "dialled as whoever is there"
+        );
         for _ in 0..MAX_FAILED_DIALS {
             table.handle_dial_failed(told, "timed out".into(), false);
             table.handle_dial_failed(typed, "timed out".into(), true);

@@ -146,6 +146,11 @@ async fn streams_that_never_read_a_big_answer_do_not_exhaust_the_server() {
     // Served alongside, while every attacking stream is blocked.
     assert_eq!(fetch_picture(&honest, addr).await, picture.len());
     let peak = proc_status_kib(pid, "VmHWM").expect("the victim runs");
+    eprintln!(
+        "server peak: {} MiB under {} streams",
+        peak >> 10,
+        held.len()
+    );
     assert!(
         peak < VICTIM_MEMORY_KIB,
         "the server peaked at {} MiB under {} streams ({refused} connections refused)",

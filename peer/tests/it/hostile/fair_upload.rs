@@ -91,19 +91,40 @@ async fn a_greedy_machine_with_many_ids_gets_no_more_than_its_share() {
     // The greedy machine, 127.0.0.2: 8 ids, 4 streams each.
     for _ in 0..8 {
         let conn = connect_from([127, 0, 0, 2], addr).await;
-        download_loops(&mut tasks, conn, version_id, n_pieces, 4, greedy_got.clone());
+        download_loops(
+            &mut tasks,
+            conn,
+            version_id,
+            n_pieces,
+            4,
+            greedy_got.clone(),
+        );
     }
-    download_loops(&mut tasks, honest, version_id, n_pieces, 2, honest_got.clone());
+    download_loops(
+        &mut tasks,
+        honest,
+        version_id,
+        n_pieces,
+        2,
+        honest_got.clone(),
+    );
 
     let total = || greedy_got.load(Ordering::Relaxed) + honest_got.load(Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while total() < WINDOW {
-        assert!(tokio::time::Instant::now() < deadline, "served {} bytes", total());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "served {} bytes",
+            total()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    let (greedy, honest) = (greedy_got.load(Ordering::Relaxed), honest_got.load(Ordering::Relaxed));
+    let (greedy, honest) = (
+        greedy_got.load(Ordering::Relaxed),
+        honest_got.load(Ordering::Relaxed),
+    );
     let share = honest as f64 / (greedy + honest) as f64;
     // A fair share is half; within 20 % of it is at least 40 %.
     assert!(

@@ -77,24 +77,35 @@ async fn a_piece_header_claiming_4_gib_reserves_nothing() {
     let pid = victim.0.id();
     let events = json_lines(victim.0.stdout.take().unwrap());
     let end = tokio::task::spawn_blocking(move || {
-        wait_json(&events, "the download's end", Duration::from_secs(60), |e| {
-            let kind = e["type"].as_str()?;
-            let ends = [
-                "downloadCompleted",
-                "downloadFailed",
-                "downloadCancelled",
-                "downloadPeersGone",
-            ];
-            ends.contains(&kind).then(|| kind.to_owned())
-        })
+        wait_json(
+            &events,
+            "the download's end",
+            Duration::from_secs(60),
+            |e| {
+                let kind = e["type"].as_str()?;
+                let ends = [
+                    "downloadCompleted",
+                    "downloadFailed",
+                    "downloadCancelled",
+                    "downloadPeersGone",
+                ];
+                ends.contains(&kind).then(|| kind.to_owned())
+            },
+        )
     })
     .await
     .unwrap();
     assert_eq!(end, "downloadCompleted");
-    assert!(asked.load(Ordering::SeqCst), "the liar was asked for pieces");
+    assert!(
+        asked.load(Ordering::SeqCst),
+        "the liar was asked for pieces"
+    );
     assert_eq!(std::fs::read(games.join("arena/arena.pak")).unwrap(), data);
 
-    assert!(flooded.load(Ordering::SeqCst), "the flood was taken or refused");
+    assert!(
+        flooded.load(Ordering::SeqCst),
+        "the flood was taken or refused"
+    );
     let peak = proc_status_kib(pid, "VmHWM").expect("the victim runs");
     assert!(
         peak < VICTIM_MEMORY_KIB,
