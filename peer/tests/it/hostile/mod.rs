@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 
 #[cfg(target_os = "linux")]
 mod exhaust;
+// Two machines as two loopback addresses (127.0.0.2, .3): Linux routes all
+// of 127/8 to lo; other systems configure only 127.0.0.1.
+#[cfg(target_os = "linux")]
 mod fair_upload;
 mod peer_table;
 #[cfg(target_os = "linux")]
