@@ -407,6 +407,7 @@ impl Swarm {
                         arrivals: self.arrivals_tx.clone(),
                         batch,
                         piece_size: self.manifest.piece_size as u64,
+                        layout: self.layout.clone(),
                     };
                     self.workers.spawn(worker.run())
                 })
@@ -506,6 +507,8 @@ struct Worker {
     /// second of this source's measured rate.
     batch: usize,
     piece_size: u64,
+    /// Every piece's length: a header announcing another is refused.
+    layout: Arc<Layout>,
 }
 
 impl Worker {
@@ -558,7 +561,10 @@ impl Worker {
         pending: &mut std::collections::VecDeque<usize>,
     ) -> Result<(), RequestError> {
         let ids = pieces.iter().map(|&p| p as u32).collect();
-        let mut reader = self.conn.request_pieces(self.vid, ids).await?;
+        let mut reader = self
+            .conn
+            .request_pieces(self.vid, &self.layout, ids)
+            .await?;
         while let Some((piece, data)) = reader.next().await? {
             pending.pop_front();
             let arrival = Arrival {

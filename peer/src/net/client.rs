@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lanspread_proto::manifest::MAX_PIECE_SIZE;
 use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
-use lanspread_proto::{Hash, PROTOCOL_VERSION};
+use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
 use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 
 use super::close_code;
@@ -49,6 +50,14 @@ pub enum RequestError {
     Frame(#[from] FrameError),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// A piece header announced another length than the manifest gives
+    /// that piece: checked before a byte of it is buffered.
+    #[error("the peer announced piece {piece_idx} as {len} bytes; the manifest says {expected}")]
+    WrongPieceLength {
+        piece_idx: u32,
+        len: u32,
+        expected: u64,
+    },
 }
 
 /// An open, handshaken connection to a peer.
@@ -242,29 +251,31 @@ impl PeerConnection {
         send.write_all(&Request::GetPieces { version_id, pieces }.encode())
             .await?;
         let _ = send.finish();
+        // Without the manifest at hand, no piece is longer than the largest
+        // piece size any manifest may have.
         for want in expected {
-            match read_frame(&mut recv, Response::decode).await? {
-                Response::Piece { piece_idx, len } if piece_idx == want => {
-                    let mut data = vec![0u8; len as usize];
-                    read_exact(&mut recv, &mut data).await?;
-                    on_piece(piece_idx, data);
-                }
-                Response::Error { code, message } => {
-                    return Err(RequestError::Remote { code, message })
-                }
-                other => return Err(RequestError::Unexpected(format!("{other:?}"))),
-            }
+            let data = read_piece(&mut recv, want, None).await?;
+            on_piece(want, data);
         }
         Ok(())
     }
 
-    /// Ask for `pieces` on a new stream; read them one by one from the
-    /// returned reader, in the order asked.
+    /// Ask for `pieces` of the version laid out as `layout` on a new stream;
+    /// read them one by one from the returned reader, in the order asked.
+    /// Each piece must have the length `layout` gives it.
     pub async fn request_pieces(
         &self,
         version_id: Hash,
+        layout: &Layout,
         pieces: Vec<u32>,
     ) -> Result<PieceReader, RequestError> {
+        let expected = pieces
+            .iter()
+            .map(|&p| {
+                let len = ((p as usize) < layout.n_pieces()).then(|| layout.piece_len(p as usize));
+                (p, len.unwrap_or(0))
+            })
+            .collect::<Vec<_>>();
         let (mut send, recv) = self.connection.open_bi().await?;
         let request = Request::GetPieces {
             version_id,
@@ -274,7 +285,7 @@ impl PeerConnection {
         let _ = send.finish();
         Ok(PieceReader {
             recv,
-            expected: pieces.into_iter(),
+            expected: expected.into_iter(),
         })
     }
 
@@ -289,23 +300,45 @@ impl PeerConnection {
 /// The answer to one `GetPieces`, piece by piece.
 pub struct PieceReader {
     recv: quinn::RecvStream,
-    expected: std::vec::IntoIter<u32>,
+    /// The pieces still to come, each with its length from the manifest.
+    expected: std::vec::IntoIter<(u32, u64)>,
 }
 
 impl PieceReader {
     /// The next piece, or `None` once every piece asked for arrived.
     pub async fn next(&mut self) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
-        let Some(want) = self.expected.next() else {
+        let Some((want, len)) = self.expected.next() else {
             return Ok(None);
         };
-        match read_frame(&mut self.recv, Response::decode).await? {
-            Response::Piece { piece_idx, len } if piece_idx == want => {
-                let mut data = vec![0u8; len as usize];
-                read_exact(&mut self.recv, &mut data).await?;
-                Ok(Some((piece_idx, data)))
+        let data = read_piece(&mut self.recv, want, Some(len)).await?;
+        Ok(Some((want, data)))
+    }
+}
+
+/// One piece from `recv`: its header, then its bytes. The header's length is
+/// checked before the buffer is made: it must be `expected` when the
+/// manifest is at hand, and at most [`MAX_PIECE_SIZE`] always. Without this
+/// a header claiming 4 GiB reserved 4 GiB.
+async fn read_piece(
+    recv: &mut quinn::RecvStream,
+    want: u32,
+    expected: Option<u64>,
+) -> Result<Vec<u8>, RequestError> {
+    match read_frame(recv, Response::decode).await? {
+        Response::Piece { piece_idx, len } if piece_idx == want => {
+            let expected_len = expected.unwrap_or(len as u64);
+            if len as u64 != expected_len || len > MAX_PIECE_SIZE {
+                return Err(RequestError::WrongPieceLength {
+                    piece_idx,
+                    len,
+                    expected: expected.unwrap_or(MAX_PIECE_SIZE as u64),
+                });
             }
-            Response::Error { code, message } => Err(RequestError::Remote { code, message }),
-            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+            let mut data = vec![0u8; len as usize];
+            read_exact(recv, &mut data).await?;
+            Ok(data)
         }
+        Response::Error { code, message } => Err(RequestError::Remote { code, message }),
+        other => Err(RequestError::Unexpected(format!("{other:?}"))),
     }
 }

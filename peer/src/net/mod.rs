@@ -20,6 +20,9 @@ pub mod close_code {
     pub const GOODBYE: u32 = 5;
     pub const INCOMPATIBLE_VERSION: u32 = 6;
     pub const REQUEST_TIMEOUT: u32 = 7;
+    /// A stream reset because its reader took nothing for
+    /// `server::WRITE_TIMEOUT`.
+    pub const WRITE_TIMEOUT: u32 = 8;
 }
 
 /// UDP buffer asked of the OS. The default (~208 KiB on Linux) drops packets

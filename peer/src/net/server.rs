@@ -4,6 +4,7 @@
 //! is ever opened.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,9 +31,31 @@ use crate::tasks::RuntimeTasks;
 /// Connections one peer may hold to us at once (a downloader needs one; a
 /// few more tolerate reconnect races).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
-/// `GetPieces` streams of one peer served at once; more wait their turn, so
-/// one greedy peer cannot take every upload slot of a host.
-pub const MAX_UPLOADS_PER_PEER: usize = 4;
+/// Connections (handshaking or open) from one IP address, whatever ids they
+/// claim: ids cost nothing, a machine is one source. One peer per machine
+/// needs a few; several peers on one host (tests, a host's CLI next to its
+/// app) stay well below.
+pub const MAX_CONNECTIONS_PER_IP: usize = 32;
+/// Connections (handshaking or open) in all: two per peer of a 500-peer
+/// party, with room to spare. Beyond it new connections are refused before
+/// their handshake.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// `GetPieces` streams of one machine (IP address) served at once; more
+/// wait their turn, so one machine cannot take every upload slot of a host,
+/// however many ids or connections it uses.
+pub const MAX_UPLOADS_PER_IP: usize = 4;
+/// `GetPieces` streams served at once in all. Each holds at most two pieces
+/// (one on the wire, the next being read), so piece memory is bounded by
+/// `2 * MAX_UPLOADS * piece size` (64 MiB at 1 MiB pieces).
+pub const MAX_UPLOADS: usize = 32;
+/// A stream whose reader takes no byte of our answer for this long is
+/// reset: a reader that stops reading holds no buffers for long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Writes are made in slices of this size, each within [`WRITE_TIMEOUT`].
+const WRITE_SLICE: usize = 64 << 10;
+/// Encoded `Games`, `Manifest` and `Thumbnail` answers kept, shared by every
+/// stream that sends them: one copy per answer, not one per stream.
+pub const CACHED_FRAMES: usize = 256;
 /// A new connection must complete the `Hello` exchange within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request frame must arrive within this after its stream opened.
@@ -52,8 +75,14 @@ pub struct ServerState {
     pub bytes_served: std::sync::atomic::AtomicU64,
     // std Mutexes: a map lookup under each, never an await.
     connections: Mutex<HashMap<PeerId, usize>>,
-    uploads: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
+    /// Connections per source IP, entries removed at zero; their sum is all
+    /// connections.
+    sources: Mutex<HashMap<IpAddr, usize>>,
+    /// Upload slots per source IP, entries removed when no slot is taken.
+    uploads: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    all_uploads: Arc<Semaphore>,
     buffers: Arc<BufferPool>,
+    frames: FrameCache,
 }
 
 impl ServerState {
@@ -76,8 +105,11 @@ impl ServerState {
             listen_port,
             bytes_served: Default::default(),
             connections: Mutex::default(),
+            sources: Mutex::default(),
             uploads: Mutex::default(),
+            all_uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
             buffers: Arc::default(),
+            frames: FrameCache::default(),
         }
     }
 
@@ -113,12 +145,83 @@ impl ServerState {
         })
     }
 
-    fn upload_slots(&self, peer: &PeerId) -> Arc<Semaphore> {
-        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        uploads
-            .entry(peer.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER)))
-            .clone()
+    /// A place for a connection from `ip`, within [`MAX_CONNECTIONS`] and
+    /// [`MAX_CONNECTIONS_PER_IP`].
+    fn source_slot(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = sources.values().sum();
+        let count = sources.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_CONNECTIONS || count >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        sources.insert(ip, count + 1);
+        Some(SourceSlot {
+            state: self.clone(),
+            ip,
+        })
+    }
+
+    /// Wait for an upload slot of `ip` and one of all; cancel-safe.
+    async fn upload_slot(self: &Arc<Self>, ip: IpAddr) -> Option<UploadSlot> {
+        let slots = {
+            let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            uploads
+                .entry(ip)
+                .or_insert_with(|| Arc::new(Semaphore::new(MAX_UPLOADS_PER_IP)))
+                .clone()
+        };
+        // Made before the waits: its drop removes the entry if unused.
+        let mut slot = UploadSlot {
+            state: self.clone(),
+            ip,
+            slots,
+            permits: None,
+        };
+        let own = slot.slots.clone().acquire_owned().await.ok()?;
+        let all = self.all_uploads.clone().acquire_owned().await.ok()?;
+        slot.permits = Some((own, all));
+        Some(slot)
+    }
+}
+
+/// Frees a source's connection place on every exit path.
+struct SourceSlot {
+    state: Arc<ServerState>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut sources = self.state.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = sources.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                sources.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An upload slot of a source (or a wait for one); its drop frees the slot
+/// and removes the source's entry once nobody holds or waits for one.
+struct UploadSlot {
+    state: Arc<ServerState>,
+    ip: IpAddr,
+    slots: Arc<Semaphore>,
+    permits: Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )>,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        drop(self.permits.take());
+        let mut uploads = self.state.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and ours; nobody else waits or holds.
+        if Arc::strong_count(&self.slots) == 2 {
+            uploads.remove(&self.ip);
+        }
     }
 }
 
@@ -188,6 +291,11 @@ async fn serve_connection(
     blocking: RuntimeTasks,
 ) {
     let remote = incoming.remote_address();
+    let Some(_source) = state.source_slot(remote.ip().to_canonical()) else {
+        tracing::debug!(%remote, "refused: too many connections");
+        incoming.refuse();
+        return;
+    };
     let connection = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -227,9 +335,13 @@ async fn serve_connection(
     tracing::debug!(%remote, %peer, "peer connected");
     while let Ok((send, recv)) = connection.accept_bi().await {
         let (connection, peer, state) = (connection.clone(), peer.clone(), state.clone());
+        let source = Requester {
+            peer,
+            ip: remote.ip().to_canonical(),
+        };
         tasks.spawn(serve_stream(
             connection,
-            peer,
+            source,
             send,
             recv,
             state,
@@ -361,11 +473,18 @@ async fn send_refusal(mut send: SendStream, (frame, close): Refusal) -> (u32, St
     close
 }
 
+/// Who a stream is from: the peer id its connection proved, and the machine
+/// (IP address) it came from, which bounds and fair shares count by.
+struct Requester {
+    peer: PeerId,
+    ip: IpAddr,
+}
+
 // Long on purpose: one match arm per request kind, each a few lines;
 // the protocol's server side reads as one table.
 async fn serve_stream(
     connection: Connection,
-    peer: PeerId,
+    source: Requester,
     mut send: SendStream,
     mut recv: RecvStream,
     state: Arc<ServerState>,
@@ -388,6 +507,7 @@ async fn serve_stream(
                 return;
             }
         };
+    let peer = &source.peer;
     let outcome = match request {
         Request::Hello(_) | Request::PartyConfirm { .. } => {
             reply_error(
@@ -397,32 +517,37 @@ async fn serve_stream(
             )
             .await
         }
-        Request::ListGames => reply(&mut send, Response::Games(state.offer.summaries())).await,
+        Request::ListGames => {
+            let games = state.offer.summaries();
+            let key = FrameKey::Games(lanspread_proto::wire::games_digest(&games));
+            let frame = state.frames.get_or(key, || Response::Games(games));
+            reply_frame(&mut send, frame).await
+        }
         Request::GetManifest { version_id } => match state.offer.served(&version_id) {
             Some(served) => {
-                let manifest = (*served.game().manifest).clone();
-                reply(&mut send, Response::Manifest(Box::new(manifest))).await
+                let frame = state.frames.get_or(FrameKey::Manifest(version_id), || {
+                    Response::Manifest(Box::new((*served.game().manifest).clone()))
+                });
+                reply_frame(&mut send, frame).await
             }
             None => reply_unknown_version(&mut send, &version_id).await,
         },
         Request::GetPieces { version_id, pieces } => {
-            send_pieces(&mut send, &peer, &state, &blocking, version_id, pieces).await
+            send_pieces(&mut send, &source, &state, &blocking, version_id, pieces).await
         }
-        Request::GetThumbnail { hash } => {
-            let thumbnail = state.offer.thumbnail(&hash);
-            match thumbnail {
-                Some(t) => {
-                    let response = Response::Thumbnail {
-                        mime: t.mime.to_owned(),
-                        bytes: (*t.bytes).clone(),
-                    };
-                    reply(&mut send, response).await
-                }
-                None => {
-                    reply_error(&mut send, ErrorCode::NotFound, "no such thumbnail".into()).await
-                }
+        Request::GetThumbnail { hash } => match state.offer.thumbnail(&hash) {
+            Some(t) => {
+                let frame =
+                    state
+                        .frames
+                        .get_or(FrameKey::Thumbnail(hash), || Response::Thumbnail {
+                            mime: t.mime.to_owned(),
+                            bytes: (*t.bytes).clone(),
+                        });
+                reply_frame(&mut send, frame).await
             }
-        }
+            None => reply_error(&mut send, ErrorCode::NotFound, "no such thumbnail".into()).await,
+        },
         Request::GetHaveSet { version_id } => match state.offer.served(&version_id) {
             Some(served) => {
                 let have = served.have_set();
@@ -438,11 +563,11 @@ async fn serve_stream(
         },
         Request::LibraryChanged { library_digest } => {
             tracing::debug!(%peer, %library_digest, "peer library changed");
-            state.directory.library_changed(&peer, &library_digest);
+            state.directory.library_changed(peer, &library_digest);
             reply(&mut send, Response::Ok).await
         }
         Request::Goodbye => {
-            state.directory.goodbye_from(&peer);
+            state.directory.goodbye_from(peer);
             let _ = reply(&mut send, Response::Ok).await;
             connection.close(VarInt::from_u32(close_code::GOODBYE), b"goodbye");
             Ok(())
@@ -454,29 +579,64 @@ async fn serve_stream(
             reply(&mut send, Response::Peers(peers)).await
         }
     };
-    if let Err(e) = outcome {
-        tracing::debug!(%peer, "stream ended early: {e}");
+    match outcome {
+        Ok(()) => {}
+        Err(WriteFailed::Stalled) => {
+            tracing::debug!(%peer, "reader took nothing for {WRITE_TIMEOUT:?}: stream reset");
+            let _ = send.reset(VarInt::from_u32(close_code::WRITE_TIMEOUT));
+        }
+        Err(e) => tracing::debug!(%peer, "stream ended early: {e}"),
     }
 }
 
-async fn reply(send: &mut SendStream, response: Response) -> Result<(), quinn::WriteError> {
-    send.write_all(&response.encode()).await?;
+/// Why an answer was not sent whole.
+#[derive(Debug, thiserror::Error)]
+enum WriteFailed {
+    #[error("{0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("the reader took nothing for {WRITE_TIMEOUT:?}")]
+    Stalled,
+}
+
+/// Write `bytes` in slices of [`WRITE_SLICE`], each taken by the reader
+/// within [`WRITE_TIMEOUT`]. The slices share `bytes`: nothing is copied.
+async fn write_timed(send: &mut SendStream, bytes: Bytes) -> Result<(), WriteFailed> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + WRITE_SLICE).min(bytes.len());
+        tokio::time::timeout(WRITE_TIMEOUT, send.write_chunk(bytes.slice(at..end)))
+            .await
+            .map_err(|_| WriteFailed::Stalled)??;
+        at = end;
+    }
+    Ok(())
+}
+
+/// Send one encoded frame and finish the stream.
+async fn reply_frame(send: &mut SendStream, frame: Bytes) -> Result<(), WriteFailed> {
+    write_timed(send, frame).await?;
     let _ = send.finish();
     Ok(())
+}
+
+async fn reply(send: &mut SendStream, response: Response) -> Result<(), WriteFailed> {
+    let frame = Bytes::from(response.encode());
+    drop(response);
+    reply_frame(send, frame).await
 }
 
 async fn reply_error(
     send: &mut SendStream,
     code: ErrorCode,
     message: String,
-) -> Result<(), quinn::WriteError> {
+) -> Result<(), WriteFailed> {
     reply(send, Response::Error { code, message }).await
 }
 
 async fn reply_unknown_version(
     send: &mut SendStream,
     version_id: &Hash,
-) -> Result<(), quinn::WriteError> {
+) -> Result<(), WriteFailed> {
     reply_error(
         send,
         ErrorCode::NotFound,
@@ -489,12 +649,12 @@ async fn reply_unknown_version(
 // while this one is on the wire; splitting would pass the pipeline around.
 async fn send_pieces(
     send: &mut SendStream,
-    peer: &PeerId,
-    state: &ServerState,
+    source: &Requester,
+    state: &Arc<ServerState>,
     blocking: &RuntimeTasks,
     version_id: Hash,
     pieces: Vec<u32>,
-) -> Result<(), quinn::WriteError> {
+) -> Result<(), WriteFailed> {
     let Some(served) = state.offer.served(&version_id) else {
         return reply_unknown_version(send, &version_id).await;
     };
@@ -508,8 +668,7 @@ async fn send_pieces(
         return reply_error(send, ErrorCode::NotFound, message).await;
     }
     let game = Arc::new(served.game().clone());
-    let slots = state.upload_slots(peer);
-    let Ok(_permit) = slots.acquire_owned().await else {
+    let Some(_slot) = state.upload_slot(source.ip).await else {
         return Ok(());
     };
     let layout = Arc::new(game.manifest.layout());
@@ -552,15 +711,15 @@ async fn send_pieces(
         state
             .bytes_served
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        send.write_all(&header.encode()).await?;
+        write_timed(send, Bytes::from(header.encode())).await?;
         if state.limiter.rate() == 0 {
-            send.write_chunk(data).await?;
+            write_timed(send, data).await?;
         } else {
             let mut at = 0;
             while at < data.len() {
                 let end = (at + CHUNK).min(data.len());
-                state.limiter.acquire(end - at).await;
-                send.write_chunk(data.slice(at..end)).await?;
+                state.limiter.acquire(source.ip, end - at).await;
+                write_timed(send, data.slice(at..end)).await?;
                 at = end;
             }
         }
@@ -595,8 +754,9 @@ struct BufferPool {
     free: Mutex<Vec<Vec<u8>>>,
 }
 
-/// Buffers kept for reuse; beyond this they are freed (64 x 1 MiB).
-const POOLED_BUFFERS: usize = 64;
+/// Bytes of buffers kept for reuse; beyond this they are freed (64 pieces
+/// of 1 MiB, 4 of 16 MiB).
+pub const POOLED_BYTES: usize = 64 << 20;
 
 impl BufferPool {
     fn take(self: &Arc<Self>, len: usize) -> PooledBuffer {
@@ -623,8 +783,49 @@ impl AsRef<[u8]> for PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let mut free = self.1.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < POOLED_BUFFERS {
+        let pooled: usize = free.iter().map(Vec::capacity).sum();
+        if pooled + self.0.capacity() <= POOLED_BYTES {
             free.push(std::mem::take(&mut self.0));
         }
+    }
+}
+
+/// What a cached frame answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FrameKey {
+    /// `Games`, by the digest of the list.
+    Games(Hash),
+    Manifest(Hash),
+    Thumbnail(Hash),
+}
+
+/// Encoded answers shared by every stream that sends them: a thousand
+/// streams asking for a 2 MiB picture hold one copy of it, not a thousand.
+/// Each key names immutable content (a digest or a hash), so an entry is
+/// never stale.
+#[derive(Default)]
+struct FrameCache {
+    // A std Mutex: a lookup or an insert under it, never an await.
+    frames: Mutex<HashMap<FrameKey, Bytes>>,
+}
+
+impl FrameCache {
+    /// The frame for `key`, encoded from `response()` if not held.
+    fn get_or(&self, key: FrameKey, response: impl FnOnce() -> Response) -> Bytes {
+        if let Some(frame) = self.lock().get(&key) {
+            return frame.clone();
+        }
+        let frame = Bytes::from(response().encode());
+        let mut frames = self.lock();
+        if frames.len() >= CACHED_FRAMES {
+            // Whatever is being sent stays alive with its senders.
+            frames.clear();
+        }
+        frames.insert(key, frame.clone());
+        frame
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FrameKey, Bytes>> {
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -35,6 +35,12 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// shutdown; with this, ~0.2 s.
 pub const INITIAL_RTT: Duration = Duration::from_millis(25);
 
+/// Bytes sent and not yet acknowledged, per connection: what a connection
+/// may make us hold in send buffers, whatever its streams. Six times a
+/// 10 Gbit/s LAN's bandwidth-delay product; a peer that acknowledges
+/// nothing costs at most this per connection.
+pub const SEND_WINDOW: u64 = 8 << 20;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -47,7 +53,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     // stream without flow control ever being the limit, even on loopback.
     transport.stream_receive_window((16u32 << 20).into());
     transport.receive_window((64u32 << 20).into());
-    transport.send_window(64 << 20);
+    transport.send_window(SEND_WINDOW);
     transport.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
     transport.max_concurrent_uni_streams(0u32.into());
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("fits")));

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
 use super::catalog::build_catalog;
-use super::{PeerDirectory, RemotePeer};
+use super::{PeerDirectory, RemotePeer, LOST_REDIAL_FOR};
 use crate::events::{PeerEvent, PeerInfo, PeerState, Source};
 use crate::library::monitor::Library;
 use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
@@ -137,25 +137,23 @@ impl Liveness {
         {
             let mut table = self.directory.lock();
             // Lost peers are dialled again at the address we knew.
+            // Lost peers are dialled again at the address we knew, for
+            // `LOST_REDIAL_FOR`.
             let lost: Vec<(SocketAddr, PeerId)> = table
                 .peers
                 .iter()
                 .filter(|(_, p)| p.info.state == PeerState::Lost)
+                .filter(|(_, p)| now.duration_since(p.last_ok) < LOST_REDIAL_FOR)
                 .filter_map(|(id, p)| Some((p.info.addr?, id.clone())))
                 .collect();
             for (addr, id) in lost {
-                table
-                    .candidates
-                    .entry(addr)
-                    .or_insert_with(|| super::Candidate {
-                        expected: Some(id),
-                        source: Source::Exchange,
-                        last_attempt: Some(now),
-                        last_error: None,
-                        in_flight: false,
-                        is_self: false,
-                    });
+                table.candidates.entry(addr).or_insert_with(|| {
+                    let mut candidate = super::Candidate::new(Some(id), Source::Exchange);
+                    candidate.last_attempt = Some(now);
+                    candidate
+                });
             }
+            table.forget_old_lost();
             let connected: Vec<SocketAddr> = table
                 .peers
                 .values()
@@ -294,15 +292,17 @@ impl Liveness {
         let (conn, games) = match result {
             Ok(ok) => ok,
             Err(e) => {
-                let incompatible = matches!(e, ConnectError::IncompatibleVersion { .. });
-                candidate.last_error = Some(e.to_string());
                 tracing::debug!(%addr, "dial failed: {e}");
-                if incompatible {
+                if matches!(e, ConnectError::IncompatibleVersion { .. }) {
+                    candidate.last_error = Some(e.to_string());
                     if let Some(id) = candidate.expected.clone() {
                         drop(table);
                         self.directory.mark_incompatible(id, addr, None);
                     }
+                    return None;
                 }
+                let wrong_peer = matches!(e, ConnectError::WrongPeer { .. });
+                table.handle_dial_failed(addr, e.to_string(), wrong_peer);
                 return None;
             }
         };
@@ -312,6 +312,7 @@ impl Liveness {
             return None;
         }
         candidate.last_error = None;
+        candidate.failures = 0;
         let peer_id = conn.peer_id.clone();
         let info = PeerInfo {
             peer_id: peer_id.clone(),

@@ -22,6 +22,30 @@ use crate::events::{CatalogEntry, EventSink, PeerEvent, PeerInfo, PeerState, Sou
 use crate::net::client::PeerConnection;
 use lanspread_proto::PeerId;
 
+/// Most addresses to dial held at once. A 500-peer party needs one or two
+/// per peer; beyond this, addresses from the network (peer exchange, mDNS,
+/// dial-back) are refused until failed ones expire. Typed addresses are
+/// always kept.
+pub const MAX_CANDIDATES: usize = 1024;
+/// Most addresses held for one peer id from the network: a machine has a
+/// few interfaces, not hundreds.
+pub const MAX_CANDIDATES_PER_PEER: usize = 4;
+/// Most addresses held on one IP address (one machine) from the network:
+/// one peer per machine at a party; tests and a host running several
+/// peers stay far below.
+pub const MAX_CANDIDATES_PER_IP: usize = 64;
+/// An address from the network (not typed) that failed this many dials in
+/// a row is forgotten: a lie or a peer that left costs a few dials, not
+/// dials forever.
+pub const MAX_FAILED_DIALS: u32 = 2;
+/// A lost peer is dialled again at its last address for this long, then
+/// left alone until it is heard of again (mDNS, peer exchange, or it dials
+/// us).
+pub const LOST_REDIAL_FOR: Duration = Duration::from_secs(10 * 60);
+/// Most peers remembered, connected or lost. Beyond this the peer lost for
+/// longest is forgotten.
+pub const MAX_KNOWN_PEERS: usize = 2048;
+
 /// An address to dial.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
@@ -35,6 +59,22 @@ pub(crate) struct Candidate {
     /// It answered with our own id, or speaks another protocol version:
     /// never dial it again.
     pub is_self: bool,
+    /// Dials that failed since the last that succeeded.
+    pub failures: u32,
+}
+
+impl Candidate {
+    fn new(expected: Option<PeerId>, source: Source) -> Self {
+        Self {
+            expected,
+            source,
+            last_attempt: None,
+            last_error: None,
+            in_flight: false,
+            is_self: false,
+            failures: 0,
+        }
+    }
 }
 
 pub(crate) struct RemotePeer {
@@ -57,6 +97,99 @@ pub(crate) struct Table {
     pub candidates: BTreeMap<SocketAddr, Candidate>,
     pub catalog: Vec<CatalogEntry>,
     pub catalog_dirty: bool,
+}
+
+impl Table {
+    /// Remember `addr` as where `expected` (if given) listens, as `source`
+    /// says. Typed addresses are always taken, and their expectation wins.
+    /// Addresses from the network are bounded ([`MAX_CANDIDATES`],
+    /// [`MAX_CANDIDATES_PER_PEER`], [`MAX_CANDIDATES_PER_IP`]), never change
+    /// what an address already held is expected to be, and never bind the
+    /// address of a peer we verified (by its TLS handshake) to another id.
+    /// Returns whether the address is held now.
+    pub(crate) fn admit(
+        &mut self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+        source: Source,
+    ) -> bool {
+        if let Some(entry) = self.candidates.get_mut(&addr) {
+            if source == Source::Manual {
+                entry.source = Source::Manual;
+                if expected.is_some() {
+                    entry.expected = expected;
+                }
+            }
+            return true;
+        }
+        if source != Source::Manual {
+            let verified_elsewhere = self
+                .peers
+                .iter()
+                .any(|(id, p)| p.info.addr == Some(addr) && Some(id) != expected.as_ref());
+            // A dial-back address comes from the peer itself, proven by
+            // its handshake from that IP: hearsay cannot crowd it out.
+            let hearsay = source != Source::Incoming;
+            let for_peer = expected.as_ref().filter(|_| hearsay).map_or(0, |id| {
+                self.candidates
+                    .values()
+                    .filter(|c| c.expected.as_ref() == Some(id))
+                    .count()
+            });
+            let on_ip = self
+                .candidates
+                .keys()
+                .filter(|a| a.ip() == addr.ip())
+                .count();
+            if verified_elsewhere
+                || self.candidates.len() >= MAX_CANDIDATES
+                || for_peer >= MAX_CANDIDATES_PER_PEER
+                || on_ip >= MAX_CANDIDATES_PER_IP
+            {
+                return false;
+            }
+        }
+        self.candidates
+            .insert(addr, Candidate::new(expected, source));
+        true
+    }
+
+    /// A dial of `addr` failed. An address from the network is forgotten
+    /// after [`MAX_FAILED_DIALS`]; one that answered with another id than
+    /// we were told is dialled next without an expectation, so hearsay
+    /// cannot make a peer unreachable.
+    pub(crate) fn handle_dial_failed(&mut self, addr: SocketAddr, error: String, wrong_peer: bool) {
+        let Some(candidate) = self.candidates.get_mut(&addr) else {
+            return;
+        };
+        candidate.failures += 1;
+        candidate.last_error = Some(error);
+        if candidate.source == Source::Manual {
+            return;
+        }
+        if wrong_peer {
+            candidate.expected = None;
+        }
+        if candidate.failures >= MAX_FAILED_DIALS {
+            self.candidates.remove(&addr);
+        }
+    }
+
+    /// Keep at most [`MAX_KNOWN_PEERS`]: forget the peers lost longest.
+    pub(crate) fn forget_old_lost(&mut self) {
+        while self.peers.len() > MAX_KNOWN_PEERS {
+            let oldest = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.info.state != PeerState::Connected)
+                .min_by_key(|(_, p)| p.last_ok)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => self.peers.remove(&id),
+                None => break,
+            };
+        }
+    }
 }
 
 /// The shared table of peers.
@@ -88,8 +221,8 @@ impl PeerDirectory {
         &self.our_id
     }
 
-    /// Remember an address to dial. Our own id and peers already connected
-    /// at that address are ignored.
+    /// Remember an address to dial, within the bounds of [`Table::admit`].
+    /// Our own id and peers already connected at that address are ignored.
     pub fn add_candidate(&self, addr: SocketAddr, expected: Option<PeerId>, source: Source) {
         if expected.as_ref() == Some(&self.our_id) {
             return;
@@ -102,17 +235,8 @@ impl PeerDirectory {
                 }
             }
         }
-        let entry = table.candidates.entry(addr).or_insert_with(|| Candidate {
-            expected: expected.clone(),
-            source,
-            last_attempt: None,
-            last_error: None,
-            in_flight: false,
-            is_self: false,
-        });
-        // A typed (manual) expectation wins over what others told us.
-        if expected.is_some() && (entry.expected.is_none() || source == Source::Manual) {
-            entry.expected = expected;
+        if !table.admit(addr, expected, source) {
+            tracing::debug!(%addr, ?source, "address not kept: the table is full for it");
         }
     }
 
@@ -336,6 +460,80 @@ mod tests {
             true,
         );
         check(listed, &[game("quake", 1)], true);
+    }
+
+    fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    fn id() -> PeerId {
+        Identity::ephemeral().peer_id().clone()
+    }
+
+    #[test]
+    fn addresses_from_the_network_are_bounded_in_total_per_peer_and_per_ip() {
+        let mut table = Table::default();
+        // One liar naming one id at many addresses.
+        let liar = id();
+        let held = (0..100)
+            .filter(|&i| table.admit(addr([10, 0, 1, i], 1), Some(liar.clone()), Source::Exchange))
+            .count();
+        assert_eq!(held, MAX_CANDIDATES_PER_PEER);
+        // Many ids on one machine.
+        let held = (0..1000)
+            .filter(|&port| table.admit(addr([10, 0, 2, 1], port), Some(id()), Source::Incoming))
+            .count();
+        assert_eq!(held, MAX_CANDIDATES_PER_IP);
+        // Many ids on many machines.
+        for i in 0..(4 * MAX_CANDIDATES) {
+            let ip = [10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            table.admit(addr(ip, 1), Some(id()), Source::Exchange);
+        }
+        assert_eq!(table.candidates.len(), MAX_CANDIDATES);
+        // A typed address is still taken.
+        assert!(table.admit(addr([192, 168, 1, 1], 1), None, Source::Manual));
+    }
+
+    #[test]
+    fn hearsay_never_rebinds_an_address_to_another_id() {
+        let mut table = Table::default();
+        let (honest, liar) = (id(), id());
+        let at = addr([10, 0, 0, 1], 27600);
+        let directory = directory_with(&honest, Vec::new());
+        let verified = directory.lock().peers.remove(&honest).unwrap();
+        table.peers.insert(honest.clone(), verified);
+        table.peers.get_mut(&honest).unwrap().info.addr = Some(at);
+        // Verified there: hearsay naming another id at it is refused.
+        assert!(!table.admit(at, Some(liar.clone()), Source::Exchange));
+        // Held without an expectation: hearsay does not add one.
+        let other = addr([10, 0, 0, 2], 27600);
+        assert!(table.admit(other, None, Source::Mdns));
+        assert!(table.admit(other, Some(liar.clone()), Source::Exchange));
+        assert_eq!(table.candidates[&other].expected, None);
+        // A typed expectation wins.
+        assert!(table.admit(other, Some(honest.clone()), Source::Manual));
+        assert_eq!(table.candidates[&other].expected, Some(honest));
+    }
+
+    #[test]
+    fn failed_addresses_from_the_network_expire_and_wrong_ids_are_dropped() {
+        let mut table = Table::default();
+        let (told, typed) = (addr([10, 0, 0, 1], 1), addr([10, 0, 0, 2], 1));
+        table.admit(told, Some(id()), Source::Exchange);
+        table.admit(typed, Some(id()), Source::Manual);
+        table.handle_dial_failed(told, "is another peer".into(), true);
+        assert_eq!(
+            table.candidates[&told].expected, None,
+            "dialled as whoever is there"
+        );
+        for _ in 0..MAX_FAILED_DIALS {
+            table.handle_dial_failed(told, "timed out".into(), false);
+            table.handle_dial_failed(typed, "timed out".into(), true);
+        }
+        assert!(!table.candidates.contains_key(&told));
+        let kept = &table.candidates[&typed];
+        assert!(kept.expected.is_some(), "a typed id stays");
+        assert_eq!(kept.failures, MAX_FAILED_DIALS);
     }
 
     #[test]

@@ -444,6 +444,11 @@ mod process {
             self.child.signal(signal);
         }
 
+        /// Its process id (to read its memory in `/proc`).
+        pub fn pid(&self) -> u32 {
+            self.child.0.id()
+        }
+
         /// SIGKILL, and reap it.
         pub fn kill(&mut self) {
             self.child.kill();

@@ -20,12 +20,29 @@ use lanspread_proto::{Hash, PROTOCOL_VERSION};
 use quinn::{Endpoint, SendStream};
 use tokio::task::JoinHandle;
 
+#[cfg(target_os = "linux")]
+mod exhaust;
+// Two machines as two loopback addresses (127.0.0.2, .3): Linux routes all
+// of 127/8 to lo; other systems configure only 127.0.0.1.
+#[cfg(target_os = "linux")]
+mod fair_upload;
+mod peer_table;
+#[cfg(target_os = "linux")]
+mod piece_length;
+
 /// What the hostile server writes on a stream, in order.
 pub enum Answer {
     /// One well-formed response frame.
     Frame(Response),
     /// Any bytes at all: a lying piece body, a malformed frame.
     Raw(Vec<u8>),
+    /// `len` bytes of zeros, written in 1 MiB chunks without holding them
+    /// all: a flood of body bytes. `ended` is set once they are written or
+    /// the reader stopped the stream.
+    Junk {
+        len: usize,
+        ended: Arc<std::sync::atomic::AtomicBool>,
+    },
     /// Keep the stream open and write nothing more, ever.
     Hang,
 }
@@ -107,6 +124,21 @@ async fn answer(mut send: SendStream, request: &Request, id: &PeerId, script: &S
         let bytes = match answer {
             Answer::Frame(response) => response.encode(),
             Answer::Raw(bytes) => bytes,
+            Answer::Junk { mut len, ended } => {
+                static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+                let mut failed = false;
+                while len > 0 && !failed {
+                    let n = len.min(ZEROS.len());
+                    let chunk = bytes::Bytes::from_static(&ZEROS[..n]);
+                    failed = send.write_chunk(chunk).await.is_err();
+                    len -= n;
+                }
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                if failed {
+                    return;
+                }
+                continue;
+            }
             Answer::Hang => {
                 std::future::pending::<()>().await;
                 return;
@@ -313,4 +345,14 @@ async fn an_honest_game_from_the_scripted_server_installs() {
         vec![7u8; 3 << 20]
     );
     stop([&victim.handle]).await;
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`), on Linux.
+#[cfg(target_os = "linux")]
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
