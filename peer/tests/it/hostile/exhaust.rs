@@ -8,11 +8,10 @@ use std::sync::Arc;
 use lanspread_peer::net::identity::Identity;
 use lanspread_peer::net::server::{MAX_CONNECTIONS_PER_IP, WRITE_TIMEOUT};
 use lanspread_peer::net::{bind_endpoint, client, close_code, tls};
-use lanspread_proto::wire::{Hello, Request, Response};
-use lanspread_proto::{Hash, PROTOCOL_VERSION};
+use lanspread_proto::wire::{Request, Response};
 use quinn::{Connection, Endpoint, RecvStream, VarInt};
 
-use super::{proc_status_kib, HostileClient};
+use super::{hello, proc_status_kib, HostileClient};
 use crate::support::{ServeChild, MIB};
 
 /// The server stays under this while attacked.
@@ -37,15 +36,7 @@ async fn stingy_connection(endpoint: &Endpoint, addr: SocketAddr) -> Option<Conn
         .ok()?
         .await
         .ok()?;
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        peer_id: identity.peer_id().to_string(),
-        display_name: "stingy".into(),
-        library_digest: Hash([0; 32]),
-        party_proof: None,
-        listen_port: 0,
-    };
-    match client::request(&connection, &Request::Hello(hello)).await {
+    match client::request(&connection, &Request::Hello(hello(identity.peer_id()))).await {
         Ok(Response::Hello(_)) => Some(connection),
         _ => None,
     }

@@ -153,7 +153,8 @@ async fn answer(mut send: SendStream, request: &Request, id: &PeerId, script: &S
     let _ = send.stopped().await;
 }
 
-fn hello(id: &PeerId) -> Hello {
+/// A well-formed `Hello` for `id`, without a party key.
+pub fn hello(id: &PeerId) -> Hello {
     Hello {
         protocol_version: PROTOCOL_VERSION,
         peer_id: id.to_string(),
