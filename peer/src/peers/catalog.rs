@@ -1,10 +1,10 @@
 //! The LAN catalog: every peer's library merged by version id. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use lanspread_proto::{GameSummary, PeerId, VersionId};
+use lanspread_proto::{wire, GameSummary, PeerId, VersionId};
 
-use crate::events::CatalogEntry;
+use crate::events::{CatalogEntry, NameConflict};
 use crate::library::LibrarySnapshot;
 
 /// Whose summary describes a version, best first: our own install, then a
@@ -33,34 +33,96 @@ fn entry_of(summary: &GameSummary) -> CatalogEntry {
         partial_sources: Vec::new(),
         installed: false,
         update_to: None,
+        conflict: None,
+        refused: None,
+        notes: Vec::new(),
     }
+}
+
+/// One version being merged: its entry, who described it, and every game
+/// id and title its describers (installed copy and complete sources) gave.
+struct Merged {
+    entry: CatalogEntry,
+    described_by: Describer,
+    game_ids: BTreeSet<String>,
+    titles: BTreeSet<String>,
+}
+
+/// A listing accepted into the catalog: text cut to the limits
+/// (`GameSummary::cut_to_limits`), with the cuts said in words.
+fn accepted(summary: &GameSummary) -> (GameSummary, Vec<String>) {
+    let mut summary = summary.clone();
+    let notes = summary
+        .cut_to_limits()
+        .into_iter()
+        .map(|field| {
+            let max = match field {
+                "title" => wire::MAX_TITLE_BYTES,
+                "description" => wire::MAX_DESCRIPTION_BYTES,
+                _ => wire::MAX_LABEL_BYTES,
+            };
+            format!("{field} cut to {max} bytes")
+        })
+        .collect();
+    (summary, notes)
 }
 
 /// Merge the local library and every connected peer's games. A version's
 /// title, picture and the rest come from the best describer (see
 /// [`Describer`]): a partial source never renames a game or drops its cover.
+/// Describers that disagree on the game id or title are shown as a
+/// [`NameConflict`]. A listing whose game id is not a plain folder name (or
+/// that is over a limit) never describes a version; a version only such
+/// listings name is shown with `refused` saying why.
 pub fn build_catalog<'a>(
     local: &LibrarySnapshot,
     remotes: impl IntoIterator<Item = (&'a PeerId, &'a [GameSummary])>,
 ) -> Vec<CatalogEntry> {
-    let mut by_version: BTreeMap<VersionId, (CatalogEntry, Describer)> = BTreeMap::new();
+    let mut by_version: BTreeMap<VersionId, Merged> = BTreeMap::new();
+    let mut refused: BTreeMap<VersionId, CatalogEntry> = BTreeMap::new();
     let mut add = |summary: &GameSummary, source: Option<&PeerId>| {
+        let (summary, notes) = accepted(summary);
+        if let (Some(peer), Err(e)) = (source, summary.check()) {
+            let entry = refused.entry(summary.version_id).or_insert_with(|| CatalogEntry {
+                refused: Some(e.to_string()),
+                notes: notes.clone(),
+                ..entry_of(&summary)
+            });
+            if !entry.sources.contains(peer) {
+                entry.sources.push(peer.clone());
+            }
+            return;
+        }
         let describer = match (source, summary.complete) {
             (None, _) => Describer::Installed,
             (Some(_), true) => Describer::Complete,
             (Some(_), false) => Describer::Partial,
         };
-        let (entry, described_by) = by_version
+        let merged = by_version
             .entry(summary.version_id)
-            .or_insert_with(|| (entry_of(summary), describer));
-        if describer < *described_by {
+            .or_insert_with(|| Merged {
+                entry: CatalogEntry {
+                    notes: notes.clone(),
+                    ..entry_of(&summary)
+                },
+                described_by: describer,
+                game_ids: BTreeSet::new(),
+                titles: BTreeSet::new(),
+            });
+        if describer != Describer::Partial {
+            merged.game_ids.insert(summary.game_id.clone());
+            merged.titles.insert(summary.title.clone());
+        }
+        let entry = &mut merged.entry;
+        if describer < merged.described_by {
             *entry = CatalogEntry {
                 sources: std::mem::take(&mut entry.sources),
                 partial_sources: std::mem::take(&mut entry.partial_sources),
                 installed: entry.installed,
-                ..entry_of(summary)
+                notes,
+                ..entry_of(&summary)
             };
-            *described_by = describer;
+            merged.described_by = describer;
         }
         match source {
             None => entry.installed = true,
@@ -84,7 +146,19 @@ pub fn build_catalog<'a>(
             add(game, Some(peer));
         }
     }
-    let mut entries: Vec<CatalogEntry> = by_version.into_values().map(|(e, _)| e).collect();
+    let mut entries: Vec<CatalogEntry> = Vec::with_capacity(by_version.len());
+    for (vid, merged) in by_version {
+        refused.remove(&vid);
+        let mut entry = merged.entry;
+        if merged.game_ids.len() > 1 || merged.titles.len() > 1 {
+            entry.conflict = Some(NameConflict {
+                game_ids: merged.game_ids.into_iter().collect(),
+                titles: merged.titles.into_iter().collect(),
+            });
+        }
+        entries.push(entry);
+    }
+    entries.extend(refused.into_values());
     for entry in &mut entries {
         entry.sources.sort();
         entry.partial_sources.sort();
@@ -97,6 +171,11 @@ pub fn build_catalog<'a>(
             .then(a.version_id.cmp(&b.version_id))
     });
     entries
+}
+
+/// Whether the sources of `entry` disagree on its game id.
+pub fn ids_disagree(entry: &CatalogEntry) -> bool {
+    entry.conflict.as_ref().is_some_and(|c| c.game_ids.len() > 1)
 }
 
 /// On each installed entry, the newest other version of its game that some
@@ -114,6 +193,8 @@ fn mark_updates(entries: &mut [CatalogEntry]) {
                     other.game_id == mine.game_id
                         && other.version_id != mine.version_id
                         && !other.sources.is_empty()
+                        && other.refused.is_none()
+                        && !ids_disagree(other)
                 })
                 .reduce(|best, other| if is_newer(other, best) { other } else { best })
                 .filter(|newest| is_newer(newest, mine))
