@@ -109,6 +109,33 @@ fn open_no_follow(root: &Path, rel: &str) -> io::Result<File> {
         .open(&path)
 }
 
+/// Make a file readable and writable by its owner only (mode 0600) if it
+/// is open to anyone else. On Windows nothing to do: files in the user's
+/// profile inherit an owner-only ACL.
+pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Options that create a file readable by its owner only (mode 0600 on
+/// unix, set at creation so it is never readable by others meanwhile).
+pub fn owner_only_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 /// Fill `buf` from `offset`, or fail with `UnexpectedEof` if the file is shorter.
 pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
