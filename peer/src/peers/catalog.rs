@@ -319,6 +319,74 @@ mod tests {
         );
     }
 
+    /// Pins issue 13: a version's game id and title came from whichever
+    /// listing peer described it first; sources that disagree are shown.
+    #[test]
+    fn sources_that_disagree_on_a_name_are_shown_not_merged() {
+        let (a, b) = (Identity::ephemeral(), Identity::ephemeral());
+        let honest = [summary("q3", 1, None)];
+        let liar = [GameSummary {
+            title: "Free Money".into(),
+            ..summary("saves", 1, None)
+        }];
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &honest[..]), (b.peer_id(), &liar[..])],
+        );
+        assert_eq!(catalog.len(), 1);
+        let conflict = catalog[0].conflict.clone().expect("a conflict");
+        assert_eq!(conflict.game_ids, vec!["q3".to_owned(), "saves".to_owned()]);
+        assert_eq!(conflict.titles, vec!["Free Money".to_owned(), "Q3".to_owned()]);
+        assert!(ids_disagree(&catalog[0]));
+        // Agreeing sources: no conflict.
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &honest[..]), (b.peer_id(), &honest[..])],
+        );
+        assert_eq!(catalog[0].conflict, None);
+    }
+
+    /// Pins issue 13: a game id that is a path was taken as a folder name.
+    #[test]
+    fn a_listing_whose_id_is_a_path_is_refused_with_a_reason() {
+        let a = Identity::ephemeral();
+        let games = [summary("../escaped", 1, None), summary("ok", 2, None)];
+        let catalog = build_catalog(&LibrarySnapshot::new(), [(a.peer_id(), &games[..])]);
+        let refused = catalog.iter().find(|e| e.game_id == "../escaped").unwrap();
+        let reason = refused.refused.as_deref().unwrap();
+        assert!(
+            reason.starts_with("game id `../escaped` is not a plain folder name"),
+            "{reason}"
+        );
+        assert_eq!(catalog.iter().find(|e| e.game_id == "ok").unwrap().refused, None);
+        // The same version also listed under a good id: that one describes it.
+        let b = Identity::ephemeral();
+        let good = [summary("fine", 1, None)];
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &games[..1]), (b.peer_id(), &good[..])],
+        );
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog[0].game_id, "fine");
+        assert_eq!(catalog[0].refused, None);
+        assert_eq!(catalog[0].sources, vec![b.peer_id().clone()]);
+    }
+
+    #[test]
+    fn long_text_is_cut_and_said() {
+        let a = Identity::ephemeral();
+        let games = [GameSummary {
+            description: Some("d".repeat(wire::MAX_DESCRIPTION_BYTES + 1)),
+            ..summary("q3", 1, None)
+        }];
+        let catalog = build_catalog(&LibrarySnapshot::new(), [(a.peer_id(), &games[..])]);
+        assert_eq!(
+            catalog[0].description.as_ref().map(String::len),
+            Some(wire::MAX_DESCRIPTION_BYTES)
+        );
+        assert_eq!(catalog[0].notes, vec!["description cut to 8192 bytes".to_owned()]);
+    }
+
     #[test]
     fn version_labels_compare_numerically() {
         assert!(version_key("1.10") > version_key("1.9"));

@@ -311,3 +311,5 @@ async fn an_honest_game_from_the_scripted_server_installs() {
     );
     stop([&victim.handle]).await;
 }
+
+mod disk;
