@@ -382,3 +382,31 @@ async fn a_huge_description_hides_none_of_a_hosts_games() {
     );
     stop([&host.handle, &victim.handle]).await;
 }
+
+/// The CLI says in words why a listed game is refused and which names its
+/// sources disagree on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_says_why_a_game_is_refused() {
+    let games = vec![
+        FakeGame::new("../escaped", &[("run.sh", b"#!/bin/sh\n", true)]),
+        FakeGame::new("fine", &[("a", b"a", false)]),
+    ];
+    let hostile = HostileServer::start(list_all(games)).await;
+    let peer = hostile.as_peer();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::output_within(
+            &mut crate::support::peer_command([
+                "games", "--no-mdns", "-q", "--wait", "2", "--peer", &peer,
+            ]),
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("refused: game id `../escaped` is not a plain folder name"),
+        "{stdout}"
+    );
+}
