@@ -426,7 +426,10 @@ mod tests {
         let m = manifest(&[("Save.dat", 1), ("save.dat", 1)], MIN_PIECE_SIZE);
         assert_eq!(
             m.validate(),
-            Err(ManifestError::Collision("Save.dat".into(), "save.dat".into()))
+            Err(ManifestError::Collision(
+                "Save.dat".into(),
+                "save.dat".into()
+            ))
         );
         let m = manifest(&[("cafe\u{301}/a", 1), ("caf\u{e9}/b", 1)], MIN_PIECE_SIZE);
         assert!(matches!(m.validate(), Err(ManifestError::Collision(..))));

@@ -216,7 +216,14 @@ mod tests {
     #[test]
     fn refuses_every_windows_device_name() {
         for name in [
-            "CONIN$", "conout$.txt", "CLOCK$", "COM¹", "com².log", "LPT³", "COM0", "lpt0.x",
+            "CONIN$",
+            "conout$.txt",
+            "CLOCK$",
+            "COM¹",
+            "com².log",
+            "LPT³",
+            "COM0",
+            "lpt0.x",
         ] {
             check(name, Err(PathError::ReservedName(name.into())));
             check(
@@ -224,7 +231,10 @@ mod tests {
                 Err(PathError::ReservedName(name.into())),
             );
         }
-        check(&"n".repeat(MAX_COMPONENT_LEN + 1), Err(PathError::NameTooLong));
+        check(
+            &"n".repeat(MAX_COMPONENT_LEN + 1),
+            Err(PathError::NameTooLong),
+        );
         check(&"n".repeat(MAX_COMPONENT_LEN), Ok(()));
     }
 
@@ -235,8 +245,22 @@ mod tests {
             assert_eq!(validate_game_id(ok), Ok(()), "{ok}");
         }
         for bad in [
-            "", "..", ".", "../escaped", "a/b", "a\\b", "/abs", "C:", "c:x", ".hidden",
-            ".lanspread-staging", "COM¹", "CONIN$", "nul", "x.", "a:b",
+            "",
+            "..",
+            ".",
+            "../escaped",
+            "a/b",
+            "a\\b",
+            "/abs",
+            "C:",
+            "c:x",
+            ".hidden",
+            ".lanspread-staging",
+            "COM¹",
+            "CONIN$",
+            "nul",
+            "x.",
+            "a:b",
         ] {
             assert!(validate_game_id(bad).is_err(), "{bad:?} accepted");
         }

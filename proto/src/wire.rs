@@ -845,7 +845,10 @@ mod tests {
             );
         }
         let message = listed("../x", 1, true).check().unwrap_err().to_string();
-        assert!(message.starts_with("game id `../x` is not a plain folder name"), "{message}");
+        assert!(
+            message.starts_with("game id `../x` is not a plain folder name"),
+            "{message}"
+        );
     }
 
     #[test]

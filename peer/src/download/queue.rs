@@ -31,9 +31,16 @@ struct Running {
 }
 
 impl Engine {
-    /// Queue the download of `target`: a game id or a version id (hex).
+    /// Queue the download of `target`: a game id, a version id (hex), or
+    /// `<version id>:<game id>` — that version under one of the game ids its
+    /// sources give it (a `:` is never part of a game id), for a version
+    /// whose sources disagree.
     pub async fn start(self: &Arc<Self>, target: &str) -> Result<VersionId, DownloadError> {
         let catalog = self.parts.directory.catalog();
+        let (target, chosen_for_version) = match target.split_once(':') {
+            Some((vid, game_id)) => (vid, Some(game_id)),
+            None => (target, None),
+        };
         let by_version = lanspread_proto::Hash::from_hex(target)
             .and_then(|vid| catalog.iter().find(|e| e.version_id == vid));
         // By game id: an entry of that id, or one whose sources disagree and
@@ -77,7 +84,22 @@ impl Engine {
                 format!("refused: {reason}"),
             ));
         }
-        let game_id = if chosen_id {
+        let names_it = |id: &str| {
+            entry.game_id == id
+                || entry
+                    .conflict
+                    .as_ref()
+                    .is_some_and(|c| c.game_ids.iter().any(|named| named == id))
+        };
+        let game_id = if let Some(chosen) = chosen_for_version {
+            if !names_it(chosen) {
+                return Err(DownloadError::new(
+                    FailureCode::NotFound,
+                    format!("no source calls this version `{chosen}`"),
+                ));
+            }
+            chosen.to_owned()
+        } else if chosen_id {
             target.to_owned()
         } else if ids_disagree(entry) {
             let ids = entry.conflict.as_ref().map(|c| c.game_ids.join("`, `"));

@@ -159,7 +159,9 @@ impl Indexer {
                 errors.push(ScanError {
                     game: name,
                     path: None,
-                    message: format!("game folder name cannot be a game id everywhere ({e}); skipped"),
+                    message: format!(
+                        "game folder name cannot be a game id everywhere ({e}); skipped"
+                    ),
                 });
                 continue;
             }
@@ -169,8 +171,8 @@ impl Indexer {
         // Two folders that are one name on Windows and macOS: the first
         // (byte order) is offered, the others reported.
         let mut keys = std::collections::HashMap::new();
-        games.retain(|name| {
-            match keys.entry(lanspread_proto::path::collision_key(name)) {
+        games.retain(
+            |name| match keys.entry(lanspread_proto::path::collision_key(name)) {
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert(name.clone());
                     true
@@ -186,8 +188,8 @@ impl Indexer {
                     });
                     false
                 }
-            }
-        });
+            },
+        );
         (games, errors)
     }
 
@@ -613,7 +615,8 @@ fn check_listing(list: &scan::FileList) -> Result<(), String> {
             .chain(list.empty_dirs.iter().map(String::as_str))
     };
     for path in paths() {
-        lanspread_proto::path::validate_relative_path(path).map_err(|e| format!("`{path}`: {e}"))?;
+        lanspread_proto::path::validate_relative_path(path)
+            .map_err(|e| format!("`{path}`: {e}"))?;
     }
     check_collisions(paths()).map_err(|e| e.to_string())
 }

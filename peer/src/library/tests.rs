@@ -469,7 +469,8 @@ fn names_that_collide_on_windows_and_macos_are_reported_not_offered() {
         assert!(found.is_none(), "{game} offered");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
-            errors[0].message.starts_with("not offered: `") && errors[0].message.contains("one name"),
+            errors[0].message.starts_with("not offered: `")
+                && errors[0].message.contains("one name"),
             "{errors:?}"
         );
     }
@@ -493,7 +494,10 @@ fn over_cap_games_are_reported_and_long_metadata_is_cut() {
     assert!(errors[0].message.contains("empty folders"), "{errors:?}");
 
     let description = "d".repeat(5 << 20);
-    f.write("m/lanspread.toml", format!("description = \"{description}\"\n").as_bytes());
+    f.write(
+        "m/lanspread.toml",
+        format!("description = \"{description}\"\n").as_bytes(),
+    );
     let (game, errors) = f.index("m");
     assert_eq!(
         game.metadata.description.as_ref().map(String::len),

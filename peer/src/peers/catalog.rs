@@ -83,11 +83,13 @@ pub fn build_catalog<'a>(
     let mut add = |summary: &GameSummary, source: Option<&PeerId>| {
         let (summary, notes) = accepted(summary);
         if let (Some(peer), Err(e)) = (source, summary.check()) {
-            let entry = refused.entry(summary.version_id).or_insert_with(|| CatalogEntry {
-                refused: Some(e.to_string()),
-                notes: notes.clone(),
-                ..entry_of(&summary)
-            });
+            let entry = refused
+                .entry(summary.version_id)
+                .or_insert_with(|| CatalogEntry {
+                    refused: Some(e.to_string()),
+                    notes: notes.clone(),
+                    ..entry_of(&summary)
+                });
             if !entry.sources.contains(peer) {
                 entry.sources.push(peer.clone());
             }
@@ -175,7 +177,10 @@ pub fn build_catalog<'a>(
 
 /// Whether the sources of `entry` disagree on its game id.
 pub fn ids_disagree(entry: &CatalogEntry) -> bool {
-    entry.conflict.as_ref().is_some_and(|c| c.game_ids.len() > 1)
+    entry
+        .conflict
+        .as_ref()
+        .is_some_and(|c| c.game_ids.len() > 1)
 }
 
 /// On each installed entry, the newest other version of its game that some
@@ -336,7 +341,10 @@ mod tests {
         assert_eq!(catalog.len(), 1);
         let conflict = catalog[0].conflict.clone().expect("a conflict");
         assert_eq!(conflict.game_ids, vec!["q3".to_owned(), "saves".to_owned()]);
-        assert_eq!(conflict.titles, vec!["Free Money".to_owned(), "Q3".to_owned()]);
+        assert_eq!(
+            conflict.titles,
+            vec!["Free Money".to_owned(), "Q3".to_owned()]
+        );
         assert!(ids_disagree(&catalog[0]));
         // Agreeing sources: no conflict.
         let catalog = build_catalog(
@@ -358,7 +366,10 @@ mod tests {
             reason.starts_with("game id `../escaped` is not a plain folder name"),
             "{reason}"
         );
-        assert_eq!(catalog.iter().find(|e| e.game_id == "ok").unwrap().refused, None);
+        assert_eq!(
+            catalog.iter().find(|e| e.game_id == "ok").unwrap().refused,
+            None
+        );
         // The same version also listed under a good id: that one describes it.
         let b = Identity::ephemeral();
         let good = [summary("fine", 1, None)];
@@ -384,7 +395,10 @@ mod tests {
             catalog[0].description.as_ref().map(String::len),
             Some(wire::MAX_DESCRIPTION_BYTES)
         );
-        assert_eq!(catalog[0].notes, vec!["description cut to 8192 bytes".to_owned()]);
+        assert_eq!(
+            catalog[0].notes,
+            vec!["description cut to 8192 bytes".to_owned()]
+        );
     }
 
     #[test]

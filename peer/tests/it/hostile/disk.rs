@@ -48,7 +48,14 @@ async fn listed(victim: &mut Peer, n: usize) {
         &mut victim.events,
         &format!("{n} versions listed"),
         Duration::from_secs(10),
-        || handle.catalog().iter().filter(|e| !e.sources.is_empty()).count() >= n,
+        || {
+            handle
+                .catalog()
+                .iter()
+                .filter(|e| !e.sources.is_empty())
+                .count()
+                >= n
+        },
     )
     .await;
 }
@@ -61,7 +68,11 @@ fn tree(root: &Path) -> BTreeSet<String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.insert(rel);
             if entry.file_type().unwrap().is_dir() {
                 walk(root, &path, out);
@@ -99,7 +110,10 @@ async fn a_game_id_that_is_not_a_plain_folder_name_is_never_installed() {
             FakeGame::new(id, &[("run.sh", script.as_bytes(), true)])
         })
         .collect();
-    games.push(FakeGame::new("arena", &[("arena.pak", &[7u8; 4096], false)]));
+    games.push(FakeGame::new(
+        "arena",
+        &[("arena.pak", &[7u8; 4096], false)],
+    ));
     let versions: Vec<_> = games.iter().map(|g| g.summary.version_id).collect();
     let hostile = HostileServer::start(list_all(games)).await;
     let mut victim = victim_of(&hostile, dir.path()).await;
@@ -113,7 +127,10 @@ async fn a_game_id_that_is_not_a_plain_folder_name_is_never_installed() {
             .find(|e| e.version_id == *vid)
             .unwrap();
         let reason = entry.refused.unwrap_or_default();
-        assert!(reason.contains("is not a plain folder name"), "{id}: {reason:?}");
+        assert!(
+            reason.contains("is not a plain folder name"),
+            "{id}: {reason:?}"
+        );
         for target in [vid.to_hex(), id.clone()] {
             let refused = victim.handle.download(&target).await;
             let error = refused.expect_err(&format!("download of {id:?} accepted"));
@@ -125,7 +142,10 @@ async fn a_game_id_that_is_not_a_plain_folder_name_is_never_installed() {
     }
     victim.handle.download("arena").await.unwrap();
     let end = outcome(&mut victim.events, "arena", Duration::from_secs(30)).await;
-    assert!(matches!(end, PeerEvent::DownloadCompleted { .. }), "{end:?}");
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
 
     let top: BTreeSet<String> = fs::read_dir(dir.path())
         .unwrap()
@@ -198,7 +218,11 @@ async fn an_update_carries_the_players_files_over() {
     let v1 = FakeGame::new(
         "q3",
         &[
-            ("lanspread.toml", b"title = \"Quake III Arena\"\nversion = \"1\"\n", false),
+            (
+                "lanspread.toml",
+                b"title = \"Quake III Arena\"\nversion = \"1\"\n",
+                false,
+            ),
             ("baseq3/pak0.pk3", &[1u8; 3000], false),
             ("old-only.txt", b"dropped in v2", false),
         ],
@@ -206,7 +230,11 @@ async fn an_update_carries_the_players_files_over() {
     let v2 = FakeGame::new(
         "q3",
         &[
-            ("lanspread.toml", b"title = \"Quake III Arena\"\nversion = \"2\"\n", false),
+            (
+                "lanspread.toml",
+                b"title = \"Quake III Arena\"\nversion = \"2\"\n",
+                false,
+            ),
             ("baseq3/pak0.pk3", &[2u8; 3000], false),
             ("q3config.cfg", b"default config", false),
         ],
@@ -219,21 +247,33 @@ async fn an_update_carries_the_players_files_over() {
 
     victim.handle.download(&v1_vid.to_hex()).await.unwrap();
     let end = outcome(&mut victim.events, "q3", Duration::from_secs(30)).await;
-    assert!(matches!(end, PeerEvent::DownloadCompleted { .. }), "{end:?}");
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
     let q3 = dir.path().join("games/q3");
     write(&q3, "saves/slot1.sav", b"level 9");
     write(&q3, "q3config.cfg", b"my bindings");
 
     victim.handle.download(&v2_vid.to_hex()).await.unwrap();
     let end = outcome(&mut victim.events, "q3", Duration::from_secs(30)).await;
-    assert!(matches!(end, PeerEvent::DownloadCompleted { .. }), "{end:?}");
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
     assert_eq!(fs::read(q3.join("saves/slot1.sav")).unwrap(), b"level 9");
-    assert_eq!(fs::read(q3.join("q3config.cfg")).unwrap(), b"default config");
+    assert_eq!(
+        fs::read(q3.join("q3config.cfg")).unwrap(),
+        b"default config"
+    );
     assert_eq!(
         fs::read(q3.join("q3config.cfg.lanspread-kept")).unwrap(),
         b"my bindings"
     );
-    assert_eq!(fs::read(q3.join("baseq3/pak0.pk3")).unwrap(), vec![2u8; 3000]);
+    assert_eq!(
+        fs::read(q3.join("baseq3/pak0.pk3")).unwrap(),
+        vec![2u8; 3000]
+    );
     assert!(!q3.join("old-only.txt").exists());
     let staging = dir.path().join("games/.lanspread-staging");
     let left: Vec<_> = fs::read_dir(&staging)
@@ -252,9 +292,18 @@ async fn manifests_of_empty_folders_device_names_or_colliding_names_are_refused(
     hollow.remanifest();
     let games = vec![
         hollow,
-        FakeGame::new("devices", &[("CONIN$", b"x", false), ("COM\u{b9}.txt", b"y", false)]),
-        FakeGame::new("cases", &[("Save.dat", b"x", false), ("save.dat", b"y", false)]),
-        FakeGame::new("forms", &[("cafe\u{301}/a", b"x", false), ("caf\u{e9}/b", b"y", false)]),
+        FakeGame::new(
+            "devices",
+            &[("CONIN$", b"x", false), ("COM\u{b9}.txt", b"y", false)],
+        ),
+        FakeGame::new(
+            "cases",
+            &[("Save.dat", b"x", false), ("save.dat", b"y", false)],
+        ),
+        FakeGame::new(
+            "forms",
+            &[("cafe\u{301}/a", b"x", false), ("caf\u{e9}/b", b"y", false)],
+        ),
     ];
     let ids: Vec<String> = games.iter().map(|g| g.summary.game_id.clone()).collect();
     let hostile = HostileServer::start(list_all(games)).await;
@@ -270,7 +319,11 @@ async fn manifests_of_empty_folders_device_names_or_colliding_names_are_refused(
         assert_eq!(*code, FailureCode::BadManifest, "{id}: {message}");
     }
     let written = tree(&dir.path().join("games"));
-    assert!(written.len() < 10, "{} entries written: {written:?}", written.len());
+    assert!(
+        written.len() < 10,
+        "{} entries written: {written:?}",
+        written.len()
+    );
     stop([&victim.handle]).await;
 }
 
@@ -325,7 +378,13 @@ async fn a_game_file_swapped_for_a_link_is_never_served() {
     std::os::unix::fs::symlink(secret.join("readme.txt"), &readme).unwrap();
     let answer = fetch().await;
     assert!(
-        matches!(&answer, Err(lanspread_peer::net::client::RequestError::Remote { code: ErrorCode::Internal, .. })),
+        matches!(
+            &answer,
+            Err(lanspread_peer::net::client::RequestError::Remote {
+                code: ErrorCode::Internal,
+                ..
+            })
+        ),
         "served through a link: {:?}",
         answer.map(|d| String::from_utf8_lossy(&d).into_owned())
     );
@@ -338,7 +397,13 @@ async fn a_game_file_swapped_for_a_link_is_never_served() {
     std::os::unix::fs::symlink(&secret, &data).unwrap();
     let answer = fetch().await;
     assert!(
-        matches!(&answer, Err(lanspread_peer::net::client::RequestError::Remote { code: ErrorCode::Internal, .. })),
+        matches!(
+            &answer,
+            Err(lanspread_peer::net::client::RequestError::Remote {
+                code: ErrorCode::Internal,
+                ..
+            })
+        ),
         "served through a linked folder: {:?}",
         answer.map(|d| String::from_utf8_lossy(&d).into_owned())
     );
@@ -368,7 +433,14 @@ async fn a_huge_description_hides_none_of_a_hosts_games() {
         &mut victim.events,
         "both of the host's games listed",
         Duration::from_secs(15),
-        || handle.catalog().iter().filter(|e| !e.sources.is_empty()).count() == 2,
+        || {
+            handle
+                .catalog()
+                .iter()
+                .filter(|e| !e.sources.is_empty())
+                .count()
+                == 2
+        },
     )
     .await;
     let big = handle
@@ -396,7 +468,13 @@ async fn the_cli_says_why_a_game_is_refused() {
     let out = tokio::task::spawn_blocking(move || {
         crate::support::output_within(
             &mut crate::support::peer_command([
-                "games", "--no-mdns", "-q", "--wait", "2", "--peer", &peer,
+                "games",
+                "--no-mdns",
+                "-q",
+                "--wait",
+                "2",
+                "--peer",
+                &peer,
             ]),
             Duration::from_secs(30),
         )
@@ -409,4 +487,57 @@ async fn the_cli_says_why_a_game_is_refused() {
         stdout.contains("refused: game id `../escaped` is not a plain folder name"),
         "{stdout}"
     );
+}
+
+/// Issue 13: which peer named a version decided where it went. Sources
+/// that disagree on the game id are shown as such; downloading by version
+/// alone is refused with the names, and the user's choice decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_that_disagree_on_a_game_id_never_choose_the_folder() {
+    let honest = FakeGame::new("arena", &[("arena.pak", &[5u8; 4096], false)]);
+    let mut liar = FakeGame::new("arena", &[("arena.pak", &[5u8; 4096], false)]);
+    liar.summary.game_id = "saves".into();
+    liar.summary.title = "Saves".into();
+    let vid = honest.summary.version_id;
+    let a = HostileServer::start(list_all(vec![honest])).await;
+    let b = HostileServer::start(list_all(vec![liar])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let games = dir.path().join("games");
+    fs::create_dir_all(&games).unwrap();
+    let mut config = local_config(&games, &dir.path().join("data"));
+    config.peers = vec![a.as_peer(), b.as_peer()];
+    let mut victim = Peer::start(config).await;
+    let handle = &victim.handle;
+    until(
+        &mut victim.events,
+        "both sources listed",
+        Duration::from_secs(10),
+        || handle.catalog().iter().any(|e| e.sources.len() == 2),
+    )
+    .await;
+    let entry = handle.catalog().into_iter().next().unwrap();
+    let conflict = entry.conflict.expect("the disagreement is shown");
+    assert_eq!(
+        conflict.game_ids,
+        vec!["arena".to_owned(), "saves".to_owned()]
+    );
+
+    let refused = handle.download(&vid.to_hex()).await.unwrap_err();
+    assert_eq!(refused.code, FailureCode::NameConflict, "{refused}");
+    assert!(refused.message.contains("`arena`, `saves`"), "{refused}");
+    handle
+        .download(&format!("{}:arena", vid.to_hex()))
+        .await
+        .unwrap();
+    let end = outcome(&mut victim.events, "arena", Duration::from_secs(30)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
+    let installed: Vec<String> = tree(&games)
+        .into_iter()
+        .filter(|p| !p.starts_with(".lanspread-staging"))
+        .collect();
+    assert_eq!(installed, vec!["arena", "arena/arena.pak"]);
+    stop([&victim.handle]).await;
 }
