@@ -15,10 +15,33 @@ pub fn manifest_path(root: &Path, rel: &str) -> PathBuf {
     path
 }
 
+/// Which file a path held when indexed: its modification time and, on unix,
+/// its inode. A file replaced (renamed over, or rewritten) since has
+/// another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub mtime_ns: i64,
+    /// 0 where the platform's std does not tell (Windows).
+    pub ino: u64,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Self {
+            mtime_ns: mtime_ns(metadata),
+            ino,
+        }
+    }
+}
+
 /// Open the manifest file `rel` below `root` for reading, never following a
 /// link below `root` (`root` itself may be one: a host shares a folder by
 /// linking it), and check it is still the file indexed: a regular file of
-/// `size` bytes. A file or folder swapped for a link after indexing, or
+/// `size` bytes, with the `indexed` identity when one was recorded. A file or folder swapped for a link after indexing, or
 /// anything but a regular file, is refused (`InvalidData`). `rel` must be a
 /// validated manifest path.
 ///
@@ -29,10 +52,18 @@ pub fn manifest_path(root: &Path, rel: &str) -> PathBuf {
 /// is opened with `FILE_FLAG_OPEN_REPARSE_POINT` and refused if it is one;
 /// Windows' std offers no handle-relative open, so a folder swapped between
 /// its check and the open is the one window left there.
-pub fn open_below(root: &Path, rel: &str, size: u64) -> io::Result<File> {
+pub fn open_below(
+    root: &Path,
+    rel: &str,
+    size: u64,
+    indexed: Option<FileIdentity>,
+) -> io::Result<File> {
     let file = open_no_follow(root, rel)?;
     let metadata = file.metadata()?;
-    if !metadata.is_file() || metadata.len() != size {
+    if !metadata.is_file()
+        || metadata.len() != size
+        || indexed.is_some_and(|id| id != FileIdentity::of(&metadata))
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("`{rel}` is no longer the file that was indexed"),
@@ -277,28 +308,40 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(root.join("sub/a"), b"game").unwrap();
         std::fs::write(outside.join("a"), b"SECR").unwrap();
-        assert!(open_below(&root, "sub/a", 4).is_ok());
+        assert!(open_below(&root, "sub/a", 4, None).is_ok());
         assert_eq!(
-            open_below(&root, "sub/a", 5).unwrap_err().kind(),
+            open_below(&root, "sub/a", 5, None).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+        // Replaced by another file of the same size since it was indexed.
+        let indexed = FileIdentity::of(&std::fs::metadata(root.join("sub/a")).unwrap());
+        assert!(open_below(&root, "sub/a", 4, Some(indexed)).is_ok());
+        std::fs::write(root.join("new"), b"othr").unwrap();
+        std::fs::rename(root.join("new"), root.join("sub/a")).unwrap();
+        assert_eq!(
+            open_below(&root, "sub/a", 4, Some(indexed))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::InvalidData
+        );
+        std::fs::write(root.join("sub/a"), b"game").unwrap();
         // The file swapped for a link.
         std::fs::remove_file(root.join("sub/a")).unwrap();
         std::os::unix::fs::symlink(outside.join("a"), root.join("sub/a")).unwrap();
         assert_eq!(
-            open_below(&root, "sub/a", 4).unwrap_err().kind(),
+            open_below(&root, "sub/a", 4, None).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
         // The folder above it swapped for a link.
         std::fs::remove_dir_all(root.join("sub")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
         assert_eq!(
-            open_below(&root, "sub/a", 4).unwrap_err().kind(),
+            open_below(&root, "sub/a", 4, None).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
         // The root itself may be a link (a shared folder).
         let linked = dir.path().join("linked");
         std::os::unix::fs::symlink(&outside, &linked).unwrap();
-        assert!(open_below(&linked, "a", 4).is_ok());
+        assert!(open_below(&linked, "a", 4, None).is_ok());
     }
 }

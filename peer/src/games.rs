@@ -135,6 +135,7 @@ mod tests {
             manifest: Arc::new(manifest),
             total_size: 0,
             thumbnail: None,
+            identities: None,
         };
         BTreeMap::from([("game".to_owned(), Arc::new(game))])
     }

@@ -143,6 +143,7 @@ impl Engine {
                 version_id: vid,
                 total_size: total,
                 thumbnail: None,
+                identities: None,
             },
             scheduler.clone(),
         );
@@ -419,19 +420,29 @@ impl Engine {
             }
         }
         // The library takes our verified hashes: nothing is hashed again.
+        let metas: Vec<Option<std::fs::Metadata>> = manifest
+            .files
+            .iter()
+            .map(|f| std::fs::symlink_metadata(crate::fsx::manifest_path(&dest, &f.path)).ok())
+            .collect();
         let stamps: Vec<(String, FileStamp)> = manifest
             .files
             .iter()
-            .filter_map(|f| {
-                let meta = std::fs::metadata(crate::fsx::manifest_path(&dest, &f.path)).ok()?;
+            .zip(&metas)
+            .filter_map(|(f, meta)| {
+                let meta = meta.as_ref()?;
                 Some((
                     f.path.clone(),
                     FileStamp {
                         size: meta.len(),
-                        mtime_ns: crate::fsx::mtime_ns(&meta),
+                        mtime_ns: crate::fsx::mtime_ns(meta),
                     },
                 ))
             })
+            .collect();
+        let identities: Option<Vec<crate::fsx::FileIdentity>> = metas
+            .iter()
+            .map(|meta| meta.as_ref().map(crate::fsx::FileIdentity::of))
             .collect();
         let _ = self
             .parts
@@ -450,6 +461,7 @@ impl Engine {
             manifest,
             version_id: vid,
             thumbnail,
+            identities: identities.map(Arc::new),
         })
     }
 

@@ -41,6 +41,10 @@ pub struct LocalGame {
     pub version_id: VersionId,
     pub total_size: u64,
     pub thumbnail: Option<Thumbnail>,
+    /// Which file each manifest path held when indexed or installed (by
+    /// file index); the server serves only those. `None` while downloading
+    /// (the staging files change as pieces land).
+    pub identities: Option<Arc<Vec<fsx::FileIdentity>>>,
 }
 
 impl LocalGame {
@@ -401,6 +405,7 @@ impl Indexer {
                 manifest: Arc::new(manifest),
                 version_id,
                 thumbnail,
+                identities: Some(Arc::new(files.iter().map(|f| f.identity).collect())),
             }),
             errors,
         ))

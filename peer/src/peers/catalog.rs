@@ -291,6 +291,7 @@ mod tests {
             version_id: Hash([version; 32]),
             total_size: 10,
             thumbnail: None,
+            identities: None,
         };
         [(game.to_owned(), std::sync::Arc::new(game_entry))].into()
     }
