@@ -102,6 +102,16 @@ pub enum PeerEvent {
         version_id: VersionId,
         game_id: String,
     },
+    /// Every piece verified, but the game is running (started by lanspread,
+    /// or its files in use): the update stays staged and installs when it
+    /// exits. `message` says so in words.
+    DownloadWaiting {
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
+        game_id: String,
+        message: String,
+    },
     /// Every source is gone; the staging data stays for a resume.
     DownloadPeersGone {
         #[serde(serialize_with = "hex::one")]
@@ -190,6 +200,9 @@ pub enum FailureCode {
     /// The peers that list this version disagree on its game id; download
     /// it by the game id you choose.
     NameConflict,
+    /// The game's files are in use (a running game on Windows); the update
+    /// waits for it.
+    GameInUse,
 }
 
 /// How a peer's address became known.

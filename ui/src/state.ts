@@ -177,6 +177,7 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
         phase: "completed",
         bytesDone: done?.bytesTotal ?? 0,
         etaSecs: 0,
+        message: null,
       });
     }
     case "downloadFailed":
@@ -187,6 +188,8 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
         phase: "cancelled",
         message: "Paused. What was downloaded is kept; Resume goes on from there.",
       });
+    case "downloadWaiting":
+      return updateDownload(model, event.versionId, { message: event.message });
     case "downloadPeersGone":
       return updateDownload(model, event.versionId, {
         ...stopped,

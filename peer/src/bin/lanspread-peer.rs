@@ -620,6 +620,13 @@ async fn download(
             PeerEvent::DownloadCancelled { version_id, .. } if version_id == vid => {
                 break exit::INTERRUPTED;
             }
+            PeerEvent::DownloadWaiting {
+                version_id,
+                message,
+                ..
+            } if version_id == vid => {
+                bar.println(format!("lanspread-peer: {message}"));
+            }
             _ => {}
         }
     };

@@ -22,6 +22,25 @@ use crate::library::metadata::GameMetadata;
 use crate::library::LocalGame;
 use crate::store::FileStamp;
 
+/// How often an install blocked by files in use (a running game on
+/// Windows) is tried again.
+const IN_USE_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether a rename failed because a file in the folder is open elsewhere
+/// (Windows: sharing violation, lock violation, or access denied on a
+/// folder whose program runs). Never on unix, where renames ignore opens.
+fn in_use(e: &std::io::Error) -> bool {
+    #[cfg(windows)]
+    {
+        matches!(e.raw_os_error(), Some(5 | 32 | 33))
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 impl Engine {
     /// Run one download to its end and report it (event and stored state).
     pub(super) async fn run(
@@ -163,15 +182,54 @@ impl Engine {
         }
         // No request may read the staging folder once it starts moving.
         offered.withdraw();
-        let engine = self.clone();
-        let game_id = job.game_id.clone();
-        let installed = self
-            .blocking(format!("install {}", job.game_id), move || {
-                engine.install(&game_id, vid, &root, manifest)
-            })
-            .await?;
+        let installed = loop {
+            // A game lanspread started is not changed under its player (and
+            // on Windows its files are locked): the update stays staged.
+            if self.parts.running.is_running(&job.game_id) {
+                self.emit_waiting(&job, "is running");
+                tokio::select! {
+                    biased;
+                    _ = token.cancelled() => return Ok(End::Cancelled),
+                    _ = self.parts.running.wait_exit(&job.game_id) => continue,
+                }
+            }
+            let (engine, game_id, root, manifest) = (
+                self.clone(),
+                job.game_id.clone(),
+                root.clone(),
+                manifest.clone(),
+            );
+            let attempt = self
+                .blocking(format!("install {}", job.game_id), move || {
+                    engine.install(&game_id, vid, &root, manifest)
+                })
+                .await;
+            match attempt {
+                Err(e) if e.code == FailureCode::GameInUse => {
+                    self.emit_waiting(&job, "has files in use");
+                    tokio::select! {
+                        biased;
+                        _ = token.cancelled() => return Ok(End::Cancelled),
+                        _ = tokio::time::sleep(IN_USE_RETRY) => {}
+                    }
+                }
+                other => break other?,
+            }
+        };
         self.parts.library.publish_game(installed);
         Ok(End::Completed)
+    }
+
+    /// Say why a verified download is not installed yet.
+    fn emit_waiting(&self, job: &Job, why: &str) {
+        self.emit(PeerEvent::DownloadWaiting {
+            version_id: job.version_id,
+            game_id: job.game_id.clone(),
+            message: format!(
+                "{} {why}: the update is verified and installs when the game exits",
+                job.title
+            ),
+        });
     }
 
     /// [`Self::prepare`] on the blocking pool.
@@ -542,8 +600,13 @@ impl Engine {
             .map(|f| f.path.as_str())
             .collect();
         let aside = root.with_extension("replaced");
-        std::fs::rename(dest, &aside)
-            .map_err(|e| DownloadError::io("cannot move the old version aside", e))?;
+        std::fs::rename(dest, &aside).map_err(|e| {
+            if in_use(&e) {
+                DownloadError::new(FailureCode::GameInUse, format!("{game_id} is in use: {e}"))
+            } else {
+                DownloadError::io("cannot move the old version aside", e)
+            }
+        })?;
         let mut carried = staging::Carried::new();
         let moved = staging::carry_over(&aside, root, &shipped, &mut carried)
             .map_err(|e| DownloadError::io("cannot carry over the game's saves", e))

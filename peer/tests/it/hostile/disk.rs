@@ -541,3 +541,68 @@ async fn sources_that_disagree_on_a_game_id_never_choose_the_folder() {
     assert_eq!(installed, vec!["arena", "arena/arena.pak"]);
     stop([&victim.handle]).await;
 }
+
+/// A game lanspread started is never changed under its player (on Windows
+/// its files are locked): a verified update waits, says so, and installs
+/// when the game exits, carrying over what the game wrote meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_a_running_game_waits_for_it_to_exit() {
+    // Runs until the test creates `stop` (at most 30 s), then writes a file.
+    let script = b"#!/bin/sh\ni=0\nwhile [ ! -e stop ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\necho done > exited.txt\n";
+    let toml = b"title = \"Quake III Arena\"\nexecutable = \"run.sh\"\n";
+    let v1 = FakeGame::new(
+        "q3",
+        &[
+            ("lanspread.toml", toml, false),
+            ("run.sh", script, true),
+            ("pak0.pk3", &[1u8; 3000], false),
+        ],
+    );
+    let v2 = FakeGame::new(
+        "q3",
+        &[
+            ("lanspread.toml", toml, false),
+            ("run.sh", script, true),
+            ("pak0.pk3", &[2u8; 3000], false),
+        ],
+    );
+    let (v1_vid, v2_vid) = (v1.summary.version_id, v2.summary.version_id);
+    let hostile = HostileServer::start(list_all(vec![v1, v2])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut victim = victim_of(&hostile, dir.path()).await;
+    listed(&mut victim, 2).await;
+    victim.handle.download(&v1_vid.to_hex()).await.unwrap();
+    let end = outcome(&mut victim.events, "q3", Duration::from_secs(30)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
+
+    victim.handle.launch_game("q3").unwrap();
+    victim.handle.download(&v2_vid.to_hex()).await.unwrap();
+    let message = crate::support::wait_event(
+        &mut victim.events,
+        "the update waits",
+        Duration::from_secs(30),
+        |event| match event {
+            PeerEvent::DownloadWaiting { message, .. } => Some(message.clone()),
+            PeerEvent::DownloadCompleted { .. } | PeerEvent::DownloadFailed { .. } => {
+                panic!("ended while the game runs: {event:?}")
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert!(message.contains("is running"), "{message}");
+    let q3 = dir.path().join("games/q3");
+    assert_eq!(fs::read(q3.join("pak0.pk3")).unwrap(), vec![1u8; 3000]);
+    fs::write(q3.join("stop"), b"").unwrap();
+    let end = outcome(&mut victim.events, "q3", Duration::from_secs(30)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
+    assert_eq!(fs::read(q3.join("pak0.pk3")).unwrap(), vec![2u8; 3000]);
+    assert_eq!(fs::read(q3.join("exited.txt")).unwrap(), b"done\n");
+    stop([&victim.handle]).await;
+}
