@@ -462,6 +462,11 @@ fn names_that_collide_on_windows_and_macos_are_reported_not_offered() {
     f.write("h/cafe\u{301}/x", b"a");
     f.write("h/caf\u{e9}/y", b"b");
     for game in ["g", "h"] {
+        if fs::read_dir(f.games.join(game)).unwrap().count() != 2 {
+            // This file system merges the two names itself (macOS, Windows).
+            println!("skipped {game}: the file system folds these names into one");
+            continue;
+        }
         let (found, errors) = f
             .indexer
             .index_game(game, &CancellationToken::new(), &|_, _| {})
