@@ -487,16 +487,12 @@ fn names_that_collide_on_windows_and_macos_are_reported_not_offered() {
 fn over_cap_games_are_reported_and_long_metadata_is_cut() {
     use lanspread_proto::manifest::MAX_EMPTY_DIRS;
     let f = Fixture::new();
-    f.write("g/a", b"xy");
-    for i in 0..=MAX_EMPTY_DIRS {
-        fs::create_dir_all(f.games.join(format!("g/d{i}"))).unwrap();
-    }
-    let (found, errors) = f
-        .indexer
-        .index_game("g", &CancellationToken::new(), &|_, _| {})
-        .unwrap();
-    assert!(found.is_none());
-    assert!(errors[0].message.contains("empty folders"), "{errors:?}");
+    let mut list = scan::FileList::default();
+    list.empty_dirs = (0..=MAX_EMPTY_DIRS).map(|i| format!("d{i:05}")).collect();
+    let why = check_listing(&list).unwrap_err();
+    assert!(why.contains("empty folders"), "{why}");
+    list.empty_dirs.pop();
+    assert_eq!(check_listing(&list), Ok(()));
 
     let description = "d".repeat(5 << 20);
     f.write(
