@@ -487,8 +487,10 @@ fn names_that_collide_on_windows_and_macos_are_reported_not_offered() {
 fn over_cap_games_are_reported_and_long_metadata_is_cut() {
     use lanspread_proto::manifest::MAX_EMPTY_DIRS;
     let f = Fixture::new();
-    let mut list = scan::FileList::default();
-    list.empty_dirs = (0..=MAX_EMPTY_DIRS).map(|i| format!("d{i:05}")).collect();
+    let mut list = scan::FileList {
+        empty_dirs: (0..=MAX_EMPTY_DIRS).map(|i| format!("d{i:05}")).collect(),
+        ..Default::default()
+    };
     let why = check_listing(&list).unwrap_err();
     assert!(why.contains("empty folders"), "{why}");
     list.empty_dirs.pop();
