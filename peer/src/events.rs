@@ -102,6 +102,16 @@ pub enum PeerEvent {
         version_id: VersionId,
         game_id: String,
     },
+    /// Every piece verified, but the game is running (started by lanspread,
+    /// or its files in use): the update stays staged and installs when it
+    /// exits. `message` says so in words.
+    DownloadWaiting {
+        #[serde(serialize_with = "hex::one")]
+        #[cfg_attr(feature = "ts", ts(type = "string"))]
+        version_id: VersionId,
+        game_id: String,
+        message: String,
+    },
     /// Every source is gone; the staging data stays for a resume.
     DownloadPeersGone {
         #[serde(serialize_with = "hex::one")]
@@ -184,6 +194,15 @@ pub enum FailureCode {
     Dialog,
     /// A folder could not be opened.
     Open,
+    /// A game refused as listed: its id is not a plain folder name, or it
+    /// is over a limit; the message says which.
+    Refused,
+    /// The peers that list this version disagree on its game id; download
+    /// it by the game id you choose.
+    NameConflict,
+    /// The game's files are in use (a running game on Windows); the update
+    /// waits for it.
+    GameInUse,
 }
 
 /// How a peer's address became known.
@@ -259,6 +278,26 @@ pub struct CatalogEntry {
     #[serde(serialize_with = "hex::option")]
     #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub update_to: Option<VersionId>,
+    /// The peers that list this version disagree on its game id or title:
+    /// every name seen. Shown, never silently merged.
+    pub conflict: Option<NameConflict>,
+    /// Why this version cannot be downloaded as listed (e.g. "game id
+    /// `../x` is not a plain folder name"); `None` when it can.
+    pub refused: Option<String>,
+    /// What was cut to fit a limit, in words (e.g. "description cut to
+    /// 8192 bytes").
+    pub notes: Vec<String>,
+}
+
+/// The names the sources of one version gave it, when they disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct NameConflict {
+    /// Sorted, unique; more than one when the game ids disagree.
+    pub game_ids: Vec<String>,
+    /// Sorted, unique; more than one when the titles disagree.
+    pub titles: Vec<String>,
 }
 
 /// One source's share of a download's progress.

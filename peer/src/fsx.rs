@@ -15,6 +15,158 @@ pub fn manifest_path(root: &Path, rel: &str) -> PathBuf {
     path
 }
 
+/// Which file a path held when indexed: its modification time and, on unix,
+/// its inode. A file replaced (renamed over, or rewritten) since has
+/// another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub mtime_ns: i64,
+    /// 0 where the platform's std does not tell (Windows).
+    pub ino: u64,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Self {
+            mtime_ns: mtime_ns(metadata),
+            ino,
+        }
+    }
+}
+
+/// Open the manifest file `rel` below `root` for reading, never following a
+/// link below `root` (`root` itself may be one: a host shares a folder by
+/// linking it), and check it is still the file indexed: a regular file of
+/// `size` bytes, with the `indexed` identity when one was recorded. A file or folder swapped for a link after indexing, or
+/// anything but a regular file, is refused (`InvalidData`). `rel` must be a
+/// validated manifest path.
+///
+/// Unix: every folder is opened relative to the one above it with
+/// `O_NOFOLLOW | O_DIRECTORY` and the file with `O_NOFOLLOW` (`openat`), so
+/// no swap at any moment can redirect the open. Windows: each folder is
+/// checked with `symlink_metadata` (refused if a reparse point) and the file
+/// is opened with `FILE_FLAG_OPEN_REPARSE_POINT` and refused if it is one;
+/// Windows' std offers no handle-relative open, so a folder swapped between
+/// its check and the open is the one window left there.
+pub fn open_below(
+    root: &Path,
+    rel: &str,
+    size: u64,
+    indexed: Option<FileIdentity>,
+) -> io::Result<File> {
+    let file = open_no_follow(root, rel)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file()
+        || metadata.len() != size
+        || indexed.is_some_and(|id| id != FileIdentity::of(&metadata))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("`{rel}` is no longer the file that was indexed"),
+        ));
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::MetadataExt;
+        if metadata.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+            return Err(swapped(rel));
+        }
+    }
+    Ok(file)
+}
+
+fn swapped(rel: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("`{rel}` goes through a link made after indexing; not followed"),
+    )
+}
+
+#[cfg(unix)]
+fn open_no_follow(root: &Path, rel: &str) -> io::Result<File> {
+    use rustix::fs::{open, openat, Mode, OFlags};
+    let map = |e: rustix::io::Errno| {
+        // ELOOP (a link as the last part) and ENOTDIR (a link as a folder)
+        // are what a swapped link looks like.
+        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+            swapped(rel)
+        } else {
+            io::Error::from(e)
+        }
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = open(root, dir_flags, Mode::empty())?;
+    let mut parts = rel.split('/').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_some() {
+            dir = openat(&dir, part, dir_flags | OFlags::NOFOLLOW, Mode::empty()).map_err(map)?;
+        } else {
+            // NONBLOCK: a FIFO swapped in must not hang the reader; the
+            // type check after the open refuses it.
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+            let fd = openat(&dir, part, flags, Mode::empty()).map_err(map)?;
+            return Ok(File::from(fd));
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
+}
+
+#[cfg(windows)]
+const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+
+#[cfg(windows)]
+fn open_no_follow(root: &Path, rel: &str) -> io::Result<File> {
+    use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    let mut path = root.to_path_buf();
+    let mut parts = rel.split('/').peekable();
+    while let Some(part) = parts.next() {
+        path.push(part);
+        if parts.peek().is_some() {
+            let metadata = std::fs::symlink_metadata(&path)?;
+            if metadata.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 || !metadata.is_dir()
+            {
+                return Err(swapped(rel));
+            }
+        }
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(&path)
+}
+
+/// Make a file readable and writable by its owner only (mode 0600) if it
+/// is open to anyone else. On Windows nothing to do: files in the user's
+/// profile inherit an owner-only ACL.
+pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Options that create a file readable by its owner only (mode 0600 on
+/// unix, set at creation so it is never readable by others meanwhile).
+pub fn owner_only_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 /// Fill `buf` from `offset`, or fail with `UnexpectedEof` if the file is shorter.
 pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
@@ -143,5 +295,53 @@ mod tests {
         assert_eq!(&buf, b"world");
         let err = read_exact_at(&file, &mut buf, 8).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Pins issue 13: a file or folder of a game swapped for a link after
+    /// indexing was followed when served.
+    #[cfg(unix)]
+    #[test]
+    fn open_below_never_follows_a_link_below_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("game"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("sub/a"), b"game").unwrap();
+        std::fs::write(outside.join("a"), b"SECR").unwrap();
+        assert!(open_below(&root, "sub/a", 4, None).is_ok());
+        assert_eq!(
+            open_below(&root, "sub/a", 5, None).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // Replaced by another file of the same size since it was indexed.
+        let indexed = FileIdentity::of(&std::fs::metadata(root.join("sub/a")).unwrap());
+        assert!(open_below(&root, "sub/a", 4, Some(indexed)).is_ok());
+        std::fs::write(root.join("new"), b"othr").unwrap();
+        std::fs::rename(root.join("new"), root.join("sub/a")).unwrap();
+        assert_eq!(
+            open_below(&root, "sub/a", 4, Some(indexed))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::InvalidData
+        );
+        std::fs::write(root.join("sub/a"), b"game").unwrap();
+        // The file swapped for a link.
+        std::fs::remove_file(root.join("sub/a")).unwrap();
+        std::os::unix::fs::symlink(outside.join("a"), root.join("sub/a")).unwrap();
+        assert_eq!(
+            open_below(&root, "sub/a", 4, None).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // The folder above it swapped for a link.
+        std::fs::remove_dir_all(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        assert_eq!(
+            open_below(&root, "sub/a", 4, None).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // The root itself may be a link (a shared folder).
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&outside, &linked).unwrap();
+        assert!(open_below(&linked, "a", 4, None).is_ok());
     }
 }

@@ -2,8 +2,10 @@
 //! delete it. Only games the library indexed are touched, by their id; no
 //! path comes from the caller.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 
 use crate::events::FailureCode;
 use crate::library::{LibrarySnapshot, LocalGame};
@@ -42,6 +44,56 @@ fn installed(snapshot: &LibrarySnapshot, game_id: &str) -> Result<LocalGame, Gam
         })
 }
 
+/// The games whose program lanspread started and that still run: an update
+/// of one stays staged until it exits (its files may be locked, and a game
+/// should not change under a player).
+#[derive(Default)]
+pub struct RunningGames {
+    // A std Mutex: a count changes under it, never an await.
+    counts: Mutex<HashMap<String, usize>>,
+    exited: tokio::sync::Notify,
+}
+
+impl RunningGames {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_running(&self, game_id: &str) -> bool {
+        self.counts().contains_key(game_id)
+    }
+
+    fn started(&self, game_id: &str) {
+        *self.counts().entry(game_id.to_owned()).or_default() += 1;
+    }
+
+    fn ended(&self, game_id: &str) {
+        let mut counts = self.counts();
+        if let Some(count) = counts.get_mut(game_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(game_id);
+            }
+        }
+        drop(counts);
+        self.exited.notify_waiters();
+    }
+
+    /// Resolves once no program lanspread started for `game_id` runs.
+    /// Cancel-safe.
+    pub async fn wait_exit(&self, game_id: &str) {
+        loop {
+            let notified = self.exited.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_running(game_id) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The folder of an installed game.
 pub fn folder(snapshot: &LibrarySnapshot, game_id: &str) -> Result<PathBuf, GameActionError> {
     installed(snapshot, game_id).map(|g| g.root)
@@ -50,7 +102,11 @@ pub fn folder(snapshot: &LibrarySnapshot, game_id: &str) -> Result<PathBuf, Game
 /// Start the program the game's metadata names, in the game's folder, with
 /// its arguments. The game runs on its own; a thread reaps it and logs how it
 /// ended.
-pub fn launch(snapshot: &LibrarySnapshot, game_id: &str) -> Result<(), GameActionError> {
+pub fn launch(
+    snapshot: &LibrarySnapshot,
+    game_id: &str,
+    running: &Arc<RunningGames>,
+) -> Result<(), GameActionError> {
     let game = installed(snapshot, game_id)?;
     let relative =
         game.metadata
@@ -74,19 +130,27 @@ pub fn launch(snapshot: &LibrarySnapshot, game_id: &str) -> Result<(), GameActio
         .spawn()
         .map_err(|e| launch_error(e.to_string()))?;
     tracing::info!(game = %game_id, pid = child.id(), "game started");
-    reap(game_id.to_owned(), child);
+    running.started(game_id);
+    reap(game_id.to_owned(), child, running.clone());
     Ok(())
 }
 
-fn reap(game_id: String, mut child: Child) {
+fn reap(game_id: String, mut child: Child, running: Arc<RunningGames>) {
+    let watched = game_id.clone();
+    let watcher = running.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("game {game_id}"))
-        .spawn(move || match child.wait() {
-            Ok(status) => tracing::info!(game = %game_id, %status, "game exited"),
-            Err(e) => tracing::warn!(game = %game_id, "cannot wait for the game: {e}"),
+        .spawn(move || {
+            match child.wait() {
+                Ok(status) => tracing::info!(game = %game_id, %status, "game exited"),
+                Err(e) => tracing::warn!(game = %game_id, "cannot wait for the game: {e}"),
+            }
+            watcher.ended(&game_id);
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot watch the started game: {e}");
+        // Unwatched: never hold an update back for it.
+        running.ended(&watched);
     }
 }
 
@@ -135,6 +199,7 @@ mod tests {
             manifest: Arc::new(manifest),
             total_size: 0,
             thumbnail: None,
+            identities: None,
         };
         BTreeMap::from([("game".to_owned(), Arc::new(game))])
     }
@@ -146,7 +211,10 @@ mod tests {
             game_id: "../etc".into(),
         };
         assert_eq!(folder(&snapshot, "../etc"), Err(expected.clone()));
-        assert_eq!(launch(&snapshot, "../etc"), Err(expected.clone()));
+        assert_eq!(
+            launch(&snapshot, "../etc", &Arc::default()),
+            Err(expected.clone())
+        );
         assert_eq!(delete(&snapshot, "../etc"), Err(expected));
     }
 
@@ -154,7 +222,7 @@ mod tests {
     fn a_game_without_an_executable_says_how_to_name_one() {
         let dir = tempfile::tempdir().unwrap();
         let snapshot = snapshot_with(dir.path(), GameMetadata::fallback("Quake"));
-        let err = launch(&snapshot, "game").unwrap_err();
+        let err = launch(&snapshot, "game", &Arc::default()).unwrap_err();
         assert!(err.to_string().contains("executable = "), "{err}");
     }
 
@@ -166,7 +234,7 @@ mod tests {
             ..GameMetadata::fallback("Quake")
         };
         let snapshot = snapshot_with(dir.path(), metadata);
-        match launch(&snapshot, "game") {
+        match launch(&snapshot, "game", &Arc::default()) {
             Err(GameActionError::Launch { path, message }) => {
                 assert!(path.ends_with("game.exe"), "{path}");
                 assert_eq!(message, "the file is missing");
@@ -192,7 +260,12 @@ mod tests {
             args: vec!["+map e1m1".into()],
             ..GameMetadata::fallback("Quake")
         };
-        launch(&snapshot_with(dir.path(), metadata), "game").unwrap();
+        launch(
+            &snapshot_with(dir.path(), metadata),
+            "game",
+            &Arc::default(),
+        )
+        .unwrap();
         let marker = dir.path().join("started.txt");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let text = loop {

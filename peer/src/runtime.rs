@@ -362,7 +362,7 @@ impl PeerRuntimeHandle {
 
     /// Start an installed game's program (see [`games::launch`]).
     pub fn launch_game(&self, game_id: &str) -> Result<(), GameActionError> {
-        games::launch(&self.library.snapshot(), game_id)
+        games::launch(&self.library.snapshot(), game_id, self.engine.running())
     }
 
     /// Delete an installed game's folder (on the blocking pool); the library
@@ -598,6 +598,7 @@ pub(crate) async fn start_with_services(
         tasks: tasks.clone(),
         token: runtime_token.clone(),
         parallel: config.parallel_downloads,
+        running: Arc::default(),
     }));
     let liveness = Arc::new(Liveness {
         directory: directory.clone(),

@@ -77,6 +77,11 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(SettingsError::Read { path, error }),
         };
+        // The party key is in it: readable by its owner only, even if made
+        // wider since.
+        if let Err(error) = crate::fsx::restrict_to_owner(&path) {
+            return Err(SettingsError::Read { path, error });
+        }
         let mut settings: Settings = toml::from_str(&text).map_err(|e| SettingsError::Parse {
             path: path.clone(),
             message: e.message().to_owned(),
@@ -106,7 +111,14 @@ impl Settings {
         std::fs::create_dir_all(data_dir).map_err(write_error)?;
         let text = toml::to_string_pretty(self).expect("settings serialize to TOML");
         let temp = data_dir.join(format!(".{SETTINGS_FILE}.tmp"));
-        std::fs::write(&temp, text).map_err(write_error)?;
+        crate::fsx::owner_only_options()
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .map_err(write_error)?;
+        // A temp file left by an older version may be wider.
+        crate::fsx::restrict_to_owner(&temp).map_err(write_error)?;
         std::fs::rename(&temp, &path).map_err(write_error)
     }
 
@@ -203,6 +215,22 @@ mod tests {
         chosen().save(dir.path()).unwrap();
         assert_eq!(Settings::load(dir.path()).unwrap(), Some(chosen()));
         assert!(!dir.path().join(format!(".{SETTINGS_FILE}.tmp")).exists());
+    }
+
+    /// Issue 13: the settings hold the party key; readable by their owner
+    /// only, created so and made so again if found wider.
+    #[cfg(unix)]
+    #[test]
+    fn settings_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SETTINGS_FILE);
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        chosen().save(dir.path()).unwrap();
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Settings::load(dir.path()).unwrap();
+        assert_eq!(mode(), 0o600);
     }
 
     #[test]

@@ -54,6 +54,15 @@ const MIGRATIONS: &[&str] = &[
         game_id TEXT NOT NULL,
         title TEXT NOT NULL
     );",
+    // 5: what lanspread itself installed in each game folder: the version
+    //    and its manifest. An update carries over every file of the folder
+    //    this manifest does not list (saves, configs), even after the
+    //    library indexed them into a new version of its own.
+    "CREATE TABLE installed_game (
+        game TEXT PRIMARY KEY,
+        version_id BLOB NOT NULL,
+        manifest BLOB NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -348,8 +357,37 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM game_manifest WHERE game = ?1", [game])?;
         tx.execute("DELETE FROM file_stamp WHERE game = ?1", [game])?;
+        tx.execute("DELETE FROM installed_game WHERE game = ?1", [game])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Remember that lanspread installed `version_id` (with `manifest`) in
+    /// the folder of `game`.
+    pub fn save_installed(
+        &self,
+        game: &str,
+        version_id: &Hash,
+        manifest: &Manifest,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO installed_game (game, version_id, manifest) VALUES (?1, ?2, ?3)",
+            params![game, &version_id.0[..], manifest.canonical_bytes()],
+        )?;
+        Ok(())
+    }
+
+    /// The manifest lanspread installed in the folder of `game`, if any.
+    pub fn installed(&self, game: &str) -> Result<Option<Manifest>, StoreError> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT manifest FROM installed_game WHERE game = ?1",
+                [game],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(bytes.and_then(|b| postcard::from_bytes(&b).ok()))
     }
 }
 

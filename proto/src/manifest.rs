@@ -23,8 +23,14 @@ pub const MAX_PIECE_SIZE: u32 = 16 << 20;
 /// pieces, which bounds the manifest to ~1 MiB of hashes (32 B each) and the
 /// have-set of a download to 4 KiB of bits.
 pub const TARGET_MAX_PIECES: u64 = 32 * 1024;
-/// Most files one manifest may list (and so one game may hold).
-pub const MAX_FILES: usize = 1_000_000;
+/// Most files one manifest may list (and so one game may hold): each costs
+/// the receiver an inode whatever its size. Big games ship tens of
+/// thousands of files; this leaves room for several times that.
+pub const MAX_FILES: usize = 250_000;
+/// Most folders with no files a manifest may list: each is an inode on the
+/// receiver for no byte on the wire (a 2-byte game of 50,000 empty folders
+/// was an attack). Games ship a handful.
+pub const MAX_EMPTY_DIRS: usize = 10_000;
 
 /// A BLAKE3 hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,6 +108,10 @@ pub enum ManifestError {
     PieceSize(u32),
     #[error("{0} files is more than the limit of {MAX_FILES}")]
     TooManyFiles(usize),
+    #[error("{0} empty folders is more than the limit of {MAX_EMPTY_DIRS}")]
+    TooManyEmptyDirs(usize),
+    #[error("`{0}` and `{1}` are one name on Windows and macOS (case or Unicode normalization)")]
+    Collision(String, String),
     #[error("file paths are not sorted and unique at `{0}`")]
     Unsorted(String),
     #[error("bad path `{path}`: {error}")]
@@ -159,6 +169,9 @@ impl Manifest {
         if self.files.len() > MAX_FILES {
             return Err(ManifestError::TooManyFiles(self.files.len()));
         }
+        if self.empty_dirs.len() > MAX_EMPTY_DIRS {
+            return Err(ManifestError::TooManyEmptyDirs(self.empty_dirs.len()));
+        }
         let mut total: u64 = 0;
         for (i, file) in self.files.iter().enumerate() {
             validate_relative_path(&file.path).map_err(|error| ManifestError::Path {
@@ -188,6 +201,12 @@ impl Manifest {
                 return Err(ManifestError::Unsorted(dir.clone()));
             }
         }
+        check_collisions(
+            self.files
+                .iter()
+                .map(|f| f.path.as_str())
+                .chain(self.empty_dirs.iter().map(String::as_str)),
+        )?;
         let expected = piece_count(total, self.piece_size);
         if expected != self.pieces.len() as u64 {
             return Err(ManifestError::PieceCount {
@@ -202,6 +221,42 @@ impl Manifest {
     pub fn layout(&self) -> Layout {
         Layout::new(self.files.iter().map(|f| f.size), self.piece_size)
     }
+}
+
+/// Refuse two entries that are one name on a case- or normalization-
+/// insensitive file system: two files, two folders, or a file and a
+/// folder (every folder a path goes through counts). Each entry and each
+/// folder prefix is keyed by [`crate::path::collision_key`]; a key seen
+/// before with other bytes is a collision.
+pub fn check_collisions<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), ManifestError> {
+    use std::collections::hash_map::Entry;
+    let mut seen: std::collections::HashMap<String, &'a str> = std::collections::HashMap::new();
+    for path in paths {
+        let mut end = 0;
+        // The path itself and every folder above it.
+        let prefixes = path
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain(std::iter::once(path.len()));
+        for cut in prefixes {
+            let prefix = &path[..cut];
+            end = cut;
+            match seen.entry(crate::path::collision_key(prefix)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(prefix);
+                }
+                Entry::Occupied(other) if *other.get() != prefix => {
+                    return Err(ManifestError::Collision(
+                        (*other.get()).to_owned(),
+                        prefix.to_owned(),
+                    ));
+                }
+                Entry::Occupied(_) => {}
+            }
+        }
+        debug_assert_eq!(end, path.len());
+    }
+    Ok(())
 }
 
 /// A contiguous run of bytes inside one file.
@@ -362,6 +417,47 @@ mod tests {
         m = manifest(&[("a", 1), ("b", 2)], MIN_PIECE_SIZE);
         m.files[0].size = u64::MAX;
         assert_eq!(m.validate(), Err(ManifestError::Overflow));
+    }
+
+    /// Pins issue 13: names that are one file on Windows and macOS
+    /// overwrote each other there.
+    #[test]
+    fn validation_refuses_case_and_normalization_collisions() {
+        let m = manifest(&[("Save.dat", 1), ("save.dat", 1)], MIN_PIECE_SIZE);
+        assert_eq!(
+            m.validate(),
+            Err(ManifestError::Collision(
+                "Save.dat".into(),
+                "save.dat".into()
+            ))
+        );
+        let m = manifest(&[("cafe\u{301}/a", 1), ("caf\u{e9}/b", 1)], MIN_PIECE_SIZE);
+        assert!(matches!(m.validate(), Err(ManifestError::Collision(..))));
+        // A file and a folder prefix.
+        let m = manifest(&[("Data", 1), ("data/x", 1)], MIN_PIECE_SIZE);
+        assert!(matches!(m.validate(), Err(ManifestError::Collision(..))));
+        // A file and an empty folder.
+        let mut m = manifest(&[("levels/a", 1)], MIN_PIECE_SIZE);
+        m.empty_dirs = vec!["LEVELS".into()];
+        assert!(matches!(m.validate(), Err(ManifestError::Collision(..))));
+        // Same folder, several files: fine.
+        manifest(&[("data/a", 1), ("data/b", 1)], MIN_PIECE_SIZE)
+            .validate()
+            .unwrap();
+    }
+
+    /// Pins issue 13: a 2-byte game of 50,000 empty folders cost a
+    /// victim 50,000 inodes.
+    #[test]
+    fn validation_caps_empty_folders() {
+        let mut m = manifest(&[("a", 2)], MIN_PIECE_SIZE);
+        let mut dirs: Vec<String> = (0..=MAX_EMPTY_DIRS).map(|i| format!("d{i:06}")).collect();
+        dirs.sort();
+        m.empty_dirs = dirs;
+        assert_eq!(
+            m.validate(),
+            Err(ManifestError::TooManyEmptyDirs(MAX_EMPTY_DIRS + 1))
+        );
     }
 
     #[test]

@@ -4,11 +4,27 @@
 //! Before a receiver touches its disk with one, the path must be harmless on
 //! every platform lanspread runs on: no way up (`..`), no way out (absolute or
 //! drive prefixes), nothing Windows refuses to create.
+//!
+//! Names that differ only by case or by Unicode normalization are one name on
+//! Windows (case-insensitive NTFS) and macOS (case-insensitive APFS, which
+//! also folds NFC and NFD): [`collision_key`] says when two names would land
+//! on one file there. Its folding is Unicode lowercase of the NFC form, a
+//! close, simple stand-in for both file systems' tables (it may call a pair
+//! colliding that one of them keeps apart, never the other way round for
+//! the letters games use).
 
 /// Longest relative path accepted, in bytes. Windows' classic limit is 260
 /// UTF-16 units for the whole path; games folders add their own prefix, so
 /// this leaves room while still refusing absurd input.
 pub const MAX_PATH_LEN: usize = 1024;
+
+/// Longest file or folder name, in bytes: ext4 and most unix file systems
+/// stop at 255 bytes (NTFS at 255 UTF-16 units, never fewer characters).
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// Longest game id (a folder name), in bytes: it is also shown in lists
+/// and sits in front of every path of the game on disk.
+pub const MAX_GAME_ID_LEN: usize = 128;
 
 /// Why a relative path is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,12 +49,56 @@ pub enum PathError {
     IllegalChar(char),
     #[error("a component ends with a dot or a space, which Windows drops")]
     TrailingDotOrSpace,
+    #[error("a name is longer than {MAX_COMPONENT_LEN} bytes")]
+    NameTooLong,
+    #[error("game id longer than {MAX_GAME_ID_LEN} bytes")]
+    GameIdTooLong,
+    #[error("`{0}` starts with a dot or holds a path separator")]
+    NotPlainName(String),
 }
 
-const RESERVED: &[&str] = &[
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
-    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
-];
+/// Device names Windows resolves in every folder, with or without an
+/// extension: the classic ones, the console and clock devices, and `COM`/
+/// `LPT` followed by a digit, including `0` and the superscript digits
+/// `¹²³`, which Windows treats as `1`, `2`, `3`.
+const RESERVED: &[&str] = &["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$"];
+
+fn is_reserved_stem(stem: &str) -> bool {
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        return true;
+    }
+    let mut chars = stem.chars();
+    let prefix: String = chars.by_ref().take(3).collect();
+    let rest: Vec<char> = chars.collect();
+    (prefix.eq_ignore_ascii_case("COM") || prefix.eq_ignore_ascii_case("LPT"))
+        && rest.len() == 1
+        && (rest[0].is_ascii_digit() || matches!(rest[0], '¹' | '²' | '³'))
+}
+
+/// The key two names collide under on a case-insensitive or
+/// normalization-insensitive file system (Windows, macOS): Unicode
+/// lowercase of the NFC form. Equal keys, one file.
+pub fn collision_key(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfc().collect::<String>().to_lowercase()
+}
+
+/// Check a game id: one plain folder name of the games folder. Everything
+/// [`validate_component`] refuses, and also a leading dot (hidden folders
+/// are not games; the staging area is one), and more than
+/// [`MAX_GAME_ID_LEN`] bytes.
+pub fn validate_game_id(game_id: &str) -> Result<(), PathError> {
+    if game_id.len() > MAX_GAME_ID_LEN {
+        return Err(PathError::GameIdTooLong);
+    }
+    if game_id.starts_with('.') || game_id.contains('/') || game_id.contains('\\') {
+        return Err(PathError::NotPlainName(game_id.to_owned()));
+    }
+    if game_id.len() >= 2 && game_id.as_bytes()[1] == b':' {
+        return Err(PathError::DrivePrefix);
+    }
+    validate_component(game_id)
+}
 
 /// Check one relative, `/`-separated path. `Ok` means it names a file or
 /// folder strictly inside its root on Windows, macOS and Linux alike.
@@ -73,6 +133,9 @@ pub fn validate_component(component: &str) -> Result<(), PathError> {
     if component.is_empty() || component == "." || component == ".." {
         return Err(PathError::BadComponent);
     }
+    if component.len() > MAX_COMPONENT_LEN {
+        return Err(PathError::NameTooLong);
+    }
     if component.chars().any(|c| c.is_control()) {
         return Err(PathError::ControlChar);
     }
@@ -86,7 +149,7 @@ pub fn validate_component(component: &str) -> Result<(), PathError> {
         return Err(PathError::TrailingDotOrSpace);
     }
     let stem = component.split('.').next().unwrap_or(component).trim_end();
-    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+    if is_reserved_stem(stem) {
         return Err(PathError::ReservedName(component.to_owned()));
     }
     Ok(())
@@ -145,6 +208,74 @@ mod tests {
         check("console.txt", Ok(()));
         check("auxiliary/nul2", Ok(()));
         check("COM10", Ok(()));
+        check("COM¹0", Ok(()));
+        check("CONIN", Ok(()));
+    }
+
+    /// Pins issue 13: names Windows cannot create were accepted.
+    #[test]
+    fn refuses_every_windows_device_name() {
+        for name in [
+            "CONIN$",
+            "conout$.txt",
+            "CLOCK$",
+            "COM¹",
+            "com².log",
+            "LPT³",
+            "COM0",
+            "lpt0.x",
+        ] {
+            check(name, Err(PathError::ReservedName(name.into())));
+            check(
+                &format!("dir/{name}"),
+                Err(PathError::ReservedName(name.into())),
+            );
+        }
+        check(
+            &"n".repeat(MAX_COMPONENT_LEN + 1),
+            Err(PathError::NameTooLong),
+        );
+        check(&"n".repeat(MAX_COMPONENT_LEN), Ok(()));
+    }
+
+    /// Pins issue 13: a game id from the network became a path.
+    #[test]
+    fn a_game_id_is_one_plain_folder_name() {
+        for ok in ["q3", "Half-Life 2", "Ünïcødé", "a.b"] {
+            assert_eq!(validate_game_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../escaped",
+            "a/b",
+            "a\\b",
+            "/abs",
+            "C:",
+            "c:x",
+            ".hidden",
+            ".lanspread-staging",
+            "COM¹",
+            "CONIN$",
+            "nul",
+            "x.",
+            "a:b",
+        ] {
+            assert!(validate_game_id(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            validate_game_id(&"g".repeat(MAX_GAME_ID_LEN + 1)),
+            Err(PathError::GameIdTooLong)
+        );
+    }
+
+    #[test]
+    fn collision_keys_fold_case_and_normalization() {
+        assert_eq!(collision_key("Save.DAT"), collision_key("save.dat"));
+        // "é" precomposed (NFC) and as "e" + combining acute (NFD).
+        assert_eq!(collision_key("caf\u{e9}"), collision_key("cafe\u{301}"));
+        assert_ne!(collision_key("a"), collision_key("b"));
     }
 
     proptest::proptest! {

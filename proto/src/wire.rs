@@ -153,6 +153,83 @@ pub fn games_digest(games: &[GameSummary]) -> Hash {
     Hash::from(hasher.finalize())
 }
 
+/// Longest game title kept, in bytes; a longer one is cut (the game is
+/// still listed). Titles are shown on one or two lines.
+pub const MAX_TITLE_BYTES: usize = 200;
+/// Longest description kept, in bytes: a few screens of text. One 5 MB
+/// description once filled a whole `Games` frame and hid every game of
+/// its host.
+pub const MAX_DESCRIPTION_BYTES: usize = 8 << 10;
+/// Longest genre or version label kept, in bytes.
+pub const MAX_LABEL_BYTES: usize = 64;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Why a listed game is not offered for download.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SummaryError {
+    #[error("game id `{game_id}` is not a plain folder name: {error}")]
+    GameId {
+        game_id: String,
+        error: crate::path::PathError,
+    },
+    #[error("{0} files is more than the limit of {max}", max = crate::manifest::MAX_FILES)]
+    TooManyFiles(u64),
+}
+
+impl GameSummary {
+    /// Cut every text field to its limit ([`MAX_TITLE_BYTES`],
+    /// [`MAX_DESCRIPTION_BYTES`], [`MAX_LABEL_BYTES`]); the names of the
+    /// fields that were cut, for the sender's log or the receiver's UI.
+    pub fn cut_to_limits(&mut self) -> Vec<&'static str> {
+        fn cut(field: &mut String, max: usize) -> bool {
+            let len = cut_at_char_boundary(field, max).len();
+            let was_cut = len < field.len();
+            field.truncate(len);
+            was_cut
+        }
+        let mut cut_fields = Vec::new();
+        if cut(&mut self.title, MAX_TITLE_BYTES) {
+            cut_fields.push("title");
+        }
+        for (name, field, max) in [
+            ("description", &mut self.description, MAX_DESCRIPTION_BYTES),
+            ("genre", &mut self.genre, MAX_LABEL_BYTES),
+            ("version label", &mut self.version_label, MAX_LABEL_BYTES),
+        ] {
+            if field.as_mut().is_some_and(|f| cut(f, max)) {
+                cut_fields.push(name);
+            }
+        }
+        cut_fields
+    }
+
+    /// Whether a receiver may download this game: its id is one plain
+    /// folder name ([`crate::path::validate_game_id`]) and its file count
+    /// within [`crate::manifest::MAX_FILES`]. The manifest is checked again
+    /// on its own when it arrives.
+    pub fn check(&self) -> Result<(), SummaryError> {
+        crate::path::validate_game_id(&self.game_id).map_err(|error| SummaryError::GameId {
+            game_id: self.game_id.clone(),
+            error,
+        })?;
+        if self.n_files > crate::manifest::MAX_FILES as u64 {
+            return Err(SummaryError::TooManyFiles(self.n_files));
+        }
+        Ok(())
+    }
+}
+
 /// A request: the first frame on a stream the client opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -792,6 +869,46 @@ mod tests {
             thumbnail: None,
             complete,
         }
+    }
+
+    /// Pins issue 13: one 5 MB description hid every game of its host;
+    /// now it is cut (the catalog does it where a listing is accepted, the
+    /// library when it reads `lanspread.toml`) and the game stays listed.
+    #[test]
+    fn long_text_is_cut_to_its_limit() {
+        let mut game = listed("quake", 1, true);
+        game.description = Some("é".repeat(MAX_DESCRIPTION_BYTES));
+        game.title = "T".repeat(MAX_TITLE_BYTES + 1);
+        game.genre = Some("g".repeat(10));
+        let mut games = [game];
+        assert_eq!(games[0].cut_to_limits(), vec!["title", "description"]);
+        assert_eq!(games[0].title.len(), MAX_TITLE_BYTES);
+        assert_eq!(
+            games[0].description.as_deref(),
+            Some("é".repeat(MAX_DESCRIPTION_BYTES / 2).as_str())
+        );
+        assert_eq!(games[0].genre.as_deref(), Some("gggggggggg"));
+        let mut again = games[0].clone();
+        assert!(again.cut_to_limits().is_empty());
+    }
+
+    #[test]
+    fn a_listed_game_is_checked_before_download() {
+        assert_eq!(listed("quake", 1, true).check(), Ok(()));
+        for bad in ["../escaped", "/abs", "a/b", ".hidden", "COM¹", "CONIN$"] {
+            assert!(
+                matches!(
+                    listed(bad, 1, true).check(),
+                    Err(SummaryError::GameId { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let message = listed("../x", 1, true).check().unwrap_err().to_string();
+        assert!(
+            message.starts_with("game id `../x` is not a plain folder name"),
+            "{message}"
+        );
     }
 
     #[test]

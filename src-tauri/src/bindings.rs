@@ -7,8 +7,8 @@ use std::path::Path;
 
 use lanspread_peer::events::{
     AddressReport, CatalogEntry, Diagnostics, DownloadInfo, DownloadState, FailureCode,
-    InterfaceReport, PeerEvent, PeerInfo, PeerState, ServiceHealth, ServiceState, Source,
-    SourceRate,
+    InterfaceReport, NameConflict, PeerEvent, PeerInfo, PeerState, ServiceHealth, ServiceState,
+    Source, SourceRate,
 };
 use lanspread_peer::settings::Settings;
 use ts_rs::{Config, TS};
@@ -29,6 +29,7 @@ fn generate() -> String {
         declaration::<ServiceState>(&cfg),
         declaration::<ServiceHealth>(&cfg),
         declaration::<CatalogEntry>(&cfg),
+        declaration::<NameConflict>(&cfg),
         declaration::<PeerInfo>(&cfg),
         declaration::<PeerState>(&cfg),
         declaration::<Source>(&cfg),

@@ -97,6 +97,36 @@ describe("App", () => {
     expect(bridge.thumbnail).toHaveBeenCalledWith("77".repeat(32));
   });
 
+  // Issue 13: a refused game, names that disagree and cut text are said in
+  // words; a refused game has no Download button, and a disagreement is
+  // settled by the user's choice of folder name.
+  it("says why a game is refused and lets the user choose between disagreeing names", async () => {
+    const refused = entry({ title: "Escape", gameId: "../x", versionId: "01".repeat(32), refused: "game id `../x` is not a plain folder name: `../x` starts with a dot or holds a path separator" });
+    const disputed = entry({
+      title: "Arena",
+      gameId: "arena",
+      versionId: "02".repeat(32),
+      conflict: { gameIds: ["arena", "saves"], titles: ["Arena", "Saves"] },
+      notes: ["description cut to 8192 bytes"],
+    });
+    const { bridge } = fakeBridge([refused, disputed]);
+    render(<App bridge={bridge} />);
+    const card = await screen.findByRole("button", { name: /Escape/ });
+    expect(card).toHaveTextContent("Refused");
+    let dialog = await openGame(/Escape/);
+    expect(dialog).toHaveTextContent("Refused: game id `../x` is not a plain folder name");
+    expect(within(dialog).queryByRole("button", { name: /Download/ })).not.toBeInTheDocument();
+    fireEvent.click(within(dialog).getByRole("button", { name: "Close" }));
+
+    dialog = await openGame(/^Arena/);
+    expect(dialog).toHaveTextContent("disagree on its folder name: `arena`, `saves`");
+    expect(dialog).toHaveTextContent("disagree on its title: “Arena”, “Saves”");
+    expect(dialog).toHaveTextContent("Description cut to 8192 bytes.");
+    expect(within(dialog).queryByRole("button", { name: "Download" })).not.toBeInTheDocument();
+    fireEvent.click(within(dialog).getByRole("button", { name: "Download as saves" }));
+    expect(bridge.download).toHaveBeenCalledWith(`${disputed.versionId}:saves`);
+  });
+
   it("opens a game's page with its facts and downloads it", async () => {
     const game = entry({ description: "Fast arena shooter.", minPlayers: 2, sources: ["p1"] });
     const { bridge, emit } = fakeBridge([game]);

@@ -3,7 +3,7 @@
 /**
  * Everything the runtime tells the outside world.
  */
-export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
+export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadWaiting", versionId: string, gameId: string, message: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
 
 /**
  * Lifecycle state of one supervised service.
@@ -55,7 +55,35 @@ installed: boolean,
  * On the entry of an installed version: the version id of a newer one
  * on the LAN (same game id).
  */
-updateTo: string | null, };
+updateTo: string | null, 
+/**
+ * The peers that list this version disagree on its game id or title:
+ * every name seen. Shown, never silently merged.
+ */
+conflict: NameConflict | null, 
+/**
+ * Why this version cannot be downloaded as listed (e.g. "game id
+ * `../x` is not a plain folder name"); `None` when it can.
+ */
+refused: string | null, 
+/**
+ * What was cut to fit a limit, in words (e.g. "description cut to
+ * 8192 bytes").
+ */
+notes: Array<string>, };
+
+/**
+ * The names the sources of one version gave it, when they disagree.
+ */
+export type NameConflict = { 
+/**
+ * Sorted, unique; more than one when the game ids disagree.
+ */
+gameIds: Array<string>, 
+/**
+ * Sorted, unique; more than one when the titles disagree.
+ */
+titles: Array<string>, };
 
 /**
  * What the UI and CLI show of a peer.
@@ -79,7 +107,7 @@ export type SourceRate = { peerId: string, bytesPerSec: number, };
  * events and every command's error. The UI branches on these, never on
  * message text.
  */
-export type FailureCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io" | "runtimeStopped" | "notInstalled" | "noExecutable" | "launch" | "delete" | "badPeerId" | "unresolved" | "invalidSettings" | "badVersionId" | "dialog" | "open";
+export type FailureCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io" | "runtimeStopped" | "notInstalled" | "noExecutable" | "launch" | "delete" | "badPeerId" | "unresolved" | "invalidSettings" | "badVersionId" | "dialog" | "open" | "refused" | "nameConflict" | "gameInUse";
 
 /**
  * A download as the UI lists it.

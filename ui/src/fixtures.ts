@@ -26,5 +26,8 @@ export const entry = (over: Partial<CatalogEntry> = {}): CatalogEntry => ({
   partialSources: [],
   installed: false,
   updateTo: null,
+  conflict: null,
+  refused: null,
+  notes: [],
   ...over,
 });

@@ -3,6 +3,8 @@ import type { CatalogEntry } from "./bindings";
 import type { PeerBridge } from "./bridge";
 import { useFocusTrap } from "./focus";
 import {
+  catalogNotes,
+  conflictingIds,
   downloadOf,
   formatBytes,
   formatEta,
@@ -156,6 +158,8 @@ function GameCard({
             {entry.versionLabel ? ` · v${entry.versionLabel}` : ""}
           </p>
           <p className={`badge badge-${state}`}>{STATE_LABEL[state]}</p>
+          {entry.refused && <p className="badge badge-refused">Refused</p>}
+          {!entry.refused && entry.conflict && <p className="badge badge-refused">Names disagree</p>}
           {(state === "downloading" || state === "paused") && download && <Progress download={download} />}
         </div>
       </button>
@@ -244,6 +248,13 @@ function GameDetail({
           </div>
           <p className={`badge badge-${state}`}>{STATE_LABEL[state]}</p>
           {entry.description && <p className="description">{entry.description}</p>}
+          {catalogNotes(entry).length > 0 && (
+            <ul className="warnings" aria-label="Warnings">
+              {catalogNotes(entry).map((note) => (
+                <li key={note}>{note}</li>
+              ))}
+            </ul>
+          )}
           <dl className="facts">
             {facts
               .filter(([, value]) => value)
@@ -277,11 +288,18 @@ function GameDetail({
             </div>
           ) : (
             <div className="actions">
-              {state === "available" && (
+              {state === "available" && !entry.refused && conflictingIds(entry).length === 0 && (
                 <button disabled={busy} onClick={() => run(() => actions.download(entry.versionId))}>
                   Download
                 </button>
               )}
+              {state === "available" &&
+                !entry.refused &&
+                conflictingIds(entry).map((id) => (
+                  <button key={id} disabled={busy} onClick={() => run(() => actions.download(`${entry.versionId}:${id}`))}>
+                    Download as {id}
+                  </button>
+                ))}
               {state === "update" && entry.updateTo && (
                 <button disabled={busy} onClick={() => run(() => actions.download(entry.updateTo!))}>
                   Update

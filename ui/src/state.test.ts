@@ -45,6 +45,15 @@ describe("reduce", () => {
     expect(done.downloads[vid]).toMatchObject({ phase: "completed", bytesDone: 100, bytesPerSec: 0, sources: [] });
   });
 
+  it("says why a verified update waits, until it is installed", () => {
+    const started = apply(initialModel, { type: "downloadStarted", versionId: vid, gameId: "q3", title: "Quake III", bytesTotal: 100 });
+    const message = "Quake III is running: the update is verified and installs when the game exits";
+    const waiting = apply(started, { type: "downloadWaiting", versionId: vid, gameId: "q3", message });
+    expect(waiting.downloads[vid]).toMatchObject({ phase: "running", message });
+    const done = apply(waiting, { type: "downloadCompleted", versionId: vid, gameId: "q3" });
+    expect(done.downloads[vid]).toMatchObject({ phase: "completed", message: null });
+  });
+
   it("keeps a failed, cancelled or abandoned download resumable", () => {
     const started = apply(initialModel, {
       type: "downloadStarted",

@@ -177,6 +177,7 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
         phase: "completed",
         bytesDone: done?.bytesTotal ?? 0,
         etaSecs: 0,
+        message: null,
       });
     }
     case "downloadFailed":
@@ -187,6 +188,8 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
         phase: "cancelled",
         message: "Paused. What was downloaded is kept; Resume goes on from there.",
       });
+    case "downloadWaiting":
+      return updateDownload(model, event.versionId, { message: event.message });
     case "downloadPeersGone":
       return updateDownload(model, event.versionId, {
         ...stopped,
@@ -228,6 +231,33 @@ export function gameState(model: AppModel, entry: CatalogEntry): GameState {
   if (entry.installed) return "installed";
   if (download && download.phase !== "completed") return "paused";
   return "available";
+}
+
+/**
+ * What a game's page says beyond its facts, in words: why it cannot be
+ * downloaded, which names its sources disagree on, what was cut to fit a
+ * limit. The same sentences as the CLI's games list.
+ */
+export function catalogNotes(entry: CatalogEntry): string[] {
+  const notes: string[] = [];
+  if (entry.refused) notes.push(`Refused: ${entry.refused}`);
+  if (entry.conflict && entry.conflict.gameIds.length > 1) {
+    notes.push(
+      `The computers sharing this game disagree on its folder name: ${entry.conflict.gameIds
+        .map((id) => `\`${id}\``)
+        .join(", ")}. Choose the one to install it as.`,
+    );
+  }
+  if (entry.conflict && entry.conflict.titles.length > 1) {
+    notes.push(`The computers sharing this game disagree on its title: ${entry.conflict.titles.map((t) => `“${t}”`).join(", ")}.`);
+  }
+  for (const note of entry.notes) notes.push(`${note[0].toUpperCase()}${note.slice(1)}.`);
+  return notes;
+}
+
+/** The game ids a download may choose between when the sources disagree. */
+export function conflictingIds(entry: CatalogEntry): string[] {
+  return entry.conflict && entry.conflict.gameIds.length > 1 ? entry.conflict.gameIds : [];
 }
 
 export type LibraryFilter = "all" | "installed" | "available" | "updates" | "downloading";

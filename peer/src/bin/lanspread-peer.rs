@@ -369,7 +369,35 @@ fn print_catalog(catalog: &[lanspread_peer::events::CatalogEntry]) {
             human_size(entry.total_size),
             entry.sources.len()
         );
+        for note in catalog_notes(entry) {
+            println!("    {note}");
+        }
     }
+}
+
+/// What the catalog says about an entry beyond its columns, in words: why
+/// it is refused, which names its sources disagree on, what was cut.
+fn catalog_notes(entry: &lanspread_peer::events::CatalogEntry) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(reason) = &entry.refused {
+        notes.push(format!("refused: {reason}"));
+    }
+    if let Some(conflict) = &entry.conflict {
+        if conflict.game_ids.len() > 1 {
+            notes.push(format!(
+                "sources disagree on the game id: `{}` (download it by the id you choose)",
+                conflict.game_ids.join("`, `")
+            ));
+        }
+        if conflict.titles.len() > 1 {
+            notes.push(format!(
+                "sources disagree on the title: “{}”",
+                conflict.titles.join("”, “")
+            ));
+        }
+    }
+    notes.extend(entry.notes.iter().cloned());
+    notes
 }
 
 fn print_diagnostics(report: &lanspread_peer::events::Diagnostics) {
@@ -476,7 +504,11 @@ async fn download(
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let found = |h: &lanspread_peer::PeerRuntimeHandle| {
         h.catalog().iter().any(|e| {
-            (e.game_id == target || e.version_id.to_hex() == target)
+            (e.game_id == target
+                || e.version_id.to_hex() == target
+                || e.conflict
+                    .as_ref()
+                    .is_some_and(|c| c.game_ids.iter().any(|id| id == target)))
                 && (!e.sources.is_empty() || !e.partial_sources.is_empty() || e.installed)
         })
     };
@@ -587,6 +619,13 @@ async fn download(
             }
             PeerEvent::DownloadCancelled { version_id, .. } if version_id == vid => {
                 break exit::INTERRUPTED;
+            }
+            PeerEvent::DownloadWaiting {
+                version_id,
+                message,
+                ..
+            } if version_id == vid => {
+                bar.println(format!("lanspread-peer: {message}"));
             }
             _ => {}
         }

@@ -22,6 +22,25 @@ use crate::library::metadata::GameMetadata;
 use crate::library::LocalGame;
 use crate::store::FileStamp;
 
+/// How often an install blocked by files in use (a running game on
+/// Windows) is tried again.
+const IN_USE_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether a rename failed because a file in the folder is open elsewhere
+/// (Windows: sharing violation, lock violation, or access denied on a
+/// folder whose program runs). Never on unix, where renames ignore opens.
+fn in_use(e: &std::io::Error) -> bool {
+    #[cfg(windows)]
+    {
+        matches!(e.raw_os_error(), Some(5 | 32 | 33))
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 impl Engine {
     /// Run one download to its end and report it (event and stored state).
     pub(super) async fn run(
@@ -87,6 +106,9 @@ impl Engine {
         token: &CancellationToken,
     ) -> Result<End, DownloadError> {
         let vid = job.version_id;
+        // Checked where the name entered (the catalog) and again before it
+        // names anything on disk: a resumed download's stored id too.
+        refuse_bad_game_id(&job.game_id)?;
         let manifest = match job.manifest.take() {
             Some(m) => m,
             None => match self.fetch_manifest(&vid, token).await? {
@@ -140,6 +162,7 @@ impl Engine {
                 version_id: vid,
                 total_size: total,
                 thumbnail: None,
+                identities: None,
             },
             scheduler.clone(),
         );
@@ -159,15 +182,54 @@ impl Engine {
         }
         // No request may read the staging folder once it starts moving.
         offered.withdraw();
-        let engine = self.clone();
-        let game_id = job.game_id.clone();
-        let installed = self
-            .blocking(format!("install {}", job.game_id), move || {
-                engine.install(&game_id, vid, &root, manifest)
-            })
-            .await?;
+        let installed = loop {
+            // A game lanspread started is not changed under its player (and
+            // on Windows its files are locked): the update stays staged.
+            if self.parts.running.is_running(&job.game_id) {
+                self.emit_waiting(&job, "is running");
+                tokio::select! {
+                    biased;
+                    _ = token.cancelled() => return Ok(End::Cancelled),
+                    _ = self.parts.running.wait_exit(&job.game_id) => continue,
+                }
+            }
+            let (engine, game_id, root, manifest) = (
+                self.clone(),
+                job.game_id.clone(),
+                root.clone(),
+                manifest.clone(),
+            );
+            let attempt = self
+                .blocking(format!("install {}", job.game_id), move || {
+                    engine.install(&game_id, vid, &root, manifest)
+                })
+                .await;
+            match attempt {
+                Err(e) if e.code == FailureCode::GameInUse => {
+                    self.emit_waiting(&job, "has files in use");
+                    tokio::select! {
+                        biased;
+                        _ = token.cancelled() => return Ok(End::Cancelled),
+                        _ = tokio::time::sleep(IN_USE_RETRY) => {}
+                    }
+                }
+                other => break other?,
+            }
+        };
         self.parts.library.publish_game(installed);
         Ok(End::Completed)
+    }
+
+    /// Say why a verified download is not installed yet.
+    fn emit_waiting(&self, job: &Job, why: &str) {
+        self.emit(PeerEvent::DownloadWaiting {
+            version_id: job.version_id,
+            game_id: job.game_id.clone(),
+            message: format!(
+                "{} {why}: the update is verified and installs when the game exits",
+                job.title
+            ),
+        });
     }
 
     /// [`Self::prepare`] on the blocking pool.
@@ -403,6 +465,8 @@ impl Engine {
         root: &Path,
         manifest: Arc<Manifest>,
     ) -> Result<LocalGame, DownloadError> {
+        refuse_bad_game_id(game_id)?;
+        self.refuse_colliding_folder(game_id)?;
         staging::sync_all(root, &manifest)
             .map_err(|e| DownloadError::io("cannot flush the download", e))?;
         let dest = self.parts.games_dir.join(game_id);
@@ -414,28 +478,38 @@ impl Engine {
             }
         }
         // The library takes our verified hashes: nothing is hashed again.
+        let metas: Vec<Option<std::fs::Metadata>> = manifest
+            .files
+            .iter()
+            .map(|f| std::fs::symlink_metadata(crate::fsx::manifest_path(&dest, &f.path)).ok())
+            .collect();
         let stamps: Vec<(String, FileStamp)> = manifest
             .files
             .iter()
-            .filter_map(|f| {
-                let meta = std::fs::metadata(crate::fsx::manifest_path(&dest, &f.path)).ok()?;
+            .zip(&metas)
+            .filter_map(|(f, meta)| {
+                let meta = meta.as_ref()?;
                 Some((
                     f.path.clone(),
                     FileStamp {
                         size: meta.len(),
-                        mtime_ns: crate::fsx::mtime_ns(&meta),
+                        mtime_ns: crate::fsx::mtime_ns(meta),
                     },
                 ))
             })
+            .collect();
+        let identities: Option<Vec<crate::fsx::FileIdentity>> = metas
+            .iter()
+            .map(|meta| meta.as_ref().map(crate::fsx::FileIdentity::of))
             .collect();
         let _ = self
             .parts
             .store
             .save_game(game_id, &manifest, &vid, &stamps);
-        let metadata = std::fs::read_to_string(dest.join(crate::library::metadata::METADATA_FILE))
-            .ok()
-            .and_then(|text| GameMetadata::parse(&text, game_id).ok())
-            .unwrap_or_else(|| GameMetadata::fallback(game_id));
+        if let Err(e) = self.parts.store.save_installed(game_id, &vid, &manifest) {
+            tracing::warn!(game = %game_id, "cannot record the install: {e}");
+        }
+        let metadata = read_metadata(&dest, game_id);
         let thumbnail = crate::library::manifest_thumbnail(game_id, &dest, &metadata, &manifest);
         Ok(LocalGame {
             id: game_id.to_owned(),
@@ -445,12 +519,39 @@ impl Engine {
             manifest,
             version_id: vid,
             thumbnail,
+            identities: identities.map(Arc::new),
         })
     }
 
-    /// Blocking: rename the staging folder to `dest`. An older version of
-    /// the game there is moved aside first (returned, to remove); a folder
-    /// that is not an older version of this game is never touched.
+    /// Blocking: refuse a game id that is another folder's name on Windows
+    /// and macOS (case or Unicode normalization): there the install would
+    /// land in that folder.
+    fn refuse_colliding_folder(&self, game_id: &str) -> Result<(), DownloadError> {
+        let key = lanspread_proto::path::collision_key(game_id);
+        let entries = std::fs::read_dir(&self.parts.games_dir)
+            .map_err(|e| DownloadError::io("cannot read the games folder", e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name != game_id && lanspread_proto::path::collision_key(name) == key {
+                return Err(DownloadError::new(
+                    FailureCode::DestinationExists,
+                    format!(
+                        "`{game_id}` is the same folder name as `{name}` on Windows and macOS; \
+                         not installed next to it"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocking: rename the staging folder to `dest`. A folder there is
+    /// replaced only when the library says it holds another version of this
+    /// same game (same id, same title in its own `lanspread.toml`): it is
+    /// moved aside, every file of it that lanspread did not ship (saves,
+    /// configs) is carried into the new version, and it is returned, to
+    /// remove. Anything else there is never touched.
     fn move_into_place(
         &self,
         game_id: &str,
@@ -458,34 +559,99 @@ impl Engine {
         root: &Path,
         dest: &Path,
     ) -> Result<Option<PathBuf>, DownloadError> {
+        if std::fs::symlink_metadata(dest).is_err() {
+            return std::fs::rename(root, dest)
+                .map(|()| None)
+                .map_err(|e| DownloadError::io("cannot move the game into place", e));
+        }
         let installed = self.parts.library.snapshot().get(game_id).cloned();
-        let mut replaced = None;
-        if dest.exists() {
-            match &installed {
-                Some(old) if old.version_id != vid => {
-                    let aside = root.with_extension("replaced");
-                    std::fs::rename(dest, &aside)
-                        .map_err(|e| DownloadError::io("cannot move the old version aside", e))?;
-                    replaced = Some(aside);
-                }
-                _ => {
-                    return Err(DownloadError::new(
-                        FailureCode::DestinationExists,
-                        format!(
-                            "{} exists and is not an older version of this game; rename or \
-                             remove it, the download stays ready to install",
-                            dest.display()
-                        ),
-                    ))
-                }
-            }
+        let refuse = |why: String| {
+            Err(DownloadError::new(
+                FailureCode::DestinationExists,
+                format!(
+                    "{} exists and {why}; it is left as it is, and the download stays ready to \
+                     install once it is renamed or removed",
+                    dest.display()
+                ),
+            ))
+        };
+        let Some(old) = installed.filter(|old| old.version_id != vid) else {
+            return refuse("is not an older version of this game".into());
+        };
+        if std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
+            return refuse("is a link the host made, not a folder lanspread installed".into());
         }
-        if let Err(e) = std::fs::rename(root, dest) {
-            if let Some(aside) = &replaced {
-                let _ = std::fs::rename(aside, dest);
-            }
-            return Err(DownloadError::io("cannot move the game into place", e));
+        let new_title = read_metadata(root, game_id).title;
+        if !same_title(&new_title, &old.metadata.title) {
+            return refuse(format!(
+                "holds “{}”, while this download is “{new_title}”: another game",
+                old.metadata.title
+            ));
         }
-        Ok(replaced)
+        // What lanspread shipped there: its install record, else the
+        // manifest the library indexed.
+        let shipped_manifest = match self.parts.store.installed(game_id) {
+            Ok(Some(m)) => m,
+            _ => (*old.manifest).clone(),
+        };
+        let shipped: std::collections::HashSet<&str> = shipped_manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        let aside = root.with_extension("replaced");
+        std::fs::rename(dest, &aside).map_err(|e| {
+            if in_use(&e) {
+                DownloadError::new(FailureCode::GameInUse, format!("{game_id} is in use: {e}"))
+            } else {
+                DownloadError::io("cannot move the old version aside", e)
+            }
+        })?;
+        let mut carried = staging::Carried::new();
+        let moved = staging::carry_over(&aside, root, &shipped, &mut carried)
+            .map_err(|e| DownloadError::io("cannot carry over the game's saves", e))
+            .and_then(|()| {
+                std::fs::rename(root, dest)
+                    .map_err(|e| DownloadError::io("cannot move the game into place", e))
+            });
+        if let Err(e) = moved {
+            staging::carry_back(&aside, root, &carried);
+            let _ = std::fs::rename(&aside, dest);
+            return Err(e);
+        }
+        if !carried.is_empty() {
+            tracing::info!(game = %game_id, files = carried.len(), "files of the player's carried over");
+        }
+        Ok(Some(aside))
     }
+}
+
+/// A game id that names anything but one plain folder of the games folder
+/// is refused, in words.
+fn refuse_bad_game_id(game_id: &str) -> Result<(), DownloadError> {
+    lanspread_proto::path::validate_game_id(game_id).map_err(|e| {
+        DownloadError::new(
+            FailureCode::Refused,
+            format!("refused: game id `{game_id}` is not a plain folder name ({e})"),
+        )
+    })
+}
+
+/// The metadata of the game below `root` (its own `lanspread.toml`), or the
+/// fallback for `game_id`.
+fn read_metadata(root: &Path, game_id: &str) -> GameMetadata {
+    std::fs::read_to_string(root.join(crate::library::metadata::METADATA_FILE))
+        .ok()
+        .and_then(|text| GameMetadata::parse(&text, game_id).ok())
+        .map(|mut metadata| {
+            metadata.cut_to_limits();
+            metadata
+        })
+        .unwrap_or_else(|| GameMetadata::fallback(game_id))
+}
+
+/// Titles name the same game when they match ignoring case and the spaces
+/// around them.
+fn same_title(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }

@@ -98,6 +98,8 @@ pub(crate) struct EngineParts {
     pub token: CancellationToken,
     /// Downloads that run at once; more wait in the queue.
     pub parallel: usize,
+    /// Games lanspread started that still run: their updates wait.
+    pub running: Arc<crate::games::RunningGames>,
 }
 
 /// The download engine, shared by the runtime.
@@ -119,6 +121,11 @@ impl Engine {
             queue: Mutex::default(),
             queue_writes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The games lanspread started that still run.
+    pub fn running(&self) -> &Arc<crate::games::RunningGames> {
+        &self.parts.running
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {

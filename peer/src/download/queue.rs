@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::staging::staging_root;
 use super::{DownloadError, Engine, Job};
-use crate::events::{DownloadInfo, DownloadState, FailureCode, PeerEvent};
+use crate::events::{CatalogEntry, DownloadInfo, DownloadState, FailureCode, PeerEvent};
+use crate::peers::catalog::ids_disagree;
 
 #[derive(Default)]
 pub(super) struct Queue {
@@ -30,15 +31,31 @@ struct Running {
 }
 
 impl Engine {
-    /// Queue the download of `target`: a game id or a version id (hex).
+    /// Queue the download of `target`: a game id, a version id (hex), or
+    /// `<version id>:<game id>` — that version under one of the game ids its
+    /// sources give it (a `:` is never part of a game id), for a version
+    /// whose sources disagree.
     pub async fn start(self: &Arc<Self>, target: &str) -> Result<VersionId, DownloadError> {
         let catalog = self.parts.directory.catalog();
+        let (target, chosen_for_version) = match target.split_once(':') {
+            Some((vid, game_id)) => (vid, Some(game_id)),
+            None => (target, None),
+        };
         let by_version = lanspread_proto::Hash::from_hex(target)
             .and_then(|vid| catalog.iter().find(|e| e.version_id == vid));
+        // By game id: an entry of that id, or one whose sources disagree and
+        // one of them calls it that (the user chose the name).
+        let named = |e: &&CatalogEntry| {
+            e.game_id == target
+                || e.conflict
+                    .as_ref()
+                    .is_some_and(|c| c.game_ids.iter().any(|id| id == target))
+        };
+        let chosen_id = by_version.is_none();
         let entry = by_version.or_else(|| {
             catalog
                 .iter()
-                .filter(|e| e.game_id == target && !e.sources.is_empty() && !e.installed)
+                .filter(|e| named(e) && !e.sources.is_empty() && !e.installed)
                 .max_by_key(|e| e.sources.len())
         });
         let Some(entry) = entry else {
@@ -61,9 +78,45 @@ impl Engine {
                 format!("{} is installed already", entry.title),
             ));
         }
+        if let Some(reason) = &entry.refused {
+            return Err(DownloadError::new(
+                FailureCode::Refused,
+                format!("refused: {reason}"),
+            ));
+        }
+        let names_it = |id: &str| {
+            entry.game_id == id
+                || entry
+                    .conflict
+                    .as_ref()
+                    .is_some_and(|c| c.game_ids.iter().any(|named| named == id))
+        };
+        let game_id = if let Some(chosen) = chosen_for_version {
+            if !names_it(chosen) {
+                return Err(DownloadError::new(
+                    FailureCode::NotFound,
+                    format!("no source calls this version `{chosen}`"),
+                ));
+            }
+            chosen.to_owned()
+        } else if chosen_id {
+            target.to_owned()
+        } else if ids_disagree(entry) {
+            let ids = entry.conflict.as_ref().map(|c| c.game_ids.join("`, `"));
+            return Err(DownloadError::new(
+                FailureCode::NameConflict,
+                format!(
+                    "the peers that list this version call it `{}`; download it by the game \
+                     id you choose",
+                    ids.unwrap_or_default()
+                ),
+            ));
+        } else {
+            entry.game_id.clone()
+        };
         let job = Job {
             version_id: entry.version_id,
-            game_id: entry.game_id.clone(),
+            game_id,
             title: entry.title.clone(),
             manifest: None,
         };

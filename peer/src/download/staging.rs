@@ -23,6 +23,10 @@ pub fn staging_root(games_dir: &Path, version_id: &Hash) -> PathBuf {
 /// reserved at its full size. Existing files of the right size are kept
 /// (a resumed download).
 pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
+    // Checked where it arrived, and again here, where its paths touch the disk.
+    manifest
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad manifest: {e}")))?;
     fs::create_dir_all(root)?;
     for dir in &manifest.empty_dirs {
         fs::create_dir_all(fsx::manifest_path(root, dir))?;
@@ -170,4 +174,100 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         let _ = dir;
     }
     Ok(())
+}
+
+/// Suffix given to a file of the player's that carries over to a path the
+/// new version ships itself: both are kept.
+pub const KEPT_SUFFIX: &str = ".lanspread-kept";
+
+/// What [`carry_over`] moved: `(from, to)` paths relative to the two roots,
+/// so a failed install can move them back.
+pub type Carried = Vec<(String, String)>;
+
+/// Move every entry below `old_root` that `shipped` does not list (saves,
+/// configs, anything the player or the game made) to the same place below
+/// `new_root`. Never overwrites: where the new version ships that path, the
+/// player's file lands next to it with [`KEPT_SUFFIX`]. Links are moved as
+/// links, never followed. Returns what moved; on an error, what moved so far
+/// stays moved (the caller moves it back).
+pub fn carry_over(
+    old_root: &Path,
+    new_root: &Path,
+    shipped: &std::collections::HashSet<&str>,
+    carried: &mut Carried,
+) -> io::Result<()> {
+    carry_dir(old_root, new_root, "", shipped, carried)
+}
+
+fn carry_dir(
+    old_root: &Path,
+    new_root: &Path,
+    rel: &str,
+    shipped: &std::collections::HashSet<&str>,
+    carried: &mut Carried,
+) -> io::Result<()> {
+    let dir = if rel.is_empty() {
+        old_root.to_path_buf()
+    } else {
+        fsx::manifest_path(old_root, rel)
+    };
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            // Not UTF-8: cannot be named in a manifest, so never shipped.
+            // Moved as it is, next to where it was.
+            let to_dir = if rel.is_empty() {
+                new_root.to_path_buf()
+            } else {
+                fsx::manifest_path(new_root, rel)
+            };
+            fs::create_dir_all(&to_dir)?;
+            fs::rename(entry.path(), to_dir.join(entry.file_name()))?;
+            continue;
+        };
+        let rel_path = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() && !file_type.is_symlink() {
+            carry_dir(old_root, new_root, &rel_path, shipped, carried)?;
+            continue;
+        }
+        if shipped.contains(rel_path.as_str()) {
+            continue;
+        }
+        let mut to = rel_path.clone();
+        if fs::symlink_metadata(fsx::manifest_path(new_root, &to)).is_ok() {
+            to = format!("{rel_path}{KEPT_SUFFIX}");
+            if fs::symlink_metadata(fsx::manifest_path(new_root, &to)).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("cannot keep `{rel_path}`: `{to}` exists in the new version"),
+                ));
+            }
+        }
+        let target = fsx::manifest_path(new_root, &to);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::rename(entry.path(), &target)?;
+        carried.push((rel_path, to));
+    }
+    Ok(())
+}
+
+/// Undo [`carry_over`]: move each carried entry back (best effort).
+pub fn carry_back(old_root: &Path, new_root: &Path, carried: &Carried) {
+    for (from, to) in carried.iter().rev() {
+        let back = fsx::manifest_path(old_root, from);
+        if let Some(parent) = back.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        if let Err(e) = fs::rename(fsx::manifest_path(new_root, to), &back) {
+            tracing::warn!("cannot move `{to}` back to the installed game: {e}");
+        }
+    }
 }

@@ -73,6 +73,37 @@ impl GameMetadata {
         Ok(metadata)
     }
 
+    /// Cut the title, description, genre and version label to the limits
+    /// every receiver applies (`lanspread_proto::wire::MAX_*_BYTES`), so
+    /// the game is listed as its host sees it; what was cut, in words.
+    pub fn cut_to_limits(&mut self) -> Vec<String> {
+        use lanspread_proto::wire::{
+            cut_at_char_boundary, MAX_DESCRIPTION_BYTES, MAX_LABEL_BYTES, MAX_TITLE_BYTES,
+        };
+        let mut notes = Vec::new();
+        let mut cut = |name: &str, field: &mut String, max: usize| {
+            let len = cut_at_char_boundary(field, max).len();
+            if len < field.len() {
+                notes.push(format!(
+                    "{name} is {} bytes, more than {max}: cut",
+                    field.len()
+                ));
+                field.truncate(len);
+            }
+        };
+        cut("title", &mut self.title, MAX_TITLE_BYTES);
+        for (name, field, max) in [
+            ("description", &mut self.description, MAX_DESCRIPTION_BYTES),
+            ("genre", &mut self.genre, MAX_LABEL_BYTES),
+            ("version", &mut self.version, MAX_LABEL_BYTES),
+        ] {
+            if let Some(field) = field {
+                cut(name, field, max);
+            }
+        }
+        notes
+    }
+
     pub fn fallback(folder_name: &str) -> Self {
         Self {
             title: folder_name.to_owned(),

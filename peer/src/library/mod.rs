@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lanspread_proto::manifest::{piece_size_for, Layout};
-use lanspread_proto::path::validate_component;
 use lanspread_proto::{FileEntry, GameSummary, Hash, Manifest, VersionId};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +41,10 @@ pub struct LocalGame {
     pub version_id: VersionId,
     pub total_size: u64,
     pub thumbnail: Option<Thumbnail>,
+    /// Which file each manifest path held when indexed or installed (by
+    /// file index); the server serves only those. `None` while downloading
+    /// (the staging files change as pieces land).
+    pub identities: Option<Arc<Vec<fsx::FileIdentity>>>,
 }
 
 impl LocalGame {
@@ -156,17 +159,41 @@ impl Indexer {
             if !entry.path().metadata().map(|m| m.is_dir()).unwrap_or(false) {
                 continue;
             }
-            if let Err(e) = validate_component(&name) {
+            if let Err(e) = lanspread_proto::path::validate_game_id(&name) {
                 errors.push(ScanError {
                     game: name,
                     path: None,
-                    message: format!("game folder name cannot exist on Windows ({e}); skipped"),
+                    message: format!(
+                        "game folder name cannot be a game id everywhere ({e}); skipped"
+                    ),
                 });
                 continue;
             }
             games.push(name);
         }
         games.sort();
+        // Two folders that are one name on Windows and macOS: the first
+        // (byte order) is offered, the others reported.
+        let mut keys = std::collections::HashMap::new();
+        games.retain(
+            |name| match keys.entry(lanspread_proto::path::collision_key(name)) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(name.clone());
+                    true
+                }
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    errors.push(ScanError {
+                        game: name.clone(),
+                        path: None,
+                        message: format!(
+                            "same folder name as `{}` on Windows and macOS; skipped",
+                            first.get()
+                        ),
+                    });
+                    false
+                }
+            },
+        );
         (games, errors)
     }
 
@@ -190,6 +217,15 @@ impl Indexer {
         let mut list = walk_game(game, &root);
         let mut errors = std::mem::take(&mut list.errors);
         let walked = listing(&list);
+        if let Err(why) = check_listing(&list) {
+            // Never offered: other peers could not install it as it is.
+            errors.push(ScanError {
+                game: game.into(),
+                path: None,
+                message: format!("not offered: {why}"),
+            });
+            return Ok((None, errors));
+        }
         let cached = self.store.cached_game(game)?;
         // Exactly the files, sizes and trusted mtimes recorded when it was
         // last indexed or installed: it is not being copied in, so it need
@@ -221,7 +257,16 @@ impl Indexer {
                 .map_err(|e| format!("{METADATA_FILE}: {e}"))
                 .and_then(|text| GameMetadata::parse(&text, game))
             {
-                Ok(m) => m,
+                Ok(mut m) => {
+                    for note in m.cut_to_limits() {
+                        errors.push(ScanError {
+                            game: game.into(),
+                            path: Some(METADATA_FILE.into()),
+                            message: note,
+                        });
+                    }
+                    m
+                }
                 Err(message) => {
                     errors.push(ScanError {
                         game: game.into(),
@@ -360,6 +405,7 @@ impl Indexer {
                 manifest: Arc::new(manifest),
                 version_id,
                 thumbnail,
+                identities: Some(Arc::new(files.iter().map(|f| f.identity).collect())),
             }),
             errors,
         ))
@@ -550,6 +596,36 @@ fn find_thumbnail(
 
 /// Whether a top-level name can be a game: not hidden (which also hides the
 /// download staging area).
+/// What every receiver checks of a manifest and the walk alone can tell:
+/// the caps on files and empty folders, path lengths, and names that are
+/// one on Windows and macOS (case, Unicode normalization).
+fn check_listing(list: &scan::FileList) -> Result<(), String> {
+    use lanspread_proto::manifest::{check_collisions, MAX_EMPTY_DIRS, MAX_FILES};
+    if list.files.len() > MAX_FILES {
+        return Err(format!(
+            "{} files, more than the limit of {MAX_FILES}",
+            list.files.len()
+        ));
+    }
+    if list.empty_dirs.len() > MAX_EMPTY_DIRS {
+        return Err(format!(
+            "{} empty folders, more than the limit of {MAX_EMPTY_DIRS}",
+            list.empty_dirs.len()
+        ));
+    }
+    let paths = || {
+        list.files
+            .iter()
+            .map(|f| f.rel_path.as_str())
+            .chain(list.empty_dirs.iter().map(String::as_str))
+    };
+    for path in paths() {
+        lanspread_proto::path::validate_relative_path(path)
+            .map_err(|e| format!("`{path}`: {e}"))?;
+    }
+    check_collisions(paths()).map_err(|e| e.to_string())
+}
+
 pub fn is_game_folder_name(name: &str) -> bool {
     !name.starts_with('.')
 }

@@ -157,8 +157,12 @@ impl Library {
                     errors_by_game.insert(game.clone(), errors);
                     verdicts.insert(game, Some(Arc::new(local)));
                 }
-                Ok((None, _)) => {
-                    errors_by_game.insert(game.clone(), Vec::new());
+                Ok((None, errors)) => {
+                    // Gone, or refused (the errors say why).
+                    for e in &errors {
+                        tracing::warn!(game = %e.game, path = ?e.path, "{}", e.message);
+                    }
+                    errors_by_game.insert(game.clone(), errors);
                     verdicts.insert(game, None);
                 }
                 Err(IndexError::Cancelled) => return None,

@@ -36,6 +36,8 @@ pub struct ScannedFile {
     pub size: u64,
     pub mtime_ns: i64,
     pub executable: bool,
+    /// Which file it was when walked (see `fsx::open_below`).
+    pub identity: fsx::FileIdentity,
 }
 
 impl ScannedFile {
@@ -137,6 +139,7 @@ fn walk_dir(game: &str, dir: &Path, rel: &str, list: &mut FileList) -> bool {
                 size: metadata.len(),
                 mtime_ns: fsx::mtime_ns(&metadata),
                 executable: fsx::is_executable(&metadata),
+                identity: fsx::FileIdentity::of(&metadata),
             });
             kept_any = true;
         } else {

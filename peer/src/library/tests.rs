@@ -451,3 +451,60 @@ proptest::proptest! {
         proptest::prop_assert_eq!(game.total_size, sizes.iter().sum::<usize>() as u64);
     }
 }
+
+/// Issue 13: a folder whose names are one on Windows and macOS is
+/// reported, not offered as a manifest others cannot install.
+#[test]
+fn names_that_collide_on_windows_and_macos_are_reported_not_offered() {
+    let f = Fixture::new();
+    f.write("g/Save.dat", b"a");
+    f.write("g/save.dat", b"b");
+    f.write("h/cafe\u{301}/x", b"a");
+    f.write("h/caf\u{e9}/y", b"b");
+    for game in ["g", "h"] {
+        if fs::read_dir(f.games.join(game)).unwrap().count() != 2 {
+            // This file system merges the two names itself (macOS, Windows).
+            println!("skipped {game}: the file system folds these names into one");
+            continue;
+        }
+        let (found, errors) = f
+            .indexer
+            .index_game(game, &CancellationToken::new(), &|_, _| {})
+            .unwrap();
+        assert!(found.is_none(), "{game} offered");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.starts_with("not offered: `")
+                && errors[0].message.contains("one name"),
+            "{errors:?}"
+        );
+    }
+}
+
+/// Issue 13: a game of more empty folders than any receiver accepts is
+/// reported at indexing, and a too-long description is cut, not fatal.
+#[test]
+fn over_cap_games_are_reported_and_long_metadata_is_cut() {
+    use lanspread_proto::manifest::MAX_EMPTY_DIRS;
+    let f = Fixture::new();
+    let mut list = scan::FileList {
+        empty_dirs: (0..=MAX_EMPTY_DIRS).map(|i| format!("d{i:05}")).collect(),
+        ..Default::default()
+    };
+    let why = check_listing(&list).unwrap_err();
+    assert!(why.contains("empty folders"), "{why}");
+    list.empty_dirs.pop();
+    assert_eq!(check_listing(&list), Ok(()));
+
+    let description = "d".repeat(5 << 20);
+    f.write(
+        "m/lanspread.toml",
+        format!("description = \"{description}\"\n").as_bytes(),
+    );
+    let (game, errors) = f.index("m");
+    assert_eq!(
+        game.metadata.description.as_ref().map(String::len),
+        Some(lanspread_proto::wire::MAX_DESCRIPTION_BYTES)
+    );
+    assert!(errors[0].message.contains("description"), "{errors:?}");
+}

@@ -36,7 +36,11 @@ impl Identity {
             error,
         };
         let key_der = match std::fs::read(&path) {
-            Ok(der) => der,
+            Ok(der) => {
+                // Readable by its owner only, even if made wider since.
+                crate::fsx::restrict_to_owner(&path).map_err(io)?;
+                der
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = rcgen::KeyPair::generate()
                     .map_err(|e| IdentityError::Certificate(e.to_string()))?;
@@ -88,11 +92,9 @@ impl Identity {
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
+    let mut file = crate::fsx::owner_only_options()
+        .create_new(true)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -113,6 +115,22 @@ mod tests {
         );
         assert_ne!(Identity::ephemeral().peer_id(), first.peer_id());
         assert_eq!(first.peer_id().as_str().len(), 26);
+    }
+
+    /// Issue 13: the key is readable by its owner only, and made so again
+    /// if found wider.
+    #[cfg(unix)]
+    #[test]
+    fn the_key_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        Identity::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Identity::load_or_create(dir.path()).unwrap();
+        assert_eq!(mode(), 0o600);
     }
 
     #[test]

@@ -738,7 +738,9 @@ fn read_piece(
     let mut buf = buffers.take(layout.piece_len(piece_idx) as usize);
     let mut at = 0usize;
     for span in layout.piece_spans(piece_idx) {
-        let file = std::fs::File::open(game.file_path(span.file_idx))?;
+        let entry = &game.manifest.files[span.file_idx];
+        let indexed = game.identities.as_ref().map(|ids| ids[span.file_idx]);
+        let file = fsx::open_below(&game.root, &entry.path, entry.size, indexed)?;
         let len = span.len as usize;
         fsx::read_exact_at(&file, &mut buf.0[at..at + len], span.offset)?;
         at += len;

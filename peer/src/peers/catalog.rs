@@ -1,10 +1,10 @@
 //! The LAN catalog: every peer's library merged by version id. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use lanspread_proto::{GameSummary, PeerId, VersionId};
+use lanspread_proto::{wire, GameSummary, PeerId, VersionId};
 
-use crate::events::CatalogEntry;
+use crate::events::{CatalogEntry, NameConflict};
 use crate::library::LibrarySnapshot;
 
 /// Whose summary describes a version, best first: our own install, then a
@@ -33,34 +33,98 @@ fn entry_of(summary: &GameSummary) -> CatalogEntry {
         partial_sources: Vec::new(),
         installed: false,
         update_to: None,
+        conflict: None,
+        refused: None,
+        notes: Vec::new(),
     }
+}
+
+/// One version being merged: its entry, who described it, and every game
+/// id and title its describers (installed copy and complete sources) gave.
+struct Merged {
+    entry: CatalogEntry,
+    described_by: Describer,
+    game_ids: BTreeSet<String>,
+    titles: BTreeSet<String>,
+}
+
+/// A listing accepted into the catalog: text cut to the limits
+/// (`GameSummary::cut_to_limits`), with the cuts said in words.
+fn accepted(summary: &GameSummary) -> (GameSummary, Vec<String>) {
+    let mut summary = summary.clone();
+    let notes = summary
+        .cut_to_limits()
+        .into_iter()
+        .map(|field| {
+            let max = match field {
+                "title" => wire::MAX_TITLE_BYTES,
+                "description" => wire::MAX_DESCRIPTION_BYTES,
+                _ => wire::MAX_LABEL_BYTES,
+            };
+            format!("{field} cut to {max} bytes")
+        })
+        .collect();
+    (summary, notes)
 }
 
 /// Merge the local library and every connected peer's games. A version's
 /// title, picture and the rest come from the best describer (see
 /// [`Describer`]): a partial source never renames a game or drops its cover.
+/// Describers that disagree on the game id or title are shown as a
+/// [`NameConflict`]. A listing whose game id is not a plain folder name (or
+/// that is over a limit) never describes a version; a version only such
+/// listings name is shown with `refused` saying why.
 pub fn build_catalog<'a>(
     local: &LibrarySnapshot,
     remotes: impl IntoIterator<Item = (&'a PeerId, &'a [GameSummary])>,
 ) -> Vec<CatalogEntry> {
-    let mut by_version: BTreeMap<VersionId, (CatalogEntry, Describer)> = BTreeMap::new();
+    let mut by_version: BTreeMap<VersionId, Merged> = BTreeMap::new();
+    let mut refused: BTreeMap<VersionId, CatalogEntry> = BTreeMap::new();
     let mut add = |summary: &GameSummary, source: Option<&PeerId>| {
+        let (summary, notes) = accepted(summary);
+        if let (Some(peer), Err(e)) = (source, summary.check()) {
+            let entry = refused
+                .entry(summary.version_id)
+                .or_insert_with(|| CatalogEntry {
+                    refused: Some(e.to_string()),
+                    notes: notes.clone(),
+                    ..entry_of(&summary)
+                });
+            if !entry.sources.contains(peer) {
+                entry.sources.push(peer.clone());
+            }
+            return;
+        }
         let describer = match (source, summary.complete) {
             (None, _) => Describer::Installed,
             (Some(_), true) => Describer::Complete,
             (Some(_), false) => Describer::Partial,
         };
-        let (entry, described_by) = by_version
+        let merged = by_version
             .entry(summary.version_id)
-            .or_insert_with(|| (entry_of(summary), describer));
-        if describer < *described_by {
+            .or_insert_with(|| Merged {
+                entry: CatalogEntry {
+                    notes: notes.clone(),
+                    ..entry_of(&summary)
+                },
+                described_by: describer,
+                game_ids: BTreeSet::new(),
+                titles: BTreeSet::new(),
+            });
+        if describer != Describer::Partial {
+            merged.game_ids.insert(summary.game_id.clone());
+            merged.titles.insert(summary.title.clone());
+        }
+        let entry = &mut merged.entry;
+        if describer < merged.described_by {
             *entry = CatalogEntry {
                 sources: std::mem::take(&mut entry.sources),
                 partial_sources: std::mem::take(&mut entry.partial_sources),
                 installed: entry.installed,
-                ..entry_of(summary)
+                notes,
+                ..entry_of(&summary)
             };
-            *described_by = describer;
+            merged.described_by = describer;
         }
         match source {
             None => entry.installed = true,
@@ -84,7 +148,19 @@ pub fn build_catalog<'a>(
             add(game, Some(peer));
         }
     }
-    let mut entries: Vec<CatalogEntry> = by_version.into_values().map(|(e, _)| e).collect();
+    let mut entries: Vec<CatalogEntry> = Vec::with_capacity(by_version.len());
+    for (vid, merged) in by_version {
+        refused.remove(&vid);
+        let mut entry = merged.entry;
+        if merged.game_ids.len() > 1 || merged.titles.len() > 1 {
+            entry.conflict = Some(NameConflict {
+                game_ids: merged.game_ids.into_iter().collect(),
+                titles: merged.titles.into_iter().collect(),
+            });
+        }
+        entries.push(entry);
+    }
+    entries.extend(refused.into_values());
     for entry in &mut entries {
         entry.sources.sort();
         entry.partial_sources.sort();
@@ -97,6 +173,14 @@ pub fn build_catalog<'a>(
             .then(a.version_id.cmp(&b.version_id))
     });
     entries
+}
+
+/// Whether the sources of `entry` disagree on its game id.
+pub fn ids_disagree(entry: &CatalogEntry) -> bool {
+    entry
+        .conflict
+        .as_ref()
+        .is_some_and(|c| c.game_ids.len() > 1)
 }
 
 /// On each installed entry, the newest other version of its game that some
@@ -114,6 +198,8 @@ fn mark_updates(entries: &mut [CatalogEntry]) {
                     other.game_id == mine.game_id
                         && other.version_id != mine.version_id
                         && !other.sources.is_empty()
+                        && other.refused.is_none()
+                        && !ids_disagree(other)
                 })
                 .reduce(|best, other| if is_newer(other, best) { other } else { best })
                 .filter(|newest| is_newer(newest, mine))
@@ -205,6 +291,7 @@ mod tests {
             version_id: Hash([version; 32]),
             total_size: 10,
             thumbnail: None,
+            identities: None,
         };
         [(game.to_owned(), std::sync::Arc::new(game_entry))].into()
     }
@@ -235,6 +322,83 @@ mod tests {
         assert_eq!(
             catalog.iter().find(|e| e.installed).unwrap().update_to,
             Some(Hash([4; 32]))
+        );
+    }
+
+    /// Pins issue 13: a version's game id and title came from whichever
+    /// listing peer described it first; sources that disagree are shown.
+    #[test]
+    fn sources_that_disagree_on_a_name_are_shown_not_merged() {
+        let (a, b) = (Identity::ephemeral(), Identity::ephemeral());
+        let honest = [summary("q3", 1, None)];
+        let liar = [GameSummary {
+            title: "Free Money".into(),
+            ..summary("saves", 1, None)
+        }];
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &honest[..]), (b.peer_id(), &liar[..])],
+        );
+        assert_eq!(catalog.len(), 1);
+        let conflict = catalog[0].conflict.clone().expect("a conflict");
+        assert_eq!(conflict.game_ids, vec!["q3".to_owned(), "saves".to_owned()]);
+        assert_eq!(
+            conflict.titles,
+            vec!["Free Money".to_owned(), "Q3".to_owned()]
+        );
+        assert!(ids_disagree(&catalog[0]));
+        // Agreeing sources: no conflict.
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &honest[..]), (b.peer_id(), &honest[..])],
+        );
+        assert_eq!(catalog[0].conflict, None);
+    }
+
+    /// Pins issue 13: a game id that is a path was taken as a folder name.
+    #[test]
+    fn a_listing_whose_id_is_a_path_is_refused_with_a_reason() {
+        let a = Identity::ephemeral();
+        let games = [summary("../escaped", 1, None), summary("ok", 2, None)];
+        let catalog = build_catalog(&LibrarySnapshot::new(), [(a.peer_id(), &games[..])]);
+        let refused = catalog.iter().find(|e| e.game_id == "../escaped").unwrap();
+        let reason = refused.refused.as_deref().unwrap();
+        assert!(
+            reason.starts_with("game id `../escaped` is not a plain folder name"),
+            "{reason}"
+        );
+        assert_eq!(
+            catalog.iter().find(|e| e.game_id == "ok").unwrap().refused,
+            None
+        );
+        // The same version also listed under a good id: that one describes it.
+        let b = Identity::ephemeral();
+        let good = [summary("fine", 1, None)];
+        let catalog = build_catalog(
+            &LibrarySnapshot::new(),
+            [(a.peer_id(), &games[..1]), (b.peer_id(), &good[..])],
+        );
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog[0].game_id, "fine");
+        assert_eq!(catalog[0].refused, None);
+        assert_eq!(catalog[0].sources, vec![b.peer_id().clone()]);
+    }
+
+    #[test]
+    fn long_text_is_cut_and_said() {
+        let a = Identity::ephemeral();
+        let games = [GameSummary {
+            description: Some("d".repeat(wire::MAX_DESCRIPTION_BYTES + 1)),
+            ..summary("q3", 1, None)
+        }];
+        let catalog = build_catalog(&LibrarySnapshot::new(), [(a.peer_id(), &games[..])]);
+        assert_eq!(
+            catalog[0].description.as_ref().map(String::len),
+            Some(wire::MAX_DESCRIPTION_BYTES)
+        );
+        assert_eq!(
+            catalog[0].notes,
+            vec!["description cut to 8192 bytes".to_owned()]
         );
     }
 

@@ -200,25 +200,30 @@ async fn three_sources_one_killed_mid_download() {
 async fn a_source_serving_wrong_bytes_is_caught_and_banned() {
     let dir = tempfile::tempdir().unwrap();
     let mut honest = Peer::named(dir.path(), "honest", vec![], 4 * MIB as u64).await;
-    let mut liar = Peer::named(dir.path(), "liar", vec![], 0).await;
     make_game(&honest.games, "arena", 12 * MIB);
-    make_game(&liar.games, "arena", 12 * MIB);
     honest.indexed("arena").await;
-    liar.indexed("arena").await;
-    // After indexing, the liar's file changes under it: every piece it
-    // serves is now wrong, while its manifest still says otherwise. (Its
-    // monitor would notice after the quiet period; the download is faster.)
-    let path = liar.games.join("arena/data/big.pak");
-    let mut data = fs::read(&path).unwrap();
+    // The liar lists the honest game's manifest and serves wrong bytes for
+    // every piece. (A peer's own file changed after indexing is no longer
+    // served at all: see `fsx::open_below`.)
+    let game = honest.handle.library()["arena"].clone();
+    let mut data = Vec::new();
+    for file in &game.manifest.files {
+        data.extend(fs::read(game.root.join(&file.path)).unwrap());
+    }
     for byte in data.iter_mut().step_by(4096) {
         *byte ^= 0x5a;
     }
-    fs::write(&path, data).unwrap();
+    let lie = crate::hostile::FakeGame {
+        manifest: (*game.manifest).clone(),
+        data,
+        summary: game.summary(),
+    };
+    let liar = crate::hostile::HostileServer::start(move |request| lie.serve(request)).await;
 
     let mut down = downloader(
         dir.path(),
         "down",
-        vec![honest.addr(), liar.addr()],
+        vec![honest.addr(), liar.as_peer()],
         2,
         Duration::from_secs(20),
     )
@@ -230,7 +235,7 @@ async fn a_source_serving_wrong_bytes_is_caught_and_banned() {
 
     assert_completed(&end);
     assert_identical(&honest.games.join("arena"), &down.games.join("arena"));
-    let liar_id = liar.handle.peer_id().clone();
+    let liar_id = liar.peer_id.clone();
     let mut saw_ban = false;
     while let Ok(event) = banned.try_recv() {
         if let PeerEvent::SourceBanned { peer_id, .. } = event {
@@ -238,7 +243,7 @@ async fn a_source_serving_wrong_bytes_is_caught_and_banned() {
         }
     }
     assert!(saw_ban, "the liar was banned");
-    stop([&honest.handle, &liar.handle, &down.handle]).await;
+    stop([&honest.handle, &down.handle]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,6 @@
 //! manifests, piece headers, peer lists), a client that sends whatever it
 //! likes to a victim, and an in-memory game to lie about.
 
-// Not every attack uses every part yet.
-#![allow(dead_code)]
-
-mod party_key;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,12 +15,14 @@ use lanspread_proto::{Hash, PROTOCOL_VERSION};
 use quinn::{Endpoint, SendStream};
 use tokio::task::JoinHandle;
 
+mod disk;
 #[cfg(target_os = "linux")]
 mod exhaust;
 // Two machines as two loopback addresses (127.0.0.2, .3): Linux routes all
 // of 127/8 to lo; other systems configure only 127.0.0.1.
 #[cfg(target_os = "linux")]
 mod fair_upload;
+mod party_key;
 mod peer_table;
 #[cfg(target_os = "linux")]
 mod piece_length;
