@@ -358,14 +358,7 @@ async fn handshake(
     peer: &PeerId,
     state: &ServerState,
 ) -> Result<u16, (u32, String)> {
-    let violation = |e: String| (close_code::PROTOCOL_VIOLATION, e);
-    let (mut send, mut recv) = connection
-        .accept_bi()
-        .await
-        .map_err(|e| violation(e.to_string()))?;
-    let request = read_frame(&mut recv, Request::decode)
-        .await
-        .map_err(|e| violation(format!("bad handshake: {e}")))?;
+    let (mut send, request) = handshake_request(connection).await?;
     let hello = match request {
         Request::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION => Err(refuse(
             ErrorCode::IncompatibleVersion,
@@ -424,17 +417,25 @@ async fn handshake(
     Ok(hello.listen_port)
 }
 
-/// The client's key confirmation, on the connection's second stream. A
-/// missing or wrong one closes the connection: one guess per connection.
-async fn confirm_party(connection: &Connection, expected: Hash) -> Result<(), (u32, String)> {
-    let violation = |e: String| (close_code::PROTOCOL_VIOLATION, e);
-    let (mut send, mut recv) = connection
+/// The next stream of a connection still in its handshake, and its one
+/// request. A stream that cannot be read is a protocol violation.
+async fn handshake_request(
+    connection: &Connection,
+) -> Result<(SendStream, Request), (u32, String)> {
+    let (send, mut recv) = connection
         .accept_bi()
         .await
         .map_err(|e| violation(e.to_string()))?;
     let request = read_frame(&mut recv, Request::decode)
         .await
         .map_err(|e| violation(format!("bad handshake: {e}")))?;
+    Ok((send, request))
+}
+
+/// The client's key confirmation, on the connection's second stream. A
+/// missing or wrong one closes the connection: one guess per connection.
+async fn confirm_party(connection: &Connection, expected: Hash) -> Result<(), (u32, String)> {
+    let (mut send, request) = handshake_request(connection).await?;
     let received = match request {
         Request::PartyConfirm { confirmation } => Some(confirmation),
         _ => None,
@@ -452,6 +453,11 @@ async fn confirm_party(connection: &Connection, expected: Hash) -> Result<(), (u
         .map_err(|e| violation(e.to_string()))?;
     let _ = send.finish();
     Ok(())
+}
+
+/// How a connection that broke the handshake's rules is closed.
+fn violation(reason: String) -> (u32, String) {
+    (close_code::PROTOCOL_VIOLATION, reason)
 }
 
 /// A refusal: the `Error` frame to send and how to close.

@@ -2,19 +2,17 @@
 //! identity, party key, malformed input, range checks and the upload limit.
 
 use std::fs;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lanspread_peer::net::client::{
-    connect, ClientHello, ConnectError, PeerConnection, RequestError,
-};
-use lanspread_peer::net::identity::{Identity, PeerId};
+use lanspread_peer::net::client::{ConnectError, RequestError};
+use lanspread_peer::net::identity::Identity;
 use lanspread_peer::net::limiter::CHUNK;
-use lanspread_peer::net::{bind_endpoint, tls};
+use lanspread_peer::net::tls;
 use lanspread_peer::PeerRuntimeHandle;
 use lanspread_proto::wire::{ErrorCode, Request, Response};
 use lanspread_proto::Hash;
 
+use crate::hostile::HostileClient;
 use crate::support::{bytes, local_config, stop, Peer};
 
 struct Server {
@@ -42,51 +40,17 @@ async fn server(size: usize, party_key: Option<&str>, upload_limit: u64) -> Serv
     }
 }
 
-struct Client {
-    identity: Identity,
-    endpoint: quinn::Endpoint,
-}
-
-impl Client {
-    fn new() -> Self {
-        Self {
-            identity: Identity::ephemeral(),
-            endpoint: bind_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap(),
-        }
-    }
-
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        expected: Option<PeerId>,
-        party_key: Option<&str>,
-    ) -> Result<PeerConnection, ConnectError> {
-        connect(
-            &self.endpoint,
-            addr,
-            expected,
-            ClientHello {
-                identity: &self.identity,
-                display_name: "guest".into(),
-                library_digest: Hash([0; 32]),
-                party_key: party_key.map(tls::party_key),
-                listen_port: 0,
-            },
-        )
-        .await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_and_game_listing() {
     let server = server(3 << 20, None, 0).await;
-    let client = Client::new();
+    let client = HostileClient::new();
 
     let conn = client
         .connect(
             server.peer.local_addr(),
             Some(server.peer.peer_id().clone()),
             None,
+            0,
         )
         .await
         .unwrap();
@@ -132,11 +96,11 @@ async fn handshake_and_game_listing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_expected_peer_id_is_refused() {
     let server = server(1000, None, 0).await;
-    let client = Client::new();
+    let client = HostileClient::new();
     let impostor = Identity::ephemeral().peer_id().clone();
 
     let err = client
-        .connect(server.peer.local_addr(), Some(impostor.clone()), None)
+        .connect(server.peer.local_addr(), Some(impostor.clone()), None, 0)
         .await
         .unwrap_err();
 
@@ -155,10 +119,10 @@ async fn a_wrong_expected_peer_id_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_missing_party_key_is_refused() {
     let server = server(1000, Some("lan-2026"), 0).await;
-    let client = Client::new();
+    let client = HostileClient::new();
     let addr = server.peer.local_addr();
 
-    let missing = client.connect(addr, None, None).await.unwrap_err();
+    let missing = client.connect(addr, None, None, 0).await.unwrap_err();
     assert!(
         matches!(missing, ConnectError::PartyKeyRefused { .. }),
         "{missing}"
@@ -166,11 +130,14 @@ async fn a_wrong_or_missing_party_key_is_refused() {
     // With another key the client sees first that the server's key
     // confirmation does not match, and leaves without sending its own.
     let wrong = client
-        .connect(addr, None, Some("other party"))
+        .connect(addr, None, Some("other party"), 0)
         .await
         .unwrap_err();
     assert!(matches!(wrong, ConnectError::NotInParty { .. }), "{wrong}");
-    let right = client.connect(addr, None, Some("lan-2026")).await.unwrap();
+    let right = client
+        .connect(addr, None, Some("lan-2026"), 0)
+        .await
+        .unwrap();
     assert!(matches!(
         right.request(&Request::Ping { nonce: 7 }).await,
         Ok(Response::Pong { nonce: 7 })
@@ -179,7 +146,7 @@ async fn a_wrong_or_missing_party_key_is_refused() {
     // A keyed client does not accept a keyless server either.
     let open = self::server(1000, None, 0).await;
     let err = client
-        .connect(open.peer.local_addr(), None, Some("lan-2026"))
+        .connect(open.peer.local_addr(), None, Some("lan-2026"), 0)
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectError::NotInParty { .. }), "{err}");
@@ -191,12 +158,12 @@ async fn a_wrong_or_missing_party_key_is_refused() {
 async fn garbage_and_oversized_frames_close_that_connection_only() {
     let server = server(1000, None, 0).await;
     let addr = server.peer.local_addr();
-    let bystander = Client::new();
-    let good = bystander.connect(addr, None, None).await.unwrap();
+    let bystander = HostileClient::new();
+    let good = bystander.connect(addr, None, None, 0).await.unwrap();
 
     // Garbage after the handshake.
-    let attacker = Client::new();
-    let conn = attacker.connect(addr, None, None).await.unwrap();
+    let attacker = HostileClient::new();
+    let conn = attacker.connect(addr, None, None, 0).await.unwrap();
     let (mut send, _recv) = conn.connection.open_bi().await.unwrap();
     send.write_all(&[0, 0, 0, 3, 250, 1, 2]).await.unwrap();
     let _ = send.finish();
@@ -209,7 +176,7 @@ async fn garbage_and_oversized_frames_close_that_connection_only() {
     );
 
     // An oversized frame header.
-    let conn = attacker.connect(addr, None, None).await.unwrap();
+    let conn = attacker.connect(addr, None, None, 0).await.unwrap();
     let (mut send, _recv) = conn.connection.open_bi().await.unwrap();
     let mut frame = (u32::MAX).to_be_bytes().to_vec();
     frame.push(2);
@@ -249,7 +216,10 @@ async fn garbage_and_oversized_frames_close_that_connection_only() {
         good.request(&Request::Ping { nonce: 1 }).await,
         Ok(Response::Pong { nonce: 1 })
     ));
-    let fresh = Client::new().connect(addr, None, None).await.unwrap();
+    let fresh = HostileClient::new()
+        .connect(addr, None, None, 0)
+        .await
+        .unwrap();
     assert!(matches!(
         fresh.request(&Request::ListGames).await,
         Ok(Response::Games(_))
@@ -260,8 +230,8 @@ async fn garbage_and_oversized_frames_close_that_connection_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_outside_the_manifest_are_refused() {
     let server = server(2 << 20, None, 0).await;
-    let conn = Client::new()
-        .connect(server.peer.local_addr(), None, None)
+    let conn = HostileClient::new()
+        .connect(server.peer.local_addr(), None, None, 0)
         .await
         .unwrap();
     let version_id = server.peer.library()["arena"].version_id;
@@ -337,8 +307,8 @@ async fn a_limited_upload_takes_at_least_its_size_over_the_limit() {
     const RATE: u64 = 4 << 20;
     const PIECES: u32 = 4;
     let server = server((PIECES as usize) << 20, None, RATE).await;
-    let conn = Client::new()
-        .connect(server.peer.local_addr(), None, None)
+    let conn = HostileClient::new()
+        .connect(server.peer.local_addr(), None, None, 0)
         .await
         .unwrap();
     let version_id = server.peer.library()["arena"].version_id;

@@ -60,6 +60,22 @@ async fn listed(victim: &mut Peer, n: usize) {
     .await;
 }
 
+/// A victim that listed `v1` and `v2` of one game from a hostile server
+/// and installed `v1`.
+async fn v1_installed(v1: FakeGame, v2: FakeGame, root: &Path) -> (HostileServer, Peer) {
+    let (game_id, v1_vid) = (v1.summary.game_id.clone(), v1.summary.version_id);
+    let hostile = HostileServer::start(list_all(vec![v1, v2])).await;
+    let mut victim = victim_of(&hostile, root).await;
+    listed(&mut victim, 2).await;
+    victim.handle.download(&v1_vid.to_hex()).await.unwrap();
+    let end = outcome(&mut victim.events, &game_id, Duration::from_secs(30)).await;
+    assert!(
+        matches!(end, PeerEvent::DownloadCompleted { .. }),
+        "{end:?}"
+    );
+    (hostile, victim)
+}
+
 /// Every file and folder below `root`, relative, `/`-separated.
 fn tree(root: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
@@ -239,18 +255,9 @@ async fn an_update_carries_the_players_files_over() {
             ("q3config.cfg", b"default config", false),
         ],
     );
-    let (v1_vid, v2_vid) = (v1.summary.version_id, v2.summary.version_id);
-    let hostile = HostileServer::start(list_all(vec![v1, v2])).await;
+    let v2_vid = v2.summary.version_id;
     let dir = tempfile::tempdir().unwrap();
-    let mut victim = victim_of(&hostile, dir.path()).await;
-    listed(&mut victim, 2).await;
-
-    victim.handle.download(&v1_vid.to_hex()).await.unwrap();
-    let end = outcome(&mut victim.events, "q3", Duration::from_secs(30)).await;
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    let (_hostile, mut victim) = v1_installed(v1, v2, dir.path()).await;
     let q3 = dir.path().join("games/q3");
     write(&q3, "saves/slot1.sav", b"level 9");
     write(&q3, "q3config.cfg", b"my bindings");
@@ -566,17 +573,9 @@ async fn an_update_of_a_running_game_waits_for_it_to_exit() {
             ("pak0.pk3", &[2u8; 3000], false),
         ],
     );
-    let (v1_vid, v2_vid) = (v1.summary.version_id, v2.summary.version_id);
-    let hostile = HostileServer::start(list_all(vec![v1, v2])).await;
+    let v2_vid = v2.summary.version_id;
     let dir = tempfile::tempdir().unwrap();
-    let mut victim = victim_of(&hostile, dir.path()).await;
-    listed(&mut victim, 2).await;
-    victim.handle.download(&v1_vid.to_hex()).await.unwrap();
-    let end = outcome(&mut victim.events, "q3", Duration::from_secs(30)).await;
-    assert!(
-        matches!(end, PeerEvent::DownloadCompleted { .. }),
-        "{end:?}"
-    );
+    let (_hostile, mut victim) = v1_installed(v1, v2, dir.path()).await;
 
     victim.handle.launch_game("q3").unwrap();
     victim.handle.download(&v2_vid.to_hex()).await.unwrap();
