@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "workspace tests (nextest)"
 cargo nextest run --workspace --locked --no-fail-fast
 
+step "Windows: clippy, both binaries built, tests under Wine"
+./scripts/windows.sh
+
 step "UI tests (vitest)"
 npm run --silent ui:test
 

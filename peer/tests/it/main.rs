@@ -9,5 +9,7 @@ mod download;
 mod library_monitor;
 mod mdns_netns;
 mod peers;
+// Built on the download tests' helpers, which are unix-only.
+#[cfg(unix)]
 mod regressions;
 mod transport;
