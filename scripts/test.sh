@@ -23,6 +23,9 @@ cargo nextest run --workspace --locked --no-fail-fast
 step "fuzz the wire decoder and manifest and path checks (20 s per target)"
 ./scripts/fuzz.sh
 
+step "Windows: clippy, both binaries built, tests under Wine"
+./scripts/windows.sh
+
 step "UI tests (vitest)"
 npm run --silent ui:test
 

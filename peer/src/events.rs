@@ -371,6 +371,8 @@ pub struct InterfaceReport {
     pub name: String,
     pub addr: String,
     pub used_for_discovery: bool,
+    /// Why discovery skips it (a virtual adapter, not configured).
+    pub skipped_because: Option<String>,
 }
 
 /// An address we know of, and what went wrong dialling it.
@@ -384,6 +386,43 @@ pub struct AddressReport {
     pub expected_peer_id: Option<PeerId>,
     pub source: Source,
     pub last_error: Option<String>,
+}
+
+/// UDP socket buffer sizes: asked of the OS, and granted as it reports them
+/// (Linux reports twice what it accounts for; Windows defaults to 64 KiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct UdpBuffers {
+    pub asked: u64,
+    pub recv: u64,
+    pub send: u64,
+}
+
+/// A network Windows knows the machine is on, and its category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkProfile {
+    pub name: String,
+    pub interface: String,
+    /// `Public`, `Private` or `DomainAuthenticated`.
+    pub category: String,
+}
+
+/// What the Windows firewall check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallReport {
+    pub networks: Vec<NetworkProfile>,
+    /// Firewall profiles (`Domain`, `Private`, `Public`) that are switched on.
+    pub enabled_profiles: Vec<String>,
+    /// Enabled inbound rules that allow our UDP port, with the profiles
+    /// they apply to, e.g. `lanspread (Private, Domain)`.
+    pub rules: Vec<String>,
+    /// Why the check could not run, when it could not.
+    pub error: Option<String>,
 }
 
 /// The "why can't I see peers" report.
@@ -402,6 +441,11 @@ pub struct Diagnostics {
     pub peers: Vec<PeerInfo>,
     /// Addresses we know of and what went wrong dialling them.
     pub addresses: Vec<AddressReport>,
+    /// The QUIC socket's buffers as the OS granted them.
+    pub udp_buffers: UdpBuffers,
+    /// Windows only: network categories and firewall rules (`None`
+    /// elsewhere, and until the first check has finished).
+    pub firewall: Option<FirewallReport>,
     pub hints: Vec<String>,
 }
 

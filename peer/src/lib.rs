@@ -28,6 +28,9 @@ pub mod store;
 pub mod supervisor;
 pub mod tasks;
 
+#[cfg(test)]
+mod portability_tests;
+
 pub use config::PeerConfig;
 pub use events::{EventSink, FailureCode, HealthSnapshot, PeerEvent, ServiceHealth, ServiceState};
 pub use runtime::{

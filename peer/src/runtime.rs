@@ -19,7 +19,7 @@ use crate::config::PeerConfig;
 use crate::download::{DownloadError, Engine, EngineParts};
 use crate::events::{
     CatalogEntry, Diagnostics, DownloadInfo, EventSink, FailureCode, HealthSnapshot, PeerEvent,
-    PeerInfo,
+    PeerInfo, UdpBuffers,
 };
 use crate::games::{self, GameActionError};
 use crate::health::HealthBoard;
@@ -30,9 +30,9 @@ use crate::library::{Indexer, LibrarySnapshot};
 use crate::net::identity::{Identity, IdentityError};
 use crate::net::limiter::UploadLimiter;
 use crate::net::server::{self, ServerState};
-use crate::net::{bind_watched_endpoint, tls};
+use crate::net::{bind_watched_endpoint, tls, BoundEndpoint};
 use crate::offer::Offer;
-use crate::peers::diagnostics;
+use crate::peers::diagnostics::{self, FirewallCheck};
 use crate::peers::discovery::{self, Discovery};
 use crate::peers::liveness::{self, Liveness};
 use crate::peers::thumbnails::{self, ThumbnailCache};
@@ -62,9 +62,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error(
-        "cannot listen on {addr}: {error}; is another lanspread running? Choose another address"
-    )]
+    /// The cause comes from the OS error code ([`crate::net::BindCause`]).
+    #[error("cannot listen on {addr}: {error}; {}", crate::net::BindCause::of(.error))]
     Bind {
         addr: std::net::SocketAddr,
         error: std::io::Error,
@@ -198,6 +197,10 @@ pub struct PeerRuntimeHandle {
     local_addr: std::net::SocketAddr,
     mdns: bool,
     mdns_interfaces: Vec<String>,
+    udp_buffers: UdpBuffers,
+    firewall: Arc<FirewallCheck>,
+    /// Stops a firewall check still running at shutdown.
+    firewall_token: CancellationToken,
     thumbnails: Arc<ThumbnailCache>,
     shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
@@ -284,12 +287,22 @@ impl PeerRuntimeHandle {
             .snapshot()
             .into_iter()
             .find(|h| h.service == "discovery");
+        // The report shows the last check; this one is for the next look.
+        self.firewall.refresh(
+            &self.tasks,
+            self.firewall_token.clone(),
+            self.local_addr.port(),
+        );
         diagnostics::report(
             &self.directory,
-            self.local_addr,
-            self.mdns,
-            discovery,
-            &self.mdns_interfaces,
+            diagnostics::Facts {
+                bound_addr: self.local_addr,
+                mdns_enabled: self.mdns,
+                discovery,
+                allowed_interfaces: &self.mdns_interfaces,
+                udp_buffers: self.udp_buffers,
+                firewall: self.firewall.last(),
+            },
         )
     }
 
@@ -532,7 +545,15 @@ pub(crate) async fn start_with_services(
     config: PeerConfig,
     services: impl FnOnce(&Parts) -> Vec<ServiceSpec>,
 ) -> Result<(PeerRuntimeHandle, broadcast::Receiver<PeerEvent>), StartError> {
-    let config = config.with_display_name_fitted();
+    let mut config = config.with_display_name_fitted();
+    // Absolute folders: on Windows, std reaches paths longer than MAX_PATH
+    // (260) by giving absolute paths the `\\?\` prefix, and every game path
+    // is joined below these.
+    for dir in [&mut config.games_dir, &mut config.data_dir] {
+        if let Ok(absolute) = std::path::absolute(&*dir) {
+            *dir = absolute;
+        }
+    }
     let tasks = RuntimeTasks::new();
     let disk = {
         let config = config.clone();
@@ -558,13 +579,16 @@ pub(crate) async fn start_with_services(
         config.library_quiet_period,
     ));
     let offer = Arc::new(Offer::new(library.clone()));
-    let (endpoint, socket_closed) =
-        bind_watched_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(
-            |error| StartError::Bind {
-                addr: config.listen,
-                error,
-            },
-        )?;
+    let BoundEndpoint {
+        endpoint,
+        closed: socket_closed,
+        buffers: udp_buffers,
+    } = bind_watched_endpoint(config.listen, Some(tls::server_config(&identity)?)).map_err(
+        |error| StartError::Bind {
+            addr: config.listen,
+            error,
+        },
+    )?;
     let local_addr = endpoint.local_addr().map_err(|error| StartError::Bind {
         addr: config.listen,
         error,
@@ -641,6 +665,9 @@ pub(crate) async fn start_with_services(
     }
     let mut manual = config.peers.clone();
     manual.extend(remembered_peers);
+    let firewall = Arc::new(FirewallCheck::in_current_runtime());
+    let firewall_token = runtime_token.child_token();
+    firewall.refresh(&tasks, firewall_token.clone(), local_addr.port());
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let shutdown_requested = Arc::new(AtomicBool::new(false));
     let shutdown_token = CancellationToken::new();
@@ -684,6 +711,9 @@ pub(crate) async fn start_with_services(
         local_addr,
         mdns: config.mdns,
         mdns_interfaces: config.mdns_interfaces,
+        udp_buffers,
+        firewall,
+        firewall_token,
         thumbnails: Arc::default(),
         shutdown_token,
         shutdown_requested,

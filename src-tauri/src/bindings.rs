@@ -7,8 +7,8 @@ use std::path::Path;
 
 use lanspread_peer::events::{
     AddressReport, CatalogEntry, Diagnostics, DownloadInfo, DownloadState, FailureCode,
-    InterfaceReport, NameConflict, PeerEvent, PeerInfo, PeerState, ServiceHealth, ServiceState,
-    Source, SourceRate,
+    FirewallReport, InterfaceReport, NameConflict, NetworkProfile, PeerEvent, PeerInfo, PeerState,
+    ServiceHealth, ServiceState, Source, SourceRate, UdpBuffers,
 };
 use lanspread_peer::settings::Settings;
 use ts_rs::{Config, TS};
@@ -40,6 +40,9 @@ fn generate() -> String {
         declaration::<Diagnostics>(&cfg),
         declaration::<InterfaceReport>(&cfg),
         declaration::<AddressReport>(&cfg),
+        declaration::<UdpBuffers>(&cfg),
+        declaration::<NetworkProfile>(&cfg),
+        declaration::<FirewallReport>(&cfg),
         declaration::<Settings>(&cfg),
         declaration::<SettingsView>(&cfg),
         declaration::<CommandError>(&cfg),

@@ -10,6 +10,8 @@ mod state;
 
 #[cfg(test)]
 mod bindings;
+#[cfg(test)]
+mod installer;
 
 use std::time::Duration;
 

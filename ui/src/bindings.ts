@@ -130,17 +130,63 @@ discovery: ServiceHealth | null, interfaces: Array<InterfaceReport>, peers: Arra
 /**
  * Addresses we know of and what went wrong dialling them.
  */
-addresses: Array<AddressReport>, hints: Array<string>, };
+addresses: Array<AddressReport>, 
+/**
+ * The QUIC socket's buffers as the OS granted them.
+ */
+udpBuffers: UdpBuffers, 
+/**
+ * Windows only: network categories and firewall rules (`None`
+ * elsewhere, and until the first check has finished).
+ */
+firewall: FirewallReport | null, hints: Array<string>, };
 
 /**
  * A network interface, and whether discovery uses it.
  */
-export type InterfaceReport = { name: string, addr: string, usedForDiscovery: boolean, };
+export type InterfaceReport = { name: string, addr: string, usedForDiscovery: boolean, 
+/**
+ * Why discovery skips it (a virtual adapter, not configured).
+ */
+skippedBecause: string | null, };
 
 /**
  * An address we know of, and what went wrong dialling it.
  */
 export type AddressReport = { addr: string, expectedPeerId: string | null, source: Source, lastError: string | null, };
+
+/**
+ * UDP socket buffer sizes: asked of the OS, and granted as it reports them
+ * (Linux reports twice what it accounts for; Windows defaults to 64 KiB).
+ */
+export type UdpBuffers = { asked: number, recv: number, send: number, };
+
+/**
+ * A network Windows knows the machine is on, and its category.
+ */
+export type NetworkProfile = { name: string, interface: string, 
+/**
+ * `Public`, `Private` or `DomainAuthenticated`.
+ */
+category: string, };
+
+/**
+ * What the Windows firewall check found.
+ */
+export type FirewallReport = { networks: Array<NetworkProfile>, 
+/**
+ * Firewall profiles (`Domain`, `Private`, `Public`) that are switched on.
+ */
+enabledProfiles: Array<string>, 
+/**
+ * Enabled inbound rules that allow our UDP port, with the profiles
+ * they apply to, e.g. `lanspread (Private, Domain)`.
+ */
+rules: Array<string>, 
+/**
+ * Why the check could not run, when it could not.
+ */
+error: string | null, };
 
 /**
  * What the player chose. Absent keys take their defaults, so a file

@@ -48,6 +48,8 @@ export function Services({ model, bridge }: { model: AppModel; bridge: PeerBridg
   );
 }
 
+const kib = (bytes: number) => Math.round(bytes / 1024);
+
 /** "Why can't I see peers": what the runtime knows about the network. */
 function DiagnosticsReport({ report }: { report: Diagnostics }) {
   return (
@@ -60,8 +62,18 @@ function DiagnosticsReport({ report }: { report: Diagnostics }) {
       </ul>
       <p className="meta">
         Peer id <code>{report.peerId}</code> · listening on {report.boundAddr} (UDP) · mDNS{" "}
-        {report.mdnsEnabled ? (report.discovery?.state ?? "not running") : "off"}
+        {report.mdnsEnabled ? (report.discovery?.state ?? "not running") : "off"} · UDP buffers{" "}
+        {kib(report.udpBuffers.recv)} KiB receive, {kib(report.udpBuffers.send)} KiB send (asked{" "}
+        {kib(report.udpBuffers.asked)} KiB)
       </p>
+      {report.firewall && (
+        <p className="meta">
+          Windows networks:{" "}
+          {report.firewall.networks.map((n) => `${n.interface} (${n.category})`).join(", ") ||
+            "none"}{" "}
+          · firewall rules for our port: {report.firewall.rules.join(", ") || "none"}
+        </p>
+      )}
       <table className="table">
         <thead>
           <tr>
@@ -75,7 +87,7 @@ function DiagnosticsReport({ report }: { report: Diagnostics }) {
             <tr key={`${i.name}-${i.addr}`}>
               <td>{i.name}</td>
               <td>{i.addr}</td>
-              <td>{i.usedForDiscovery ? "used" : "skipped"}</td>
+              <td>{i.skippedBecause ? `skipped: ${i.skippedBecause}` : "used"}</td>
             </tr>
           ))}
         </tbody>

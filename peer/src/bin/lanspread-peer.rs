@@ -403,6 +403,13 @@ fn catalog_notes(entry: &lanspread_peer::events::CatalogEntry) -> Vec<String> {
 fn print_diagnostics(report: &lanspread_peer::events::Diagnostics) {
     println!("peer id        {}", report.peer_id);
     println!("listening on   {} (UDP)", report.bound_addr);
+    let buffers = &report.udp_buffers;
+    println!(
+        "UDP buffers    receive {} KiB, send {} KiB granted (asked {} KiB)",
+        buffers.recv / 1024,
+        buffers.send / 1024,
+        buffers.asked / 1024
+    );
     let mdns = match (&report.mdns_enabled, &report.discovery) {
         (false, _) => "off".to_owned(),
         (true, Some(h)) => format!(
@@ -418,12 +425,27 @@ fn print_diagnostics(report: &lanspread_peer::events::Diagnostics) {
     println!("mDNS           {mdns}");
     println!("interfaces");
     for i in &report.interfaces {
-        let used = if i.used_for_discovery {
-            "used"
-        } else {
-            "skipped"
+        let used = match &i.skipped_because {
+            None => "used".to_owned(),
+            Some(reason) => format!("skipped: {reason}"),
         };
         println!("  {:<16} {:<40} {used}", i.name, i.addr);
+    }
+    if let Some(firewall) = &report.firewall {
+        println!("firewall");
+        if let Some(error) = &firewall.error {
+            println!("  not checked: {error}");
+        }
+        for n in &firewall.networks {
+            println!(
+                "  network {:<20} {:<16} {}",
+                n.name, n.interface, n.category
+            );
+        }
+        println!("  on for         {}", firewall.enabled_profiles.join(", "));
+        for rule in &firewall.rules {
+            println!("  allowed by     {rule}");
+        }
     }
     println!("peers");
     if report.peers.is_empty() {

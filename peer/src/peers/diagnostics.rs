@@ -1,26 +1,55 @@
 //! The "why can't I see peers" report.
 
+pub mod firewall;
+
 use std::net::SocketAddr;
 
-use super::discovery::interface_used;
+use super::discovery::skip_reason;
 use super::PeerDirectory;
-use crate::events::{AddressReport, Diagnostics, InterfaceReport, ServiceHealth};
+use crate::events::{
+    AddressReport, Diagnostics, FirewallReport, InterfaceReport, ServiceHealth, UdpBuffers,
+};
 
-pub fn report(
-    directory: &PeerDirectory,
-    bound_addr: SocketAddr,
-    mdns_enabled: bool,
-    discovery: Option<ServiceHealth>,
-    allowed_interfaces: &[String],
-) -> Diagnostics {
+/// Below this receive buffer (as the OS reports it) QUIC drops packets at
+/// LAN speed; the Windows default (64 KiB) and Linux's (~208 KiB) both are.
+pub const SMALL_UDP_BUFFER: u64 = 1 << 20;
+
+/// What the report is made of, besides the peer directory.
+pub struct Facts<'a> {
+    pub bound_addr: SocketAddr,
+    pub mdns_enabled: bool,
+    pub discovery: Option<ServiceHealth>,
+    pub allowed_interfaces: &'a [String],
+    pub udp_buffers: UdpBuffers,
+    pub firewall: Option<FirewallReport>,
+}
+
+pub fn report(directory: &PeerDirectory, facts: Facts<'_>) -> Diagnostics {
+    let Facts {
+        bound_addr,
+        mdns_enabled,
+        discovery,
+        allowed_interfaces,
+        udp_buffers,
+        firewall,
+    } = facts;
     let interfaces: Vec<InterfaceReport> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
-        .map(|i| InterfaceReport {
-            used_for_discovery: mdns_enabled
-                && (i.is_loopback() || interface_used(&i.name, allowed_interfaces)),
-            addr: i.ip().to_string(),
-            name: i.name,
+        .map(|i| {
+            let skipped_because = if !mdns_enabled {
+                Some("mDNS is off".to_owned())
+            } else if i.is_loopback() {
+                None
+            } else {
+                skip_reason(&i.name, allowed_interfaces)
+            };
+            InterfaceReport {
+                used_for_discovery: skipped_because.is_none(),
+                skipped_because,
+                addr: i.ip().to_string(),
+                name: i.name,
+            }
         })
         .collect();
     let peers = directory.peers();
@@ -64,6 +93,27 @@ pub fn report(
     {
         hints.push("No LAN interface is used for discovery: is this machine on a network?".into());
     }
+    let mut virtual_skipped: Vec<&str> = interfaces
+        .iter()
+        .filter(|i| {
+            i.skipped_because
+                .as_deref()
+                .is_some_and(|r| r.starts_with("virtual"))
+        })
+        .map(|i| i.name.as_str())
+        .collect();
+    virtual_skipped.dedup();
+    if !virtual_skipped.is_empty() {
+        hints.push(format!(
+            "mDNS skips virtual adapters ({}): peers are looked for on the real network \
+             only. To reach a peer through one of them, add it by address (host:port).",
+            virtual_skipped.join(", ")
+        ));
+    }
+    hints.extend(buffer_hint(udp_buffers));
+    if let Some(firewall) = &firewall {
+        hints.extend(firewall::hints(firewall, bound_addr.port()));
+    }
     if addresses.iter().any(|a| {
         a.last_error
             .as_deref()
@@ -79,6 +129,109 @@ pub fn report(
         interfaces,
         peers,
         addresses,
+        udp_buffers,
+        firewall,
         hints,
+    }
+}
+
+/// The last Windows firewall check, refreshed in the background: the check
+/// runs PowerShell (a second or two), which no front end should wait for.
+#[derive(Debug)]
+pub struct FirewallCheck {
+    /// A `std` mutex: held only to copy the report in or out, no `.await`.
+    last: std::sync::Mutex<Option<FirewallReport>>,
+    running: std::sync::atomic::AtomicBool,
+    /// The peer's tokio runtime: front ends ask for diagnostics from
+    /// threads of their own.
+    runtime: tokio::runtime::Handle,
+}
+
+impl FirewallCheck {
+    /// Must be called inside the peer's tokio runtime.
+    pub fn in_current_runtime() -> Self {
+        Self {
+            last: std::sync::Mutex::new(None),
+            running: std::sync::atomic::AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The last finished check (always `None` off Windows).
+    pub fn last(&self) -> Option<FirewallReport> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Start a check of UDP `port` on the runtime's blocking pool unless one
+    /// is running; it stops early when `token` is cancelled. Nothing to do
+    /// off Windows.
+    #[cfg(windows)]
+    pub fn refresh(
+        self: &std::sync::Arc<Self>,
+        tasks: &crate::tasks::RuntimeTasks,
+        token: tokio_util::sync::CancellationToken,
+        port: u16,
+    ) {
+        use std::sync::atomic::Ordering;
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let check = self.clone();
+        let _inside = self.runtime.enter();
+        tasks.spawn_blocking("firewall check", move || {
+            let report = firewall::query(port, std::time::Duration::from_secs(20), || {
+                token.is_cancelled()
+            });
+            *check.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+            check.running.store(false, Ordering::Release);
+        });
+    }
+
+    #[cfg(not(windows))]
+    pub fn refresh(
+        self: &std::sync::Arc<Self>,
+        _tasks: &crate::tasks::RuntimeTasks,
+        _token: tokio_util::sync::CancellationToken,
+        _port: u16,
+    ) {
+        let _ = (&self.running, &self.runtime);
+    }
+}
+
+/// A hint when the OS granted a receive buffer too small for LAN speed.
+pub fn buffer_hint(buffers: UdpBuffers) -> Option<String> {
+    (buffers.recv < SMALL_UDP_BUFFER).then(|| {
+        format!(
+            "The system granted a UDP receive buffer of {} KiB (asked {} KiB): downloads may \
+             lose packets and slow down. On Linux raise net.core.rmem_max (e.g. `sysctl -w \
+             net.core.rmem_max=8388608`); on Windows the size asked for is granted unless a \
+             policy caps it.",
+            buffers.recv / 1024,
+            buffers.asked / 1024
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_receive_buffer_is_reported() {
+        let windows_default = UdpBuffers {
+            asked: 8 << 20,
+            recv: 64 << 10,
+            send: 64 << 10,
+        };
+        let hint = buffer_hint(windows_default).expect("64 KiB is too small");
+        assert!(
+            hint.contains("64 KiB") && hint.contains("8192 KiB"),
+            "{hint}"
+        );
+        let granted = UdpBuffers {
+            recv: 16 << 20,
+            ..windows_default
+        };
+        assert_eq!(buffer_hint(granted), None);
     }
 }

@@ -20,11 +20,70 @@ use crate::supervisor::ServiceContext;
 /// The DNS-SD service type.
 pub const SERVICE_TYPE: &str = "_lanspread._udp.local.";
 
-/// Interface name prefixes skipped by default: container, VM and VPN bridges
-/// rarely lead to party peers and make every announcement go out N times.
-pub const VIRTUAL_INTERFACE_PREFIXES: &[&str] = &[
-    "docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "lxc", "lxd", "cni", "flannel", "podman",
+/// Virtual adapters skipped by default: container, VM and VPN interfaces
+/// rarely lead to party peers, make every announcement go out N times, and
+/// can make peers dial addresses nobody else can reach. Each entry is a
+/// case-insensitive name pattern and what it is; `^` marks a prefix (unix
+/// names like `docker0`), otherwise the pattern may appear anywhere (Windows
+/// names adapters by their friendly name, e.g. `vEthernet (WSL)`). The first
+/// match wins: Windows names come first (`vEthernet` starts like `veth`).
+pub const VIRTUAL_ADAPTERS: &[(&str, &str)] = &[
+    ("vethernet", "Hyper-V or WSL switch"),
+    ("hyper-v", "Hyper-V"),
+    ("wsl", "WSL"),
+    ("docker", "container bridge"),
+    ("virtualbox", "VirtualBox"),
+    ("vmware", "VMware"),
+    ("tailscale", "VPN"),
+    ("zerotier", "ZeroTier"),
+    ("wireguard", "WireGuard"),
+    ("openvpn", "VPN"),
+    ("nordlynx", "VPN"),
+    ("hamachi", "VPN"),
+    ("radmin", "VPN"),
+    ("vpn", "VPN"),
+    ("^docker", "container bridge"),
+    ("^br-", "container bridge"),
+    ("^veth", "container link"),
+    ("^cni", "container bridge"),
+    ("^flannel", "container overlay"),
+    ("^podman", "container bridge"),
+    ("^lxc", "container bridge"),
+    ("^lxd", "container bridge"),
+    ("^virbr", "VM bridge"),
+    ("^vmnet", "VMware"),
+    ("^vboxnet", "VirtualBox"),
+    ("^tun", "VPN"),
+    ("^tap", "VPN"),
+    ("^utun", "VPN"),
+    ("^wg", "WireGuard"),
+    ("^zt", "ZeroTier"),
 ];
+
+/// What kind of virtual adapter `name` is, if it looks like one.
+pub fn virtual_adapter(name: &str) -> Option<&'static str> {
+    let lower = name.to_lowercase();
+    VIRTUAL_ADAPTERS
+        .iter()
+        .find(|(pattern, _)| match pattern.strip_prefix('^') {
+            Some(prefix) => lower.starts_with(prefix),
+            None => lower.contains(pattern),
+        })
+        .map(|(_, kind)| *kind)
+}
+
+/// Why discovery does not use the interface `name` under `allowed` (empty =
+/// the default rule: every interface but virtual adapters), or `None` when
+/// it does.
+pub fn skip_reason(name: &str, allowed: &[String]) -> Option<String> {
+    if allowed.is_empty() {
+        virtual_adapter(name).map(|kind| format!("virtual adapter ({kind})"))
+    } else if allowed.iter().any(|a| a == name) {
+        None
+    } else {
+        Some("not among the configured interfaces".into())
+    }
+}
 
 /// What discovery needs.
 pub struct Discovery {
@@ -39,13 +98,7 @@ pub struct Discovery {
 
 /// Whether discovery uses `name` under `allowed` (empty = the default rule).
 pub fn interface_used(name: &str, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        !VIRTUAL_INTERFACE_PREFIXES
-            .iter()
-            .any(|p| name.starts_with(p))
-    } else {
-        allowed.iter().any(|a| a == name)
-    }
+    skip_reason(name, allowed).is_none()
 }
 
 pub async fn run(ctx: ServiceContext, discovery: Arc<Discovery>) -> anyhow::Result<()> {
@@ -62,7 +115,11 @@ async fn serve(
     discovery: &Discovery,
 ) -> anyhow::Result<()> {
     for interface in if_addrs::get_if_addrs().unwrap_or_default() {
-        if !interface_used(&interface.name, &discovery.interfaces) && !interface.is_loopback() {
+        if interface.is_loopback() {
+            continue;
+        }
+        if let Some(reason) = skip_reason(&interface.name, &discovery.interfaces) {
+            tracing::debug!(interface = %interface.name, %reason, "mDNS skips it");
             let _ = daemon.disable_interface(IfKind::Name(interface.name.clone()));
         }
     }
@@ -120,5 +177,69 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, expected: Option<&str>) {
+        assert_eq!(virtual_adapter(name), expected, "{name}");
+    }
+
+    #[test]
+    fn virtual_adapters_are_recognised() {
+        // Windows friendly names.
+        check("vEthernet (WSL)", Some("Hyper-V or WSL switch"));
+        check("vEthernet (Default Switch)", Some("Hyper-V or WSL switch"));
+        check("VirtualBox Host-Only Network", Some("VirtualBox"));
+        check("VMware Network Adapter VMnet8", Some("VMware"));
+        check("Tailscale", Some("VPN"));
+        check("ZeroTier One [8056c2e21c000001]", Some("ZeroTier"));
+        check("NordLynx", Some("VPN"));
+        check("Radmin VPN", Some("VPN"));
+        check("OpenVPN Data Channel Offload", Some("VPN"));
+        // Unix names.
+        check("docker0", Some("container bridge"));
+        check("br-3f2a1c", Some("container bridge"));
+        check("veth12ab", Some("container link"));
+        check("virbr0", Some("VM bridge"));
+        check("vboxnet0", Some("VirtualBox"));
+        check("tun0", Some("VPN"));
+        check("utun3", Some("VPN"));
+        check("wg0", Some("WireGuard"));
+    }
+
+    #[test]
+    fn real_adapters_are_used() {
+        for name in [
+            "Ethernet",
+            "Ethernet 2",
+            "Wi-Fi",
+            "WLAN",
+            "eth0",
+            "enp3s0",
+            "wlp2s0",
+            "en0",
+            "Local Area Connection",
+        ] {
+            check(name, None);
+            assert!(interface_used(name, &[]), "{name}");
+        }
+    }
+
+    #[test]
+    fn configured_interfaces_win() {
+        let allowed = vec!["vEthernet (WSL)".to_owned()];
+        assert_eq!(skip_reason("vEthernet (WSL)", &allowed), None);
+        assert_eq!(
+            skip_reason("Ethernet", &allowed).as_deref(),
+            Some("not among the configured interfaces")
+        );
+        assert_eq!(
+            skip_reason("docker0", &[]).as_deref(),
+            Some("virtual adapter (container bridge)")
+        );
     }
 }

@@ -10,5 +10,7 @@ mod hostile;
 mod library_monitor;
 mod mdns_netns;
 mod peers;
+// Built on the download tests' helpers, which are unix-only.
+#[cfg(unix)]
 mod regressions;
 mod transport;
