@@ -8,6 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# A target dir of its own: the host parts of this build (build scripts,
+# proc macros) come from another compiler, rustc-web, and would otherwise
+# replace the main build's and make it rebuild.
+export CARGO_TARGET_DIR="${LANSPREAD_WINDOWS_TARGET_DIR:-$HOME/.cache/lanspread/target-windows}"
+mkdir -p "$CARGO_TARGET_DIR"
 
 TARGET=x86_64-pc-windows-gnu
 
