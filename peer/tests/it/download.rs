@@ -11,8 +11,8 @@ use lanspread_peer::{PeerEvent, PeerRuntimeHandle};
 use tokio::sync::broadcast;
 
 use crate::support::{
-    assert_identical, json_lines, local_config, make_game, output_within, peer_command, stop,
-    until, wait_event, wait_json, ChildGuard, Peer, ServeChild, MIB,
+    assert_identical, json_lines, local_config, make_game, outcome, output_within, peer_command,
+    stop, until, wait_event, wait_json, ChildGuard, Peer, ServeChild, MIB,
 };
 
 /// Sources (complete or partial) of the not-installed `game` in the catalog.
@@ -23,31 +23,6 @@ fn sources(peer: &PeerRuntimeHandle, game: &str) -> usize {
         .map(|e| e.sources.len() + e.partial_sources.len())
         .max()
         .unwrap_or(0)
-}
-
-/// The terminal event of the download of `game`.
-pub async fn outcome(
-    events: &mut broadcast::Receiver<PeerEvent>,
-    game: &str,
-    within: Duration,
-) -> PeerEvent {
-    wait_event(
-        events,
-        &format!("the end of the download of {game}"),
-        within,
-        |event| match event {
-            PeerEvent::DownloadCompleted { game_id, .. }
-            | PeerEvent::DownloadFailed { game_id, .. }
-            | PeerEvent::DownloadCancelled { game_id, .. }
-            | PeerEvent::DownloadPeersGone { game_id, .. }
-                if game_id == game =>
-            {
-                Some(event.clone())
-            }
-            _ => None,
-        },
-    )
-    .await
 }
 
 /// Wait until the download has at least `bytes` done.

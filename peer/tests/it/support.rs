@@ -190,6 +190,31 @@ pub async fn wait_event<T>(
 /// Wait until `ok()` holds, within `within`; returns how long it took. It is
 /// checked now and again after each event of the peer whose state it reads
 /// (every change of its library, catalog, peers or downloads comes with one),
+/// The terminal event of the download of `game`.
+pub async fn outcome(
+    events: &mut broadcast::Receiver<PeerEvent>,
+    game: &str,
+    within: Duration,
+) -> PeerEvent {
+    wait_event(
+        events,
+        &format!("the end of the download of {game}"),
+        within,
+        |event| match event {
+            PeerEvent::DownloadCompleted { game_id, .. }
+            | PeerEvent::DownloadFailed { game_id, .. }
+            | PeerEvent::DownloadCancelled { game_id, .. }
+            | PeerEvent::DownloadPeersGone { game_id, .. }
+                if game_id == game =>
+            {
+                Some(event.clone())
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
 /// so it wakes on the change itself rather than on a timer.
 pub async fn until(
     events: &mut broadcast::Receiver<PeerEvent>,

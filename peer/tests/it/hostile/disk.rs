@@ -14,7 +14,7 @@ use lanspread_peer::{FailureCode, PeerEvent};
 use lanspread_proto::wire::{ErrorCode, Request, Response};
 
 use super::{Answer, FakeGame, HostileClient, HostileServer};
-use crate::download::outcome;
+use crate::support::outcome;
 use crate::support::{local_config, stop, until, Peer};
 
 /// A script listing every game of `games` and serving each.

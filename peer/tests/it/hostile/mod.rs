@@ -303,7 +303,7 @@ impl FakeGame {
 /// from this and lies in one place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_game_from_the_scripted_server_installs() {
-    use crate::download::outcome;
+    use crate::support::outcome;
     use crate::support::{local_config, stop, until, Peer};
     use lanspread_peer::PeerEvent;
     use std::time::Duration;
