@@ -16,6 +16,7 @@ use lanspread_proto::wire::{ErrorCode, Request, Response};
 use super::{Answer, FakeGame, HostileClient, HostileServer};
 use crate::support::outcome;
 use crate::support::{local_config, stop, until, Peer};
+use lanspread_peer::net::client::RequestError;
 
 /// A script listing every game of `games` and serving each.
 fn list_all(games: Vec<FakeGame>) -> impl Fn(&Request) -> Vec<Answer> + Send + Sync + 'static {
@@ -344,6 +345,22 @@ fn set_old_mtime(path: &Path) {
 
 /// Issue 13, "read outside the game": a file of an indexed game replaced by
 /// a link (or a folder above it replaced by a link to another folder) after
+/// The host refused to read a piece (`Error Internal`); `what` names the
+/// trick when it did not.
+fn refused(answer: Result<Vec<u8>, RequestError>, what: &str) {
+    assert!(
+        matches!(
+            &answer,
+            Err(RequestError::Remote {
+                code: ErrorCode::Internal,
+                ..
+            })
+        ),
+        "{what}: {:?}",
+        answer.map(|d| String::from_utf8_lossy(&d).into_owned())
+    );
+}
+
 /// indexing was followed when served. The server refuses to read it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_game_file_swapped_for_a_link_is_never_served() {
@@ -383,18 +400,7 @@ async fn a_game_file_swapped_for_a_link_is_never_served() {
     let readme = arena.join("readme.txt");
     fs::rename(&readme, dir.path().join("readme.bak")).unwrap();
     std::os::unix::fs::symlink(secret.join("readme.txt"), &readme).unwrap();
-    let answer = fetch().await;
-    assert!(
-        matches!(
-            &answer,
-            Err(lanspread_peer::net::client::RequestError::Remote {
-                code: ErrorCode::Internal,
-                ..
-            })
-        ),
-        "served through a link: {:?}",
-        answer.map(|d| String::from_utf8_lossy(&d).into_owned())
-    );
+    refused(fetch().await, "served through a link");
     fs::remove_file(&readme).unwrap();
     fs::rename(dir.path().join("readme.bak"), &readme).unwrap();
 
@@ -402,18 +408,7 @@ async fn a_game_file_swapped_for_a_link_is_never_served() {
     let data = arena.join("data");
     fs::rename(&data, dir.path().join("data.bak")).unwrap();
     std::os::unix::fs::symlink(&secret, &data).unwrap();
-    let answer = fetch().await;
-    assert!(
-        matches!(
-            &answer,
-            Err(lanspread_peer::net::client::RequestError::Remote {
-                code: ErrorCode::Internal,
-                ..
-            })
-        ),
-        "served through a linked folder: {:?}",
-        answer.map(|d| String::from_utf8_lossy(&d).into_owned())
-    );
+    refused(fetch().await, "served through a linked folder");
     conn.goodbye().await;
     stop([&host.handle]).await;
 }
