@@ -4,11 +4,16 @@
 //!   RSS at both sizes;
 //! - 10,000 small files against one file of the same total size;
 //! - swarm: one seed and eight downloaders, every upload capped at R: time
-//!   until all eight are done against the ideal F/R.
+//!   until all eight are done against the ideal F/R;
+//! - real games: Debian's data packages of two open-source games (fetched
+//!   with `apt-get download` into a cache outside the checkout, extracted
+//!   with `dpkg-deb -x`), ~5k files and ~16k mostly small files: each one's
+//!   rate and their ratio, with the downloader's and the server's CPU
+//!   seconds per GB. Skipped, saying why, when the packages cannot be had.
 //!
 //! Run: `cargo bench -p lanspread-peer --bench download` (Linux: it reads
 //! /proc). Every peer is a `lanspread-peer` process. Prints Markdown.
-//! `LANSPREAD_BENCH_ONLY=one`, `layout` or `swarm` runs one part alone.
+//! `LANSPREAD_BENCH_ONLY=one`, `layout`, `swarm` or `real` runs one part alone.
 
 #[cfg(target_os = "linux")]
 mod common;
@@ -200,11 +205,12 @@ mod bench {
         let mib = |m: usize| m as f64 * 1048576.0;
 
         let only = std::env::var("LANSPREAD_BENCH_ONLY").unwrap_or_default();
-        let (run_one, run_layout, run_swarm) = match only.as_str() {
-            "one" => (true, false, false),
-            "layout" => (false, true, false),
-            "swarm" => (false, false, true),
-            _ => (true, true, true),
+        let (run_one, run_layout, run_swarm, run_real) = match only.as_str() {
+            "one" => (true, false, false, false),
+            "layout" => (false, true, false, false),
+            "swarm" => (false, false, true, false),
+            "real" => (false, false, false, true),
+            _ => (true, true, true, true),
         };
         // One source, 2 GiB and 4 GiB.
         let src = root.join("src/games");
@@ -298,6 +304,157 @@ mod bench {
         if run_swarm {
             swarm(&root);
         }
+        if run_real {
+            real_games(&root);
+        }
+    }
+
+    /// CPU seconds (user + system) a process has used so far.
+    fn cpu_secs(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf reads a constant of the system.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    /// Regular files below `dir` and their bytes (links not followed).
+    fn count_files(dir: &Path) -> (usize, u64) {
+        let mut total = (0, 0);
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                let (n, b) = count_files(&entry.path());
+                total = (total.0 + n, total.1 + b);
+            } else if meta.is_file() {
+                total = (total.0 + 1, total.1 + meta.len());
+            }
+        }
+        total
+    }
+
+    /// The two Debian packages: (game id, package).
+    const REAL_GAMES: [(&str, &str); 2] = [
+        ("supertuxkart", "supertuxkart-data"),
+        ("wesnoth", "wesnoth-1.16-data"),
+    ];
+
+    /// Fetch (once, into a cache outside the checkout) and extract the real
+    /// games below `games`. `Err`: why they cannot be had here.
+    fn fetch_real_games(games: &Path) -> Result<(), String> {
+        let cache = std::env::var_os("LANSPREAD_BENCH_DEBS")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/lanspread/bench-debs"))
+            })
+            .ok_or("no HOME and no LANSPREAD_BENCH_DEBS for the package cache")?;
+        std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+        for (game, package) in REAL_GAMES {
+            let find = || {
+                std::fs::read_dir(&cache).ok().and_then(|entries| {
+                    entries.flatten().map(|e| e.path()).find(|p| {
+                        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                            n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+                        })
+                    })
+                })
+            };
+            if find().is_none() {
+                let status = Command::new("apt-get")
+                    .args(["download", package])
+                    .current_dir(&cache)
+                    .stdout(Stdio::null())
+                    .status()
+                    .map_err(|e| format!("cannot run apt-get: {e}"))?;
+                if !status.success() {
+                    return Err(format!("`apt-get download {package}` failed ({status})"));
+                }
+            }
+            let deb = find().ok_or(format!("{package}: no .deb after apt-get download"))?;
+            let status = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(games.join(game))
+                .status()
+                .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+            if !status.success() {
+                return Err(format!("`dpkg-deb -x {}` failed ({status})", deb.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each real game served by one peer and downloaded by another, twice,
+    /// alternating; rates and CPU per GB over both rounds.
+    fn real_games(root: &Path) {
+        let games = root.join("real/games");
+        std::fs::create_dir_all(&games).unwrap();
+        if let Err(why) = fetch_real_games(&games) {
+            println!("real games: skipped: {why}");
+            return;
+        }
+        let port = free_port();
+        let seed = serve(&games, &root.join("real/data"), port, 0);
+        let peers = vec![format!("127.0.0.1:{port}")];
+        for (game, _) in REAL_GAMES {
+            wait_offered(port, game);
+        }
+        // Per game: files, bytes, seconds, downloader CPU-s, server CPU-s.
+        let mut totals = [(0usize, 0u64, 0.0f64, 0.0f64, 0.0f64); 2];
+        for _round in 0..2 {
+            for (i, (game, _)) in REAL_GAMES.iter().enumerate() {
+                let dir = root.join("real/dst");
+                let _ = std::fs::remove_dir_all(&dir);
+                let server_before = cpu_secs(seed.0.id());
+                let (proc, mut out) = start_download(game, &dir, &peers, &[]);
+                let run = follow(&proc, &mut out);
+                let downloader = cpu_secs(proc.0.id());
+                let server = cpu_secs(seed.0.id()) - server_before;
+                drop(proc);
+                let installed = dir.join("games").join(game);
+                let (files, bytes) = count_files(&installed);
+                let t = &mut totals[i];
+                *t = (
+                    files,
+                    t.1 + bytes,
+                    t.2 + run.took.as_secs_f64(),
+                    t.3 + downloader,
+                    t.4 + server,
+                );
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        println!("| real game | files | MB | MB/s | downloader CPU-s/GB | server CPU-s/GB |");
+        println!("|---|---|---|---|---|---|");
+        let rate = |t: &(usize, u64, f64, f64, f64)| t.1 as f64 / t.2 / 1e6;
+        for ((game, package), t) in REAL_GAMES.iter().zip(&totals) {
+            let gb = t.1 as f64 / 1e9;
+            println!(
+                "| {game} (`{package}`) | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                t.0,
+                t.1 as f64 / 2e6,
+                rate(t),
+                t.3 / gb,
+                t.4 / gb
+            );
+        }
+        println!();
+        println!(
+            "many-file game / few-file game rate: {:.2}",
+            rate(&totals[1]) / rate(&totals[0])
+        );
+        println!();
     }
 
     /// Swarm: 1 seed + 8 downloaders, uploads capped at R.

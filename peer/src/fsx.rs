@@ -58,25 +58,96 @@ pub fn open_below(
     size: u64,
     indexed: Option<FileIdentity>,
 ) -> io::Result<File> {
-    let file = open_no_follow(root, rel)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file()
-        || metadata.len() != size
-        || indexed.is_some_and(|id| id != FileIdentity::of(&metadata))
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("`{rel}` is no longer the file that was indexed"),
-        ));
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::MetadataExt;
-        if metadata.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
-            return Err(swapped(rel));
+    BelowOpener::new(root).open(rel, size, indexed)
+}
+
+/// Opens files below one root in turn, each exactly as [`open_below`] does,
+/// keeping the folder of the last one open (unix): the files of a piece that
+/// spans many small files of one folder cost one `openat` each, not one per
+/// component of their path. The folder is held by its descriptor, so a swap
+/// after it was opened cannot redirect a later open, as within one walk.
+pub struct BelowOpener<'a> {
+    root: &'a Path,
+    /// The last file's folder: its path below `root` and its descriptor.
+    #[cfg(unix)]
+    folder: Option<(String, rustix::fd::OwnedFd)>,
+}
+
+impl<'a> BelowOpener<'a> {
+    pub fn new(root: &'a Path) -> Self {
+        Self {
+            root,
+            #[cfg(unix)]
+            folder: None,
         }
     }
-    Ok(file)
+
+    /// [`open_below`] for `rel` below this opener's root.
+    pub fn open(
+        &mut self,
+        rel: &str,
+        size: u64,
+        indexed: Option<FileIdentity>,
+    ) -> io::Result<File> {
+        let file = self.open_no_follow(rel)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file()
+            || metadata.len() != size
+            || indexed.is_some_and(|id| id != FileIdentity::of(&metadata))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`{rel}` is no longer the file that was indexed"),
+            ));
+        }
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::MetadataExt;
+            if metadata.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+                return Err(swapped(rel));
+            }
+        }
+        Ok(file)
+    }
+
+    #[cfg(unix)]
+    fn open_no_follow(&mut self, rel: &str) -> io::Result<File> {
+        use rustix::fs::{open, openat, Mode, OFlags};
+        let map = |e: rustix::io::Errno| {
+            // ELOOP (a link as the last part) and ENOTDIR (a link as a folder)
+            // are what a swapped link looks like.
+            if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+                swapped(rel)
+            } else {
+                io::Error::from(e)
+            }
+        };
+        if rel.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+        }
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if self.folder.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.folder = None;
+            let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let mut dir = open(self.root, dir_flags, Mode::empty())?;
+            for part in parent.split('/').filter(|p| !p.is_empty()) {
+                dir =
+                    openat(&dir, part, dir_flags | OFlags::NOFOLLOW, Mode::empty()).map_err(map)?;
+            }
+            self.folder = Some((parent.to_owned(), dir));
+        }
+        let (_, dir) = self.folder.as_ref().expect("set above");
+        // NONBLOCK: a FIFO swapped in must not hang the reader; the type
+        // check after the open refuses it.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = openat(dir, name, flags, Mode::empty()).map_err(map)?;
+        Ok(File::from(fd))
+    }
+
+    #[cfg(windows)]
+    fn open_no_follow(&mut self, rel: &str) -> io::Result<File> {
+        open_no_follow(self.root, rel)
+    }
 }
 
 fn swapped(rel: &str) -> io::Error {
@@ -84,35 +155,6 @@ fn swapped(rel: &str) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("`{rel}` goes through a link made after indexing; not followed"),
     )
-}
-
-#[cfg(unix)]
-fn open_no_follow(root: &Path, rel: &str) -> io::Result<File> {
-    use rustix::fs::{open, openat, Mode, OFlags};
-    let map = |e: rustix::io::Errno| {
-        // ELOOP (a link as the last part) and ENOTDIR (a link as a folder)
-        // are what a swapped link looks like.
-        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-            swapped(rel)
-        } else {
-            io::Error::from(e)
-        }
-    };
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut dir = open(root, dir_flags, Mode::empty())?;
-    let mut parts = rel.split('/').peekable();
-    while let Some(part) = parts.next() {
-        if parts.peek().is_some() {
-            dir = openat(&dir, part, dir_flags | OFlags::NOFOLLOW, Mode::empty()).map_err(map)?;
-        } else {
-            // NONBLOCK: a FIFO swapped in must not hang the reader; the
-            // type check after the open refuses it.
-            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-            let fd = openat(&dir, part, flags, Mode::empty()).map_err(map)?;
-            return Ok(File::from(fd));
-        }
-    }
-    Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
 }
 
 #[cfg(windows)]
@@ -295,6 +337,41 @@ mod tests {
         assert_eq!(&buf, b"world");
         let err = read_exact_at(&file, &mut buf, 8).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// One opener across files: the files of one folder share its descriptor,
+    /// a folder swapped for a link is refused when first walked, and a swap
+    /// after the walk never redirects a later open (the held folder is used).
+    #[cfg(unix)]
+    #[test]
+    fn one_opener_keeps_each_folder_and_never_follows_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("game"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(root.join("sub").join(name), b"game").unwrap();
+            std::fs::write(outside.join(name), b"SECR").unwrap();
+        }
+        std::fs::write(root.join("top"), b"top!").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let read = |file: File| {
+            let mut buf = [0u8; 4];
+            read_exact_at(&file, &mut buf, 0).unwrap();
+            buf
+        };
+        let mut opener = BelowOpener::new(&root);
+        assert_eq!(read(opener.open("sub/a", 4, None).unwrap()), *b"game");
+        assert_eq!(read(opener.open("sub/b", 4, None).unwrap()), *b"game");
+        assert_eq!(read(opener.open("top", 4, None).unwrap()), *b"top!");
+        assert!(opener.open("link/a", 4, None).is_err());
+        assert_eq!(read(opener.open("sub/a", 4, None).unwrap()), *b"game");
+        // The held folder swapped for a link: the next open still reads the
+        // folder walked, never the link's target.
+        std::fs::rename(root.join("sub"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        assert_eq!(read(opener.open("sub/c", 4, None).unwrap()), *b"game");
+        assert!(BelowOpener::new(&root).open("sub/c", 4, None).is_err());
     }
 
     /// Pins issue 13: a file or folder of a game swapped for a link after

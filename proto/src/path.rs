@@ -80,6 +80,11 @@ fn is_reserved_stem(stem: &str) -> bool {
 /// lowercase of the NFC form. Equal keys, one file.
 pub fn collision_key(name: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
+    // ASCII is its own NFC form and lowercases byte by byte: most names of
+    // most games, and a manifest checks every path and every folder.
+    if name.is_ascii() {
+        return name.to_ascii_lowercase();
+    }
     name.nfc().collect::<String>().to_lowercase()
 }
 
@@ -287,6 +292,14 @@ mod tests {
                 proptest::prop_assert!(path.split('/').all(|c| c != ".." && c != "." && !c.is_empty()));
                 proptest::prop_assert!(!path.contains(':') && !path.contains('\\'));
             }
+        }
+
+        /// The ASCII shortcut gives the key the full Unicode folding gives.
+        #[test]
+        fn ascii_keys_match_the_unicode_folding(name in "[ -~]{0,40}") {
+            use unicode_normalization::UnicodeNormalization;
+            let full = name.nfc().collect::<String>().to_lowercase();
+            proptest::prop_assert_eq!(collision_key(&name), full);
         }
     }
 }

@@ -6,15 +6,15 @@
 //! stat of every file thanks to the hash cache. Meanwhile the last published
 //! library stays served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
-use tokio::sync::{mpsc, watch};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,9 +24,8 @@ use crate::events::{EventSink, PeerEvent};
 use crate::supervisor::ServiceContext;
 use crate::tasks::RuntimeTasks;
 
-/// Filesystem events are batched for this long before they reach the monitor.
-const DEBOUNCE: Duration = Duration::from_millis(250);
-/// How often the monitor checks which changed games have gone quiet.
+/// How often the monitor takes the games the watcher saw change, and checks
+/// which changed games have gone quiet.
 const QUIET_CHECK: Duration = Duration::from_millis(250);
 /// Full rescan (stat only for unchanged games) as a safety net for missed
 /// events, and the only way to notice changes when watching is impossible.
@@ -34,8 +33,6 @@ const RESCAN_WATCHING: Duration = Duration::from_secs(600);
 const RESCAN_NOT_WATCHING: Duration = Duration::from_secs(30);
 /// Indexing progress events per game, at most one per this interval.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
-/// Filesystem event batches buffered; past that, one full rescan.
-const EVENT_BATCHES: usize = 256;
 
 /// The library as the rest of the runtime sees it.
 pub struct Library {
@@ -301,11 +298,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let token = ctx.token().clone();
     let games_dir = library.indexer.games_dir().to_path_buf();
-    let (tx, mut changes) = mpsc::channel::<Vec<PathBuf>>(EVENT_BATCHES);
-    let overflowed = Arc::new(AtomicBool::new(false));
-    // Dropping the debouncer stops its threads: it lives exactly as long as
+    // Dropping the watcher stops its thread: it lives exactly as long as
     // this run.
-    let watcher = watch_games_dir(&games_dir, tx, overflowed.clone());
+    let mut watcher = GamesWatcher::start(&games_dir);
     let rescan_every = match &watcher {
         Ok(_) => RESCAN_WATCHING,
         Err(e) => {
@@ -327,18 +322,17 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = token.cancelled() => return Ok(()),
-            Some(paths) = changes.recv() => {
-                for path in paths {
-                    if let Some(game) = game_of(&games_dir, &path) {
-                        pending.insert(game, Instant::now());
-                    }
-                }
-            }
             _ = quiet_check.tick() => {
                 ctx.heartbeat();
-                if overflowed.swap(false, Ordering::Relaxed) {
-                    full_rescan.reset_immediately();
-                    continue;
+                if let Ok(watcher) = &mut watcher {
+                    let seen = watcher.take_seen();
+                    if seen.overflowed {
+                        full_rescan.reset_immediately();
+                        continue;
+                    }
+                    for game in seen.games {
+                        pending.insert(game, Instant::now());
+                    }
                 }
                 let quiet: Vec<String> = pending
                     .iter()
@@ -380,32 +374,110 @@ async fn rescan(
         .context("library scan thread failed")
 }
 
-type Debouncer =
-    notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+/// What the watcher saw since the monitor last looked.
+#[derive(Default)]
+struct Seen {
+    /// Games with a change below them.
+    games: HashSet<String>,
+    /// Top-level entries created, moved or removed: their watch changes.
+    roots: HashSet<String>,
+    /// Events were lost (queue overflow, watch error): rescan everything.
+    overflowed: bool,
+}
 
-fn watch_games_dir(
-    games_dir: &Path,
-    tx: mpsc::Sender<Vec<PathBuf>>,
-    overflowed: Arc<AtomicBool>,
-) -> anyhow::Result<Debouncer> {
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            let paths = events.into_iter().map(|e| e.path).collect();
-            if tx.try_send(paths).is_err() {
-                overflowed.store(true, Ordering::Relaxed);
+/// Watches each game folder (recursively) and the games folder itself (its
+/// entries only), so the staging area and other hidden folders are never
+/// watched: a download writing thousands of files there costs the watcher
+/// nothing. Reads are not changes: the server opening the files it serves
+/// (inotify reports every open and close) never marks a game as changed.
+struct GamesWatcher {
+    games_dir: PathBuf,
+    watcher: RecommendedWatcher,
+    // A std Mutex: the watcher's thread inserts, the monitor takes the set;
+    // no await under it.
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl GamesWatcher {
+    fn start(games_dir: &Path) -> anyhow::Result<Self> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (dir, sink) = (games_dir.to_path_buf(), seen.clone());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
+                let event = match event {
+                    Ok(event) if !event.need_rescan() => event,
+                    Ok(_) => {
+                        seen.overflowed = true;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("watch error: {e}; rescanning");
+                        seen.overflowed = true;
+                        return;
+                    }
+                };
+                if !is_change(&event.kind) {
+                    return;
+                }
+                for path in &event.paths {
+                    if let Some(game) = game_of(&dir, path) {
+                        if path.parent() == Some(dir.as_path()) {
+                            seen.roots.insert(game.clone());
+                        }
+                        seen.games.insert(game);
+                    }
+                }
+            })
+            .context("cannot create a file watcher")?;
+        watcher
+            .watch(games_dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", games_dir.display()))?;
+        let entries = std::fs::read_dir(games_dir)
+            .with_context(|| format!("cannot read {}", games_dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_game = entry.file_name().to_str().is_some_and(is_game_folder_name);
+            if is_game && path.is_dir() {
+                watcher
+                    .watch(&path, RecursiveMode::Recursive)
+                    .with_context(|| format!("cannot watch {}", path.display()))?;
             }
         }
-        Err(e) => {
-            tracing::warn!("watch error: {e}; rescanning");
-            overflowed.store(true, Ordering::Relaxed);
+        Ok(Self {
+            games_dir: games_dir.to_path_buf(),
+            watcher,
+            seen,
+        })
+    }
+
+    /// What was seen since the last call; game folders that appeared are
+    /// watched from now on (their files are indexed anyway, once quiet).
+    fn take_seen(&mut self) -> Seen {
+        let mut seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        for game in &seen.roots {
+            let path = self.games_dir.join(game);
+            // Gone folders lose their watch by themselves; watching one
+            // again (moved away and back) is harmless.
+            if path.is_dir() {
+                if let Err(e) = self.watcher.watch(&path, RecursiveMode::Recursive) {
+                    tracing::warn!("cannot watch {}: {e}; rescanning", path.display());
+                    seen.overflowed = true;
+                }
+            }
         }
-    })
-    .context("cannot create a file watcher")?;
-    debouncer
-        .watcher()
-        .watch(games_dir, RecursiveMode::Recursive)
-        .with_context(|| format!("cannot watch {}", games_dir.display()))?;
-    Ok(debouncer)
+        seen
+    }
+}
+
+/// Whether an event can change what a game holds: anything but reads (an
+/// open, or a close without a write).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// The game a changed path belongs to, if any.
@@ -517,6 +589,26 @@ mod tests {
 
         // "removed" went and nothing replaced it: withdrawn.
         assert_eq!(rig.offered(), expected);
+    }
+
+    #[test]
+    fn reads_are_not_changes() {
+        use notify::event::{CreateKind, ModifyKind};
+        let check =
+            |kind: EventKind, expected: bool| assert_eq!(is_change(&kind), expected, "{kind:?}");
+        check(EventKind::Access(AccessKind::Open(AccessMode::Any)), false);
+        check(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            false,
+        );
+        check(EventKind::Access(AccessKind::Read), false);
+        check(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            true,
+        );
+        check(EventKind::Modify(ModifyKind::Any), true);
+        check(EventKind::Create(CreateKind::File), true);
+        check(EventKind::Any, true);
     }
 
     #[test]

@@ -743,10 +743,11 @@ fn read_piece(
 ) -> std::io::Result<Bytes> {
     let mut buf = buffers.take(layout.piece_len(piece_idx) as usize);
     let mut at = 0usize;
+    let mut opener = fsx::BelowOpener::new(&game.root);
     for span in layout.piece_spans(piece_idx) {
         let entry = &game.manifest.files[span.file_idx];
         let indexed = game.identities.as_ref().map(|ids| ids[span.file_idx]);
-        let file = fsx::open_below(&game.root, &entry.path, entry.size, indexed)?;
+        let file = opener.open(&entry.path, entry.size, indexed)?;
         let len = span.len as usize;
         fsx::read_exact_at(&file, &mut buf.0[at..at + len], span.offset)?;
         at += len;
