@@ -85,20 +85,7 @@ fn paths_longer_than_max_path_index_serve_and_install() {
 
     // Install: stage, write, flush, rename into the games folder.
     let root = staging::staging_root(&games, &game.version_id);
-    if let Err(error) = staging::prepare(&root, &manifest) {
-        // Wine 8 does not implement reserving blocks (FileAllocationInformation,
-        // ERROR_CALL_NOT_IMPLEMENTED); Windows does. Stage at full size without it.
-        assert_eq!(error.kind(), std::io::ErrorKind::Unsupported, "{error}");
-        eprintln!("preallocation unsupported here ({error}); staging without it");
-        for entry in &manifest.files {
-            let path = crate::fsx::manifest_path(&root, &entry.path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::File::create(&path)
-                .unwrap()
-                .set_len(entry.size)
-                .unwrap();
-        }
-    }
+    staging::prepare(&root, &manifest).unwrap();
     for (piece_idx, data) in pieces.iter().enumerate() {
         staging::write_piece(&root, &manifest, &layout, piece_idx, data).unwrap();
     }

@@ -31,6 +31,7 @@ pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
     for dir in &manifest.empty_dirs {
         fs::create_dir_all(fsx::manifest_path(root, dir))?;
     }
+    let mut unreserved = false;
     for entry in &manifest.files {
         let path = fsx::manifest_path(root, &entry.path);
         if let Some(parent) = path.parent() {
@@ -45,10 +46,21 @@ pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
         if file.metadata()?.len() != entry.size {
             file.set_len(entry.size)?;
         }
-        if entry.size > 0 {
+        if entry.size > 0 && !unreserved {
             // Reserve the blocks now: a full disk fails here, not mid-way.
-            fs4::FileExt::allocate(&file, entry.size)?;
+            // Some file systems cannot (older ZFS, some network shares, Wine):
+            // the file already has its full length, so go on without.
+            match fs4::FileExt::allocate(&file, entry.size) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => unreserved = true,
+                other => other?,
+            }
         }
+    }
+    if unreserved {
+        tracing::warn!(
+            root = %root.display(),
+            "this file system cannot reserve space ahead: a full disk shows while writing"
+        );
     }
     Ok(())
 }
