@@ -124,6 +124,7 @@ mod bench {
             identity: &identity,
             display_name: "bench".into(),
             library_digest: Hash([0; 32]),
+            record_version: 1,
             party_key: None,
             listen_port: 0,
         };

@@ -88,6 +88,7 @@ async fn client(peer: &lanspread_peer::PeerRuntimeHandle) -> PeerConnection {
         identity: &identity,
         display_name: "bench".into(),
         library_digest: Hash([0; 32]),
+        record_version: 1,
         party_key: None,
         listen_port: 0,
     };

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use lanspread_proto::manifest::{FileEntry, Manifest};
-use lanspread_proto::wire::{ErrorCode, GameSummary, Hello, PeerAddr, Request, Response};
+use lanspread_proto::wire::{ErrorCode, GameSummary, Hello, PeerRecord, Request, Response};
 use lanspread_proto::{Hash, PROTOCOL_VERSION};
 
 fn hello(party: bool) -> Hello {
@@ -20,6 +20,7 @@ fn hello(party: bool) -> Hello {
         party_message: party.then(|| vec![0x41; 33]),
         party_confirmation: party.then_some(Hash([4; 32])),
         listen_port: 27600,
+        record_version: 1_795_000_000_000,
     }
 }
 
@@ -68,12 +69,22 @@ fn requests() -> Vec<Request> {
         },
         Request::GetThumbnail { hash: id },
         Request::GetHaveSet { version_id: id },
-        Request::LibraryChanged { library_digest: id },
+        Request::Gossip(vec![record()]),
         Request::Goodbye,
         Request::Ping { nonce: 7 },
-        Request::GetPeers,
+        Request::GetPeers { digest: id },
         Request::PartyConfirm { confirmation: id },
     ]
+}
+
+fn record() -> PeerRecord {
+    PeerRecord {
+        peer_id: "abcdefghijklmnopqrstuvwxyz".into(),
+        addr: "192.168.1.2:27600".parse().unwrap(),
+        version: 1_795_000_000_000,
+        library_digest: Hash([3; 32]),
+        gone: false,
+    }
 }
 
 fn responses() -> Vec<Response> {
@@ -113,13 +124,7 @@ fn responses() -> Vec<Response> {
             code: ErrorCode::PartyKey,
             message: "party key missing or wrong".into(),
         },
-        Response::Peers(vec![PeerAddr {
-            peer_id: "abcdefghijklmnopqrstuvwxyz".into(),
-            addrs: vec![
-                "192.168.1.2:27600".parse().unwrap(),
-                "[::1]:1".parse().unwrap(),
-            ],
-        }]),
+        Response::Peers(vec![record()]),
     ];
     out.extend(
         manifests()

@@ -14,11 +14,11 @@ pub mod wire;
 pub use have::PieceSet;
 pub use manifest::{FileEntry, FileSpan, Hash, Layout, Manifest, ManifestError, VersionId};
 pub use peer_id::PeerId;
-pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, PeerAddr, Request, Response};
+pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, PeerRecord, Request, Response};
 
 /// Version of the peer-to-peer protocol. Peers only talk to peers with the same
 /// version; the version travels in the QUIC ALPN (see [`alpn`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The ALPN identifier for [`PROTOCOL_VERSION`]: `lanspread/<version>`.
 pub fn alpn() -> Vec<u8> {

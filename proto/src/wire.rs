@@ -95,22 +95,37 @@ pub struct Hello {
     /// The UDP port the sender's own server listens on, so the receiver can
     /// dial back and tell others (peer exchange).
     pub listen_port: u16,
+    /// The version of the sender's own [`PeerRecord`]: set from the clock
+    /// when it starts and raised whenever its library changes, so a newer
+    /// record of it always wins.
+    pub record_version: u64,
 }
 
 /// Longest party key exchange message a `Hello` may carry. SPAKE2 over
 /// Ed25519 sends 33 bytes; the bound only keeps garbage small.
 pub const MAX_PARTY_MESSAGE_BYTES: usize = 64;
 
-/// A peer and the addresses it listens on, as told by peer exchange.
+/// What one peer says of another (or of itself): where it listens, its
+/// library, and whether it is gone. Hearsay until the receiver checks it
+/// with that peer (docs/PROTOCOL.md "Membership").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerAddr {
+pub struct PeerRecord {
     pub peer_id: String,
-    pub addrs: Vec<std::net::SocketAddr>,
+    pub addr: std::net::SocketAddr,
+    /// The subject's own record version ([`Hello::record_version`]); a
+    /// record with a higher version replaces one with a lower.
+    pub version: u64,
+    /// [`games_digest`] of the subject's game list at `version`.
+    pub library_digest: Hash,
+    /// The sender found the subject gone (it left, or stopped answering).
+    pub gone: bool,
 }
 
-/// Most peers one `Peers` answer lists: far above any LAN party, and a
+/// Most records one `Peers` answer lists: far above any LAN party, and a
 /// bound on what a lying peer can make us dial.
 pub const MAX_EXCHANGED_PEERS: usize = 256;
+/// Most records one `Gossip` request carries.
+pub const MAX_GOSSIP_RECORDS: usize = 64;
 
 /// What the catalog shows of one game version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +164,21 @@ pub fn games_digest(games: &[GameSummary]) -> Hash {
         hasher.update(game_id.as_bytes());
         hasher.update(&version_id.0);
         hasher.update(&[u8::from(complete)]);
+    }
+    Hash::from(hasher.finalize())
+}
+
+/// The digest of a set of peer records, as `GetPeers` compares it: it depends
+/// only on the set of (peer id, version) of the records present (not gone),
+/// so two peers that see the same peers at the same versions agree on it
+/// whatever their order.
+pub fn members_digest<'a>(present: impl IntoIterator<Item = (&'a str, u64)>) -> Hash {
+    let set: std::collections::BTreeSet<(&str, u64)> = present.into_iter().collect();
+    let mut hasher = blake3::Hasher::new_derive_key("lanspread members digest v1");
+    for (peer_id, version) in set {
+        hasher.update(&(peer_id.len() as u64).to_le_bytes());
+        hasher.update(peer_id.as_bytes());
+        hasher.update(&version.to_le_bytes());
     }
     Hash::from(hasher.finalize())
 }
@@ -250,16 +280,19 @@ pub enum Request {
     GetHaveSet {
         version_id: VersionId,
     },
-    /// The sender's library changed; its new digest ([`games_digest`]).
-    LibraryChanged {
-        library_digest: Hash,
-    },
+    /// Peer records the sender learnt since it last told us: a new peer, a
+    /// changed library, a peer gone. Answered `Ok`.
+    Gossip(Vec<PeerRecord>),
     Goodbye,
     Ping {
         nonce: u64,
     },
-    /// Peer exchange: which peers the server knows, with their addresses.
-    GetPeers,
+    /// Peer exchange: the records of every peer the server finds present
+    /// (itself included), unless [`members_digest`] of them is `digest`,
+    /// the client's own: then an empty answer.
+    GetPeers {
+        digest: Hash,
+    },
     /// With a party key: the client's key confirmation, the second request
     /// of a connection; nothing else is served before it is accepted.
     PartyConfirm {
@@ -297,7 +330,7 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
-    Peers(Vec<PeerAddr>),
+    Peers(Vec<PeerRecord>),
 }
 
 /// Why bytes are not a valid frame.
@@ -320,7 +353,7 @@ mod kind {
     pub const GET_PIECES: u8 = 4;
     pub const GET_THUMBNAIL: u8 = 5;
     pub const GET_HAVE_SET: u8 = 6;
-    pub const LIBRARY_CHANGED: u8 = 7;
+    pub const GOSSIP: u8 = 7;
     pub const GOODBYE: u8 = 8;
     pub const PING: u8 = 9;
     pub const GET_PEERS: u8 = 10;
@@ -449,12 +482,10 @@ impl Request {
             }
             Request::GetThumbnail { hash } => frame(kind::GET_THUMBNAIL, hash),
             Request::GetHaveSet { version_id } => frame(kind::GET_HAVE_SET, version_id),
-            Request::LibraryChanged { library_digest } => {
-                frame(kind::LIBRARY_CHANGED, library_digest)
-            }
+            Request::Gossip(records) => frame(kind::GOSSIP, records),
             Request::Goodbye => frame(kind::GOODBYE, &()),
             Request::Ping { nonce } => frame(kind::PING, nonce),
-            Request::GetPeers => frame(kind::GET_PEERS, &()),
+            Request::GetPeers { digest } => frame(kind::GET_PEERS, digest),
             Request::PartyConfirm { confirmation } => frame(kind::PARTY_CONFIRM, confirmation),
         }
     }
@@ -493,9 +524,16 @@ impl Request {
             kind::GET_HAVE_SET => Request::GetHaveSet {
                 version_id: body("GetHaveSet", bytes)?,
             },
-            kind::LIBRARY_CHANGED => Request::LibraryChanged {
-                library_digest: body("LibraryChanged", bytes)?,
-            },
+            kind::GOSSIP => {
+                let records: Vec<PeerRecord> = body("Gossip", bytes)?;
+                if records.len() > MAX_GOSSIP_RECORDS {
+                    return Err(DecodeError::Malformed {
+                        kind: "Gossip",
+                        reason: format!("{} records (at most {MAX_GOSSIP_RECORDS})", records.len()),
+                    });
+                }
+                Request::Gossip(records)
+            }
             kind::GOODBYE => {
                 body::<()>("Goodbye", bytes)?;
                 Request::Goodbye
@@ -503,10 +541,9 @@ impl Request {
             kind::PING => Request::Ping {
                 nonce: body("Ping", bytes)?,
             },
-            kind::GET_PEERS => {
-                body::<()>("GetPeers", bytes)?;
-                Request::GetPeers
-            }
+            kind::GET_PEERS => Request::GetPeers {
+                digest: body("GetPeers", bytes)?,
+            },
             kind::PARTY_CONFIRM => Request::PartyConfirm {
                 confirmation: body("PartyConfirm", bytes)?,
             },
@@ -587,7 +624,7 @@ impl Response {
                 Response::Error { code, message }
             }
             kind::R_PEERS => {
-                let peers: Vec<PeerAddr> = body("Peers", bytes)?;
+                let peers: Vec<PeerRecord> = body("Peers", bytes)?;
                 if peers.len() > MAX_EXCHANGED_PEERS {
                     return Err(DecodeError::Malformed {
                         kind: "Peers",
@@ -624,6 +661,7 @@ mod tests {
             )),
             proptest::option::of(hash()),
             any::<u16>(),
+            any::<u64>(),
         )
             .prop_map(
                 |(
@@ -634,6 +672,7 @@ mod tests {
                     party_message,
                     party_confirmation,
                     listen_port,
+                    record_version,
                 )| {
                     Hello {
                         protocol_version,
@@ -643,7 +682,28 @@ mod tests {
                         party_message,
                         party_confirmation,
                         listen_port,
+                        record_version,
                     }
+                },
+            )
+    }
+
+    fn record() -> impl Strategy<Value = PeerRecord> {
+        (
+            "[a-z2-7]{26}",
+            any::<[u8; 4]>(),
+            any::<u16>(),
+            any::<u64>(),
+            hash(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(peer_id, ip, port, version, library_digest, gone)| PeerRecord {
+                    peer_id,
+                    addr: std::net::SocketAddr::from((ip, port)),
+                    version,
+                    library_digest,
+                    gone,
                 },
             )
     }
@@ -660,10 +720,10 @@ mod tests {
                 .prop_map(|(version_id, pieces)| Request::GetPieces { version_id, pieces }),
             hash().prop_map(|hash| Request::GetThumbnail { hash }),
             hash().prop_map(|version_id| Request::GetHaveSet { version_id }),
-            hash().prop_map(|library_digest| Request::LibraryChanged { library_digest }),
+            proptest::collection::vec(record(), 0..4).prop_map(Request::Gossip),
             Just(Request::Goodbye),
             any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
-            Just(Request::GetPeers),
+            hash().prop_map(|digest| Request::GetPeers { digest }),
             hash().prop_map(|confirmation| Request::PartyConfirm { confirmation }),
         ]
     }
@@ -724,16 +784,7 @@ mod tests {
             Just(Response::Ok),
             any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
             (codes, ".{0,20}").prop_map(|(code, message)| Response::Error { code, message }),
-            proptest::collection::vec(
-                ("[a-z2-7]{26}", any::<[u8; 4]>(), any::<u16>()).prop_map(|(peer_id, ip, port)| {
-                    PeerAddr {
-                        peer_id,
-                        addrs: vec![std::net::SocketAddr::from((ip, port))],
-                    }
-                }),
-                0..4
-            )
-            .prop_map(Response::Peers),
+            proptest::collection::vec(record(), 0..4).prop_map(Response::Peers),
         ]
     }
 
@@ -809,6 +860,7 @@ mod tests {
             party_message: None,
             party_confirmation: None,
             listen_port: 1,
+            record_version: 0,
         };
         let long = "Ж".repeat(56);
         let fitted = hello(truncate_display_name(&long));
@@ -839,6 +891,7 @@ mod tests {
             party_message: Some(vec![0x41; len]),
             party_confirmation: Some(Hash([1; 32])),
             listen_port: 1,
+            record_version: 0,
         };
         let fits = Request::Hello(hello(MAX_PARTY_MESSAGE_BYTES)).encode();
         assert!(matches!(Request::decode(&fits), Ok(Some(_))));

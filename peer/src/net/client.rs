@@ -74,6 +74,8 @@ pub struct ClientHello<'a> {
     pub identity: &'a Identity,
     pub display_name: String,
     pub library_digest: Hash,
+    /// Our record's version (`Hello::record_version`).
+    pub record_version: u64,
     pub party_key: Option<[u8; 32]>,
     /// The port our own server listens on.
     pub listen_port: u16,
@@ -150,6 +152,7 @@ pub async fn connect(
         party_message,
         party_confirmation: None,
         listen_port: ours.listen_port,
+        record_version: ours.record_version,
     };
     let theirs = match request(&connection, &Request::Hello(hello)).await {
         Ok(Response::Hello(theirs)) => theirs,

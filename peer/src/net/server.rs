@@ -123,6 +123,7 @@ impl ServerState {
             party_message: None,
             party_confirmation: None,
             listen_port: self.listen_port,
+            record_version: self.directory.own().version,
         }
     }
 
@@ -318,26 +319,33 @@ async fn serve_connection(
         );
         return;
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&connection, &peer, &state)).await {
-        Ok(Ok(listen_port)) => {
-            // Dial back: we learn its games, and can tell others about it.
+    let listen = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(&connection, &peer, &state),
+    )
+    .await
+    {
+        Ok(Ok(hello)) => {
+            // What it says of itself, proven by its certificate: a peer new
+            // to us is dialled back (we learn its games, and tell others).
             // Port 0: a client that serves nothing (a script, a benchmark).
-            if listen_port != 0 {
-                let addr = std::net::SocketAddr::new(remote.ip(), listen_port);
-                state
-                    .directory
-                    .add_candidate(addr, Some(peer.clone()), Source::Incoming);
-            }
+            let addr = (hello.listen_port != 0)
+                .then(|| std::net::SocketAddr::new(remote.ip(), hello.listen_port));
+            state
+                .directory
+                .hello_from(&peer, addr, hello.record_version, hello.library_digest);
+            addr
         }
         Ok(Err((code, reason))) => return close(code, &reason),
         Err(_) => return close(close_code::HANDSHAKE_FAILED, "handshake timed out"),
-    }
+    };
     tracing::debug!(%remote, %peer, "peer connected");
     while let Ok((send, recv)) = connection.accept_bi().await {
         let (connection, peer, state) = (connection.clone(), peer.clone(), state.clone());
         let source = Requester {
             peer,
             ip: remote.ip().to_canonical(),
+            listen,
         };
         tasks.spawn(serve_stream(
             connection,
@@ -357,7 +365,7 @@ async fn handshake(
     connection: &Connection,
     peer: &PeerId,
     state: &ServerState,
-) -> Result<u16, (u32, String)> {
+) -> Result<Hello, (u32, String)> {
     let (mut send, request) = handshake_request(connection).await?;
     let hello = match request {
         Request::Hello(hello) if hello.protocol_version != PROTOCOL_VERSION => Err(refuse(
@@ -414,7 +422,7 @@ async fn handshake(
     if let Some(expected) = expected {
         confirm_party(connection, expected).await?;
     }
-    Ok(hello.listen_port)
+    Ok(hello)
 }
 
 /// The next stream of a connection still in its handshake, and its one
@@ -484,6 +492,9 @@ async fn send_refusal(mut send: SendStream, (frame, close): Refusal) -> (u32, St
 struct Requester {
     peer: PeerId,
     ip: IpAddr,
+    /// Where it listens: its IP and the port its hello gave (`None`: it
+    /// serves nothing).
+    listen: Option<std::net::SocketAddr>,
 }
 
 // Long on purpose: one match arm per request kind, each a few lines;
@@ -567,9 +578,10 @@ async fn serve_stream(
             }
             None => reply_unknown_version(&mut send, &version_id).await,
         },
-        Request::LibraryChanged { library_digest } => {
-            tracing::debug!(%peer, %library_digest, "peer library changed");
-            state.directory.library_changed(peer, &library_digest);
+        Request::Gossip(records) => {
+            // Its own record carries the address we see it at.
+            let from = source.listen.map(|at| (peer, at));
+            state.directory.observe(records, from, Source::Exchange);
             reply(&mut send, Response::Ok).await
         }
         Request::Goodbye => {
@@ -579,10 +591,8 @@ async fn serve_stream(
             Ok(())
         }
         Request::Ping { nonce } => reply(&mut send, Response::Pong { nonce }).await,
-        Request::GetPeers => {
-            let mut peers = state.directory.exchange_list();
-            peers.truncate(lanspread_proto::wire::MAX_EXCHANGED_PEERS);
-            reply(&mut send, Response::Peers(peers)).await
+        Request::GetPeers { digest } => {
+            reply(&mut send, Response::Peers(state.directory.members(&digest))).await
         }
     };
     match outcome {

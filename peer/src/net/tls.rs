@@ -25,9 +25,14 @@ pub const SERVER_NAME: &str = "lanspread.peer";
 /// keeps a few `GetPieces` in flight per source, plus catalog requests.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 /// A connection with no traffic (keep-alives included) for this long is dead.
-/// Keep-alives every 1 s make this a liveness check of its own.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// The side that dialled sends a keep-alive after this long without sending
+/// (the other side's acknowledgement proves it is there, and the keep-alive
+/// proves the dialler is); the listening side sends none, so a held idle
+/// connection costs two small packets per interval. Liveness declares a
+/// watched connection dead after two missed answers
+/// (`liveness::WATCH_LOST_AFTER`).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// The RTT assumed before the first measurement. QUIC's default (333 ms) is
 /// for the internet; a LAN answers within milliseconds. It also sets how long
 /// a closed connection drains (3 probe timeouts, ~1 s per 333 ms): with the
@@ -45,8 +50,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Transport settings for a LAN. Every value is per connection.
-pub fn transport_config() -> quinn::TransportConfig {
+/// Transport settings for a LAN, for the side that dials (`keep_alive`) or
+/// listens. Every value is per connection.
+pub fn transport_config(keep_alive: bool) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     // A LAN has ~0.2-1 ms RTT; at 10 Gbit/s that is ~1.25 MB in flight. 16 MiB
     // per stream and 64 MiB per connection keep several pieces in flight per
@@ -57,7 +63,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     transport.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
     transport.max_concurrent_uni_streams(0u32.into());
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("fits")));
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.keep_alive_interval(keep_alive.then_some(KEEP_ALIVE));
     transport.initial_rtt(INITIAL_RTT);
     // MTU discovery up to 1452 bytes: a 1500-byte Ethernet frame minus IPv6
     // and UDP headers. Jumbo-frame LANs are rare at parties and a larger
@@ -82,7 +88,7 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, rustls:
     let quic =
         QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(false)));
     Ok(config)
 }
 
@@ -113,7 +119,7 @@ pub fn client_config(
     let quic =
         QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(true)));
     Ok(config)
 }
 

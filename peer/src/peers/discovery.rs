@@ -10,9 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
+use lanspread_proto::wire::{games_digest, PeerRecord};
+use lanspread_proto::Hash;
+use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
 
-use super::PeerDirectory;
+use super::{OwnRecord, PeerDirectory};
 use crate::events::Source;
 use crate::net::identity::PeerId;
 use crate::supervisor::ServiceContext;
@@ -124,60 +126,104 @@ async fn serve(
         }
     }
     let our_id = discovery.directory.our_id().to_string();
-    let properties = [
-        ("id", our_id.as_str()),
-        ("proto", &lanspread_proto::PROTOCOL_VERSION.to_string()),
-        ("name", discovery.display_name.as_str()),
-    ];
-    let host = format!("{our_id}.local.");
-    let info = ServiceInfo::new(
-        SERVICE_TYPE,
-        &our_id,
-        &host,
-        "",
-        discovery.listen_port,
-        &properties[..],
-    )
-    .context("cannot describe our mDNS service")?
-    .enable_addr_auto();
-    daemon.register(info).context("cannot announce over mDNS")?;
+    let mut own = discovery.directory.watch_own();
+    let describe = |record: OwnRecord| {
+        let properties = [
+            ("id", our_id.clone()),
+            ("proto", lanspread_proto::PROTOCOL_VERSION.to_string()),
+            ("name", discovery.display_name.clone()),
+            ("ver", record.version.to_string()),
+            ("lib", record.digest.to_hex()),
+        ];
+        let host = format!("{our_id}.local.");
+        ServiceInfo::new(
+            SERVICE_TYPE,
+            &our_id,
+            &host,
+            "",
+            discovery.listen_port,
+            &properties[..],
+        )
+        .context("cannot describe our mDNS service")
+        .map(ServiceInfo::enable_addr_auto)
+    };
+    let record = *own.borrow_and_update();
+    daemon
+        .register(describe(record)?)
+        .context("cannot announce over mDNS")?;
     let browse = daemon.browse(SERVICE_TYPE).context("cannot browse mDNS")?;
     loop {
         tokio::select! {
             biased;
             _ = ctx.token().cancelled() => return Ok(()),
+            changed = own.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the peer directory went away");
+                }
+                // Our library changed: announce the new record (the same
+                // name, new TXT), so every peer on the LAN hears it at once.
+                let record = *own.borrow_and_update();
+                daemon.register(describe(record)?).context("cannot announce over mDNS")?;
+            }
             event = browse.recv_async() => {
                 let event = event.context("the mDNS daemon stopped")?;
                 ctx.heartbeat();
-                if let ServiceEvent::ServiceResolved(service) = event {
-                    let id = service.txt_properties.get_property_val_str("id");
-                    let proto = service.txt_properties.get_property_val_str("proto");
-                    let Some(peer_id) = id.and_then(PeerId::parse) else { continue };
-                    if peer_id.as_str() == our_id {
-                        continue;
-                    }
-                    if proto != Some(lanspread_proto::PROTOCOL_VERSION.to_string().as_str()) {
-                        tracing::info!(peer = %peer_id, ?proto, "peer speaks another protocol version");
-                        // Shown in our lists: no longer than a name we take in a Hello.
-                        let name = service
-                            .txt_properties
-                            .get_property_val_str("name")
-                            .map(lanspread_proto::wire::truncate_display_name);
-                        if let Some(ip) = service.addresses.iter().next() {
-                            let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
-                            discovery.directory.mark_incompatible(peer_id, addr, name);
+                match event {
+                    ServiceEvent::ServiceResolved(service) => found(discovery, &our_id, &service),
+                    ServiceEvent::ServiceRemoved(_, fullname) => {
+                        // A goodbye (TTL 0): the peer is leaving.
+                        let id = fullname.strip_suffix(SERVICE_TYPE).and_then(|n| n.strip_suffix('.'));
+                        if let Some(peer_id) = id.and_then(PeerId::parse) {
+                            tracing::debug!(peer = %peer_id, "mDNS goodbye");
+                            discovery.directory.goodbye_from(&peer_id);
                         }
-                        continue;
                     }
-                    for ip in &service.addresses {
-                        let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
-                        tracing::debug!(peer = %peer_id, %addr, "found by mDNS");
-                        discovery.directory.add_candidate(addr, Some(peer_id.clone()), Source::Mdns);
-                    }
+                    _ => {}
                 }
             }
         }
     }
+}
+
+/// A peer's mDNS announcement: its record, to check like any other.
+fn found(discovery: &Discovery, our_id: &str, service: &ResolvedService) {
+    let txt = |key: &str| service.txt_properties.get_property_val_str(key);
+    let Some(peer_id) = txt("id").and_then(PeerId::parse) else {
+        return;
+    };
+    if peer_id.as_str() == our_id {
+        return;
+    }
+    if txt("proto") != Some(lanspread_proto::PROTOCOL_VERSION.to_string().as_str()) {
+        tracing::info!(peer = %peer_id, proto = ?txt("proto"), "peer speaks another protocol version");
+        // Shown in our lists: no longer than a name we take in a Hello.
+        let name = txt("name").map(lanspread_proto::wire::truncate_display_name);
+        if let Some(ip) = service.addresses.iter().next() {
+            let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
+            discovery.directory.mark_incompatible(peer_id, addr, name);
+        }
+        return;
+    }
+    let version = txt("ver").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let library_digest = txt("lib")
+        .and_then(Hash::from_hex)
+        .unwrap_or_else(|| games_digest(&[]));
+    let records = service
+        .addresses
+        .iter()
+        .map(|ip| {
+            let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
+            tracing::debug!(peer = %peer_id, %addr, version, "found by mDNS");
+            PeerRecord {
+                peer_id: peer_id.to_string(),
+                addr,
+                version,
+                library_digest,
+                gone: false,
+            }
+        })
+        .collect();
+    discovery.directory.observe(records, None, Source::Mdns);
 }
 
 #[cfg(test)]

@@ -1,20 +1,24 @@
-//! The liveness service: dials known addresses, pings connected peers,
-//! declares silent ones lost, lists games, exchanges peers, and keeps the
-//! catalog current. Policy `Restart`: all state lives in the directory, so a
-//! restart only re-dials.
+//! The liveness service: the control plane's loop. It dials addresses it
+//! is told of to check who is there, holds connections to the few peers it
+//! watches (ring neighbours, `membership.rs`) and to those a download or a
+//! picture wants, finds dead connections, checks rumours, passes news
+//! (gossip) to the peers it watches, lists games when a library digest
+//! changes, and keeps the catalog current. Policy `Restart`: all state
+//! lives in the directory, so a restart only re-dials.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanspread_proto::wire::{PeerAddr, Request, Response};
-use lanspread_proto::GameSummary;
+use lanspread_proto::wire::{games_digest, PeerRecord, Request, Response, MAX_GOSSIP_RECORDS};
+use lanspread_proto::{GameSummary, Hash};
 use quinn::Endpoint;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
 use super::catalog::build_catalog;
-use super::{PeerDirectory, RemotePeer, LOST_REDIAL_FOR};
+use super::membership::watch_targets;
+use super::{PeerDirectory, RemotePeer, LOST_REDIAL_FOR, REDIAL_MAX};
 use crate::events::{PeerEvent, PeerInfo, PeerState, Source};
 use crate::library::monitor::Library;
 use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
@@ -24,16 +28,24 @@ use crate::supervisor::ServiceContext;
 
 /// How often the loop looks at the table.
 const TICK: Duration = Duration::from_millis(250);
-/// Ping interval per connected peer.
-const PING_EVERY: Duration = Duration::from_secs(1);
-/// A failed or lost address is dialled again after this.
+/// An address we were told of is dialled again after this.
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
-/// Peer exchange interval.
-const EXCHANGE_EVERY: Duration = Duration::from_secs(3);
 /// Time allowed for one dial (QUIC + Hello + game list).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default for `lost_after`: a peer silent this long is lost. Pings go out
-/// every second, so this is three missed answers.
+/// Time allowed for a dial that checks whether a peer is still there (its
+/// connection died, or another peer says it is gone). A LAN answers within
+/// milliseconds; a loaded peer within this.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection to a peer we watch, and that nothing else uses, is dead
+/// after this long without a datagram. The client side sends keep-alives
+/// every `tls::KEEP_ALIVE`, so this is two missed answers.
+pub const WATCH_LOST_AFTER: Duration = Duration::from_secs(4);
+/// Peer exchange with one watched peer this often. In sync, only a digest
+/// crosses.
+const SYNC_EVERY: Duration = Duration::from_secs(30);
+/// Default for `lost_after`: a connection a download (or a picture fetch)
+/// uses is dead after this long without a datagram. A download keeps asking
+/// its sources, so silence means the source is gone.
 pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(3);
 
 /// What the liveness loop needs.
@@ -42,7 +54,7 @@ pub struct Liveness {
     pub endpoint: Endpoint,
     pub identity: Arc<Identity>,
     pub library: Arc<Library>,
-    /// What we offer: its digest goes with every library-changed notice.
+    /// What we offer: its digest is our record's.
     pub offer: Arc<Offer>,
     pub display_name: String,
     pub party_key: Option<[u8; 32]>,
@@ -50,23 +62,33 @@ pub struct Liveness {
     pub lost_after: Duration,
 }
 
+/// What a dial is for.
+#[derive(Debug, Clone)]
+enum Target {
+    /// An address we were told of: who is there?
+    Address,
+    /// A peer we know: connect, check it is still there, or find it again.
+    Peer(PeerId),
+}
+
 enum Outcome {
     Dialed {
         addr: SocketAddr,
-        result: Result<(PeerConnection, Vec<GameSummary>), ConnectError>,
+        target: Target,
+        result: Result<(PeerConnection, Option<Vec<GameSummary>>), ConnectError>,
         /// Dropped once the result is handled, so the address is not dialled
         /// again between the dial's end and its bookkeeping.
         in_flight: InFlight,
-    },
-    Pinged {
-        peer: PeerId,
-        ok: bool,
     },
     Listed {
         peer: PeerId,
         games: Option<Vec<GameSummary>>,
     },
-    Exchanged(Vec<PeerAddr>),
+    Synced {
+        from: PeerId,
+        addr: SocketAddr,
+        records: Vec<PeerRecord>,
+    },
     Told,
 }
 
@@ -75,44 +97,39 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
     let mut library = live.library.subscribe();
     library.mark_changed();
     let mut tick = tokio::time::interval(TICK);
-    let mut last_ping = Instant::now();
-    let mut last_exchange = Instant::now();
+    let mut last_sync: Option<Instant> = None;
+    let mut synced = 0usize;
     loop {
         tokio::select! {
             biased;
             _ = ctx.token().cancelled() => return Ok(()),
             Some(done) = tasks.join_next() => {
                 if let Ok(outcome) = done {
-                    live.handle_outcome(outcome, &mut tasks);
+                    live.handle_outcome(outcome);
                 }
             }
             changed = library.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the library went away");
                 }
-                // Our offer changed: tell every connected peer.
                 library.borrow_and_update();
-                let digest = live.offer.digest();
-                for (_, conn) in live.directory.connected() {
-                    tasks.spawn(async move {
-                        let _ = timeout(DIAL_TIMEOUT, conn.request(&Request::LibraryChanged { library_digest: digest })).await;
-                        Outcome::Told
-                    });
-                }
+                // Our offer changed: a new version of our record, told to
+                // the peers we watch (and announced by mDNS).
+                live.directory.set_own_digest(live.offer.digest());
                 live.directory.lock().catalog_dirty = true;
             }
             _ = tick.tick() => {
                 ctx.heartbeat();
+                live.check_connections();
+                live.update_watch();
                 live.dial_due(&mut tasks);
-                live.check_lost();
                 live.refresh_flagged(&mut tasks);
-                if last_ping.elapsed() >= PING_EVERY {
-                    last_ping = Instant::now();
-                    live.ping_all(&mut tasks);
-                }
-                if last_exchange.elapsed() >= EXCHANGE_EVERY {
-                    last_exchange = Instant::now();
-                    live.exchange(&mut tasks);
+                live.send_outbox(&mut tasks);
+                if last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY)
+                    && live.sync(&mut tasks, synced)
+                {
+                    last_sync = Some(Instant::now());
+                    synced += 1;
                 }
                 live.publish_catalog();
             }
@@ -122,10 +139,12 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
 
 impl Liveness {
     fn hello(&self) -> ClientHello<'_> {
+        let own = self.directory.own();
         ClientHello {
             identity: &self.identity,
             display_name: self.display_name.clone(),
-            library_digest: self.offer.digest(),
+            library_digest: own.digest,
+            record_version: own.version,
             party_key: self.party_key,
             listen_port: self.listen_port,
         }
@@ -136,65 +155,94 @@ impl Liveness {
         let mut due = Vec::new();
         {
             let mut table = self.directory.lock();
-            // Lost peers are dialled again at the address we knew.
-            // Lost peers are dialled again at the address we knew, for
-            // `LOST_REDIAL_FOR`.
-            let lost: Vec<(SocketAddr, PeerId)> = table
-                .peers
-                .iter()
-                .filter(|(_, p)| p.info.state == PeerState::Lost)
-                .filter(|(_, p)| now.duration_since(p.last_ok) < LOST_REDIAL_FOR)
-                .filter_map(|(id, p)| Some((p.info.addr?, id.clone())))
-                .collect();
-            for (addr, id) in lost {
-                table.candidates.entry(addr).or_insert_with(|| {
-                    let mut candidate = super::Candidate::new(Some(id), Source::Exchange);
-                    candidate.last_attempt = Some(now);
-                    candidate
+            let table = &mut *table;
+            table.forget_old_lost();
+            // Peers we know: connect to those that need it, dial lost ones
+            // again on their schedule.
+            for (id, p) in table.peers.iter_mut() {
+                let Some(addr) = p.info.addr else { continue };
+                if table.dialing.contains(id) {
+                    continue;
+                }
+                let dial = match p.info.state {
+                    PeerState::Connected => p.connection.is_none() && p.needs_connection(now),
+                    PeerState::Lost => match p.redial {
+                        Some((at, wait)) if now >= at => {
+                            let next = (wait * 2).min(REDIAL_MAX);
+                            p.redial = (now.duration_since(p.last_ok) < LOST_REDIAL_FOR)
+                                .then_some((now + next, next));
+                            true
+                        }
+                        _ => false,
+                    },
+                    PeerState::Incompatible => false,
+                };
+                if !dial {
+                    continue;
+                }
+                let checking = p.suspect.is_some() || p.info.state == PeerState::Lost;
+                table.dialing.insert(id.clone());
+                due.push(Dial {
+                    addr,
+                    expected: Some(id.clone()),
+                    target: Target::Peer(id.clone()),
+                    within: if checking {
+                        PROBE_TIMEOUT
+                    } else {
+                        DIAL_TIMEOUT
+                    },
+                    held: games_digest(&p.games),
                 });
             }
-            table.forget_old_lost();
-            let connected: Vec<SocketAddr> = table
-                .peers
+            // Addresses we were told of: who is there? Not those of peers
+            // we know there (dialled above).
+            let peers = &table.peers;
+            let at_known: Vec<SocketAddr> = peers
                 .values()
-                .filter(|p| p.info.state == PeerState::Connected)
+                .filter(|p| p.info.state != PeerState::Lost)
                 .filter_map(|p| p.info.addr)
-                .collect();
-            let connected_ids: Vec<PeerId> = table
-                .peers
-                .iter()
-                .filter(|(_, p)| p.info.state == PeerState::Connected)
-                .map(|(id, _)| id.clone())
                 .collect();
             for (addr, candidate) in table.candidates.iter_mut() {
                 let busy = candidate.in_flight || candidate.is_self;
                 let recent = candidate
                     .last_attempt
                     .is_some_and(|t| now.duration_since(t) < REDIAL_AFTER);
-                let known = connected.contains(addr)
-                    || candidate
-                        .expected
-                        .as_ref()
-                        .is_some_and(|id| connected_ids.contains(id));
+                let known = match candidate.expected.as_ref().and_then(|id| peers.get(id)) {
+                    Some(p) => p.info.state != PeerState::Lost || p.info.addr == Some(*addr),
+                    None => at_known.contains(addr),
+                };
                 if busy || recent || known {
                     continue;
                 }
                 candidate.in_flight = true;
                 candidate.last_attempt = Some(now);
-                due.push((*addr, candidate.expected.clone()));
+                let held = candidate
+                    .expected
+                    .as_ref()
+                    .and_then(|id| peers.get(id))
+                    .map_or_else(|| games_digest(&[]), |p| games_digest(&p.games));
+                due.push(Dial {
+                    addr: *addr,
+                    expected: candidate.expected.clone(),
+                    target: Target::Address,
+                    within: DIAL_TIMEOUT,
+                    held,
+                });
             }
         }
-        for (addr, expected) in due {
+        for dial in due {
             let live = self.clone();
             // Made outside the table lock: its drop takes that lock.
             let in_flight = InFlight {
                 directory: self.directory.clone(),
-                addr,
+                addr: dial.addr,
+                target: dial.target.clone(),
             };
             tasks.spawn(async move {
-                let result = live.dial(addr, expected).await;
+                let result = live.dial(&dial).await;
                 Outcome::Dialed {
-                    addr,
+                    addr: dial.addr,
+                    target: dial.target,
                     result,
                     in_flight,
                 }
@@ -202,17 +250,24 @@ impl Liveness {
         }
     }
 
+    /// Connect, and list its games unless its hello announces the digest
+    /// of the list we hold.
     async fn dial(
         &self,
-        addr: SocketAddr,
-        expected: Option<PeerId>,
-    ) -> Result<(PeerConnection, Vec<GameSummary>), ConnectError> {
+        dial: &Dial,
+    ) -> Result<(PeerConnection, Option<Vec<GameSummary>>), ConnectError> {
+        let addr = dial.addr;
         let attempt = async {
-            let conn = connect(&self.endpoint, addr, expected, self.hello()).await?;
-            let games = list_games(&conn).await.unwrap_or_default();
+            let conn = connect(&self.endpoint, addr, dial.expected.clone(), self.hello()).await?;
+            // A list that fails is asked for once more by `refresh_flagged`.
+            let games = if conn.hello.library_digest == dial.held {
+                None
+            } else {
+                list_games(&conn).await
+            };
             Ok((conn, games))
         };
-        timeout(DIAL_TIMEOUT, attempt).await.unwrap_or_else(|_| {
+        timeout(dial.within, attempt).await.unwrap_or_else(|_| {
             Err(ConnectError::Unreachable {
                 addr,
                 reason: "timed out".into(),
@@ -220,62 +275,43 @@ impl Liveness {
         })
     }
 
-    fn handle_outcome(&self, outcome: Outcome, tasks: &mut JoinSet<Outcome>) {
+    fn handle_outcome(&self, outcome: Outcome) {
         match outcome {
             Outcome::Dialed {
                 addr,
+                target,
                 result,
                 in_flight,
             } => {
-                let connected = self.handle_dialed(addr, result);
+                self.handle_dialed(addr, &target, result);
                 // After the table lock above is released: this takes it.
                 drop(in_flight);
-                if let Some(conn) = connected {
-                    // It may have listed our games before we finished
-                    // indexing and before this connection could tell it of
-                    // the change: tell it now, so it lists us again.
-                    let digest = self.offer.digest();
-                    tasks.spawn(async move {
-                        let notice = Request::LibraryChanged {
-                            library_digest: digest,
-                        };
-                        let _ = timeout(DIAL_TIMEOUT, conn.request(&notice)).await;
-                        Outcome::Told
-                    });
-                }
-            }
-            Outcome::Pinged { peer, ok } => {
-                if ok {
-                    let mut table = self.directory.lock();
-                    if let Some(p) = table.peers.get_mut(&peer) {
-                        p.last_ok = Instant::now();
-                        p.info.rtt_ms = p
-                            .connection
-                            .as_ref()
-                            .map(|c| c.connection.rtt().as_secs_f64() * 1000.0);
-                    }
-                }
             }
             Outcome::Listed { peer, games } => {
-                if let Some(games) = games {
-                    let mut table = self.directory.lock();
-                    if let Some(p) = table.peers.get_mut(&peer) {
-                        p.info.games = games.len();
-                        p.games = games;
-                        table.catalog_dirty = true;
+                let Some(games) = games else {
+                    // Not asked again before its next announcement.
+                    tracing::debug!(%peer, "it did not list its games");
+                    return;
+                };
+                let mut table = self.directory.lock();
+                let table = &mut *table;
+                if let Some(p) = table.peers.get_mut(&peer) {
+                    p.info.games = games.len();
+                    p.games = games;
+                    p.refresh = games_digest(&p.games) != p.announced;
+                    table.catalog_dirty = true;
+                    if let Some(record) = p.record() {
+                        table.outbox.push((record, None));
                     }
                 }
             }
-            Outcome::Exchanged(peers) => {
-                for peer in peers {
-                    let Some(id) = PeerId::parse(&peer.peer_id) else {
-                        continue;
-                    };
-                    for addr in peer.addrs.into_iter().take(4) {
-                        self.directory
-                            .add_candidate(addr, Some(id.clone()), Source::Exchange);
-                    }
-                }
+            Outcome::Synced {
+                from,
+                addr,
+                records,
+            } => {
+                self.directory
+                    .observe(records, Some((&from, addr)), Source::Exchange);
             }
             Outcome::Told => {}
         }
@@ -284,128 +320,177 @@ impl Liveness {
     fn handle_dialed(
         &self,
         addr: SocketAddr,
-        result: Result<(PeerConnection, Vec<GameSummary>), ConnectError>,
-    ) -> Option<PeerConnection> {
-        let mut table = self.directory.lock();
-        let source = table.candidates.get(&addr).map(|c| c.source);
-        let candidate = table.candidates.get_mut(&addr)?;
+        target: &Target,
+        result: Result<(PeerConnection, Option<Vec<GameSummary>>), ConnectError>,
+    ) {
         let (conn, games) = match result {
             Ok(ok) => ok,
-            Err(e) => {
-                tracing::debug!(%addr, "dial failed: {e}");
-                if matches!(e, ConnectError::IncompatibleVersion { .. }) {
-                    candidate.last_error = Some(e.to_string());
-                    if let Some(id) = candidate.expected.clone() {
-                        drop(table);
-                        self.directory.mark_incompatible(id, addr, None);
-                    }
-                    return None;
-                }
-                let wrong_peer = matches!(e, ConnectError::WrongPeer { .. });
-                table.handle_dial_failed(addr, e.to_string(), wrong_peer);
-                return None;
-            }
+            Err(e) => return self.handle_dial_failed(addr, target, e),
         };
+        let mut table = self.directory.lock();
+        let table = &mut *table;
         if conn.peer_id == *self.directory.our_id() {
-            candidate.is_self = true;
-            conn.connection.close(0u32.into(), b"that is us");
-            return None;
-        }
-        candidate.last_error = None;
-        candidate.failures = 0;
-        let peer_id = conn.peer_id.clone();
-        let info = PeerInfo {
-            peer_id: peer_id.clone(),
-            display_name: conn.hello.display_name.clone(),
-            addr: Some(addr),
-            state: PeerState::Connected,
-            rtt_ms: Some(conn.connection.rtt().as_secs_f64() * 1000.0),
-            games: games.len(),
-            source: source.unwrap_or(Source::Manual),
-            last_error: None,
-        };
-        if let Some(old) = table.peers.get(&peer_id) {
-            if old.info.state == PeerState::Connected && old.connection.is_some() {
-                // Already connected by another address: keep the first.
-                conn.connection.close(0u32.into(), b"duplicate");
-                return None;
+            if let Some(candidate) = table.candidates.get_mut(&addr) {
+                candidate.is_self = true;
             }
+            conn.connection.close(0u32.into(), b"that is us");
+            return;
         }
-        let kept = conn.clone();
-        table.peers.insert(
-            peer_id.clone(),
-            RemotePeer {
-                info: info.clone(),
-                connection: Some(conn),
-                games,
-                last_ok: Instant::now(),
-                rx_datagrams: 0,
-                refresh: false,
-            },
-        );
+        if let Some(candidate) = table.candidates.get_mut(&addr) {
+            candidate.last_error = None;
+            candidate.failures = 0;
+        }
+        let source = table.candidates.get(&addr).map(|c| c.source);
+        let peer_id = conn.peer_id.clone();
+        let now = Instant::now();
+        let hello = conn.hello.clone();
+        let rtt_ms = Some(conn.connection.rtt().as_secs_f64() * 1000.0);
+        let entry = table.peers.entry(peer_id.clone()).or_insert_with(|| {
+            let info = PeerInfo {
+                peer_id: peer_id.clone(),
+                display_name: String::new(),
+                addr: Some(addr),
+                state: PeerState::Lost,
+                rtt_ms,
+                games: 0,
+                source: source.unwrap_or(Source::Manual),
+                last_error: None,
+            };
+            RemotePeer::new(info, 0, games_digest(&[]))
+        });
+        if entry.present() && entry.connection.is_some() {
+            // Already connected by another address: keep the first.
+            conn.connection.close(0u32.into(), b"duplicate");
+            return;
+        }
+        let discovered = !entry.present();
+        entry.info.display_name = hello.display_name.clone();
+        entry.info.addr = Some(addr);
+        entry.info.state = PeerState::Connected;
+        entry.info.rtt_ms = rtt_ms;
+        entry.info.last_error = None;
+        if let Some(source) = source {
+            entry.info.source = source;
+        }
+        entry.connection = Some(conn);
+        entry.rx_datagrams = 0;
+        entry.last_ok = now;
+        entry.last_used = now;
+        entry.suspect = None;
+        entry.redial = None;
+        entry.version = entry.version.max(hello.record_version);
+        if hello.record_version >= entry.version {
+            entry.announced = hello.library_digest;
+        }
+        if let Some(games) = games {
+            entry.info.games = games.len();
+            entry.games = games;
+        }
+        entry.refresh = games_digest(&entry.games) != entry.announced;
+        let info = entry.info.clone();
+        let record = entry.record();
         table.catalog_dirty = true;
-        drop(table);
+        if !discovered {
+            return;
+        }
+        // News: pass it on once checked.
+        if let Some(record) = record {
+            table.outbox.push((record, None));
+        }
         tracing::info!(peer = %peer_id, %addr, name = %info.display_name, "peer discovered");
         self.directory
             .emit(PeerEvent::PeerDiscovered { peer: info });
-        Some(kept)
     }
 
-    fn check_lost(&self) {
-        let mut lost = Vec::new();
-        {
-            let mut table = self.directory.lock();
-            for (id, peer) in table.peers.iter_mut() {
-                if peer.info.state != PeerState::Connected {
-                    continue;
-                }
-                if let Some(conn) = &peer.connection {
-                    let rx = conn.connection.stats().udp_rx.datagrams;
-                    if rx != peer.rx_datagrams {
-                        peer.rx_datagrams = rx;
-                        peer.last_ok = Instant::now();
-                    }
-                }
-                let closed = peer
-                    .connection
-                    .as_ref()
-                    .and_then(|c| c.connection.close_reason());
-                let silent = peer.last_ok.elapsed() > self.lost_after;
-                if closed.is_none() && !silent {
-                    continue;
-                }
+    fn handle_dial_failed(&self, addr: SocketAddr, target: &Target, e: ConnectError) {
+        tracing::debug!(%addr, "dial failed: {e}");
+        let mut table = self.directory.lock();
+        if matches!(e, ConnectError::IncompatibleVersion { .. }) {
+            let expected = match target {
+                Target::Peer(id) => Some(id.clone()),
+                Target::Address => table.candidates.get(&addr).and_then(|c| c.expected.clone()),
+            };
+            if let Some(candidate) = table.candidates.get_mut(&addr) {
+                candidate.last_error = Some(e.to_string());
+            }
+            drop(table);
+            if let Some(id) = expected {
+                self.directory.mark_incompatible(id, addr, None);
+            }
+            return;
+        }
+        let wrong_peer = matches!(e, ConnectError::WrongPeer { .. });
+        table.handle_dial_failed(addr, e.to_string(), wrong_peer);
+        let Target::Peer(id) = target else { return };
+        let present = table.peers.get(id).is_some_and(RemotePeer::present);
+        drop(table);
+        if present {
+            // A peer we had present does not answer: gone.
+            self.directory.lose(id, &format!("stopped answering ({e})"));
+        }
+    }
+
+    /// Find dead connections (closed, or silent too long) and make their
+    /// peers suspect; close connections nothing needs any more.
+    fn check_connections(&self) {
+        let now = Instant::now();
+        let mut table = self.directory.lock();
+        for peer in table.peers.values_mut() {
+            if !peer.present() {
+                continue;
+            }
+            let Some(conn) = &peer.connection else {
+                continue;
+            };
+            let rx = conn.connection.stats().udp_rx.datagrams;
+            if rx != peer.rx_datagrams {
+                peer.rx_datagrams = rx;
+                peer.last_ok = now;
+            }
+            let limit = if peer.wanted(now) {
+                self.lost_after
+            } else {
+                WATCH_LOST_AFTER.max(self.lost_after)
+            };
+            let closed = conn.connection.close_reason();
+            let silent = now.duration_since(peer.last_ok) > limit;
+            if closed.is_some() || silent {
                 let reason = match closed {
                     Some(reason) => format!("connection closed: {reason}"),
-                    None => format!("no answer for {:?}", self.lost_after),
+                    None => format!("no answer for {limit:?}"),
                 };
-                peer.info.state = PeerState::Lost;
-                peer.info.last_error = Some(reason.clone());
-                peer.info.rtt_ms = None;
-                if let Some(conn) = peer.connection.take() {
-                    conn.connection.close(0u32.into(), b"lost");
-                }
-                lost.push((id.clone(), reason));
+                tracing::debug!(peer = %peer.info.peer_id, %reason, "checking whether it is still there");
+                conn.connection.close(0u32.into(), b"silent");
+                peer.connection = None;
+                peer.suspect = Some(reason);
+                continue;
             }
-            if !lost.is_empty() {
-                table.catalog_dirty = true;
+            if peer.wanted(now) {
+                peer.last_used = now;
             }
-        }
-        for (peer, reason) in lost {
-            tracing::info!(%peer, %reason, "peer lost");
-            self.directory.emit(PeerEvent::PeerLost {
-                peer_id: peer.clone(),
-                reason,
-            });
+            let idle = !peer.watched
+                && !peer.wanted(now)
+                && !peer.refresh
+                && now.duration_since(peer.last_used) > super::IDLE_CLOSE;
+            if idle {
+                conn.connection.close(0u32.into(), b"idle");
+                peer.connection = None;
+            }
         }
     }
 
-    fn ping_all(&self, tasks: &mut JoinSet<Outcome>) {
-        for (peer, conn) in self.directory.connected() {
-            tasks.spawn(async move {
-                let answer = timeout(PING_EVERY, conn.request(&Request::Ping { nonce: 0 })).await;
-                let ok = matches!(answer, Ok(Ok(Response::Pong { .. })));
-                Outcome::Pinged { peer, ok }
-            });
+    /// Mark the peers we watch: ring neighbours among those present.
+    fn update_watch(&self) {
+        let mut table = self.directory.lock();
+        let present: Vec<PeerId> = table
+            .peers
+            .iter()
+            .filter(|(_, p)| p.present())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let targets = watch_targets(self.directory.our_id(), &present);
+        for (id, peer) in table.peers.iter_mut() {
+            peer.watched = peer.present() && targets.contains(id);
         }
     }
 
@@ -415,10 +500,12 @@ impl Liveness {
             table
                 .peers
                 .iter_mut()
-                .filter(|(_, p)| p.refresh)
+                .filter(|(_, p)| p.refresh && p.present())
                 .filter_map(|(id, p)| {
+                    let conn = p.connection.clone()?;
                     p.refresh = false;
-                    Some((id.clone(), p.connection.clone()?))
+                    p.last_used = Instant::now();
+                    Some((id.clone(), conn))
                 })
                 .collect()
         };
@@ -433,15 +520,70 @@ impl Liveness {
         }
     }
 
-    fn exchange(&self, tasks: &mut JoinSet<Outcome>) {
-        for (_, conn) in self.directory.connected() {
-            tasks.spawn(async move {
-                match timeout(DIAL_TIMEOUT, conn.request(&Request::GetPeers)).await {
-                    Ok(Ok(Response::Peers(peers))) => Outcome::Exchanged(peers),
-                    _ => Outcome::Told,
-                }
-            });
+    /// Tell the peers we watch what we learnt since the last tick (each
+    /// record to all but the peer it came from and the peer it is about).
+    fn send_outbox(&self, tasks: &mut JoinSet<Outcome>) {
+        let outbox = self.directory.take_outbox();
+        if outbox.is_empty() {
+            return;
         }
+        let watched: Vec<(PeerId, PeerConnection)> = {
+            let table = self.directory.lock();
+            table
+                .peers
+                .iter()
+                .filter(|(_, p)| p.watched)
+                .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
+                .collect()
+        };
+        for (id, conn) in watched {
+            let records: Vec<PeerRecord> = outbox
+                .iter()
+                .filter(|(record, from)| {
+                    from.as_ref() != Some(&id) && record.peer_id != id.as_str()
+                })
+                .map(|(record, _)| record.clone())
+                .collect();
+            for chunk in records.chunks(MAX_GOSSIP_RECORDS) {
+                let request = Request::Gossip(chunk.to_vec());
+                let conn = conn.clone();
+                tasks.spawn(async move {
+                    let _ = timeout(DIAL_TIMEOUT, conn.request(&request)).await;
+                    Outcome::Told
+                });
+            }
+        }
+    }
+
+    /// Peer exchange with one peer we watch (the `turn`-th, round robin):
+    /// only the digest of what we know crosses when we agree. Returns
+    /// whether there was a peer to ask.
+    fn sync(&self, tasks: &mut JoinSet<Outcome>, turn: usize) -> bool {
+        let watched: Vec<(PeerId, PeerConnection)> = {
+            let table = self.directory.lock();
+            table
+                .peers
+                .iter()
+                .filter(|(_, p)| p.watched)
+                .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
+                .collect()
+        };
+        let Some((from, conn)) = watched.get(turn % watched.len().max(1)).cloned() else {
+            return false;
+        };
+        let digest = self.directory.members_digest();
+        tasks.spawn(async move {
+            let request = Request::GetPeers { digest };
+            match timeout(DIAL_TIMEOUT, conn.request(&request)).await {
+                Ok(Ok(Response::Peers(records))) => Outcome::Synced {
+                    from,
+                    addr: conn.connection.remote_address(),
+                    records,
+                },
+                _ => Outcome::Told,
+            }
+        });
+        true
     }
 
     fn publish_catalog(&self) {
@@ -457,7 +599,7 @@ impl Liveness {
                 table
                     .peers
                     .iter()
-                    .filter(|(_, p)| p.info.state == PeerState::Connected)
+                    .filter(|(_, p)| p.present())
                     .map(|(id, p)| (id, &p.games[..])),
             );
             if catalog == table.catalog {
@@ -470,20 +612,40 @@ impl Liveness {
     }
 }
 
-/// An address being dialled. The dial task owns it, and its drop clears the
-/// candidate's `in_flight` mark however the task ends: with a result, with a
-/// panic, or aborted because the service stopped or restarted and dropped
-/// its `JoinSet`. Without it a restart mid-dial left the address marked
+/// One dial to make.
+struct Dial {
+    addr: SocketAddr,
+    expected: Option<PeerId>,
+    target: Target,
+    within: Duration,
+    /// The digest of the game list we hold of it: not listed again if its
+    /// hello announces the same.
+    held: Hash,
+}
+
+/// An address or a peer being dialled. The dial task owns it, and its drop
+/// clears the mark however the task ends: with a result, with a panic, or
+/// aborted because the service stopped or restarted and dropped its
+/// `JoinSet`. Without it a restart mid-dial left the address marked
 /// forever, never dialled again. Never drop it under the table lock.
 struct InFlight {
     directory: Arc<PeerDirectory>,
     addr: SocketAddr,
+    target: Target,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(candidate) = self.directory.lock().candidates.get_mut(&self.addr) {
-            candidate.in_flight = false;
+        let mut table = self.directory.lock();
+        match &self.target {
+            Target::Address => {
+                if let Some(candidate) = table.candidates.get_mut(&self.addr) {
+                    candidate.in_flight = false;
+                }
+            }
+            Target::Peer(id) => {
+                table.dialing.remove(id);
+            }
         }
     }
 }
@@ -664,6 +826,7 @@ mod tests {
         let guard = InFlight {
             directory: rig.live.directory.clone(),
             addr,
+            target: Target::Address,
         };
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {

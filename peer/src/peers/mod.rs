@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod diagnostics;
 pub mod discovery;
 pub mod liveness;
+pub mod membership;
 pub mod thumbnails;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lanspread_proto::wire::{games_digest, PeerAddr};
+use lanspread_proto::wire::{games_digest, members_digest, PeerRecord};
 use lanspread_proto::{GameSummary, Hash};
 use tokio::time::Instant;
 
@@ -79,17 +80,89 @@ impl Candidate {
 
 pub(crate) struct RemotePeer {
     pub info: PeerInfo,
+    /// Our connection to it, when we hold one: while we watch it, a download
+    /// or a picture wants it, or for [`IDLE_CLOSE`] after its last use.
     pub connection: Option<PeerConnection>,
     pub games: Vec<GameSummary>,
+    /// Its last sign of life: traffic on our connection, a dial, a hello.
     pub last_ok: Instant,
     /// UDP datagrams received on its connection at the last check: any
-    /// traffic from it counts as a sign of life, not only ping answers
-    /// (a busy peer may answer pings late).
+    /// traffic from it counts as a sign of life.
     pub rx_datagrams: u64,
-    /// It announced a library whose digest differs from that of `games`:
-    /// list its games again.
+    /// Its record's version, and the library digest it announced at it.
+    pub version: u64,
+    pub announced: Hash,
+    /// `announced` is not the digest of `games`: list its games again.
     pub refresh: bool,
+    /// A ring neighbour of ours (`membership::watch_targets`): we hold a
+    /// connection to it and tell the others when it goes.
+    pub watched: bool,
+    /// A download or a picture needs a connection to it until then.
+    pub wanted_until: Option<Instant>,
+    /// When its connection was last used or wanted.
+    pub last_used: Instant,
+    /// Why it may be gone (its connection died, or a peer said so): it is
+    /// dialled once more, and lost if that fails.
+    pub suspect: Option<String>,
+    /// The version of it we last told others was gone: a rumour goes
+    /// round once.
+    pub gone_told: Option<u64>,
+    /// Lost: when it is dialled again, and the wait after that.
+    pub redial: Option<(Instant, Duration)>,
 }
+
+impl RemotePeer {
+    fn new(info: PeerInfo, version: u64, announced: Hash) -> Self {
+        let now = Instant::now();
+        Self {
+            info,
+            connection: None,
+            games: Vec::new(),
+            last_ok: now,
+            rx_datagrams: 0,
+            version,
+            announced,
+            refresh: false,
+            watched: false,
+            wanted_until: None,
+            last_used: now,
+            suspect: None,
+            gone_told: None,
+            redial: None,
+        }
+    }
+
+    pub fn present(&self) -> bool {
+        self.info.state == PeerState::Connected
+    }
+
+    pub fn wanted(&self, now: Instant) -> bool {
+        self.wanted_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether it needs a connection now.
+    pub fn needs_connection(&self, now: Instant) -> bool {
+        self.present()
+            && (self.watched || self.wanted(now) || self.refresh || self.suspect.is_some())
+    }
+
+    /// What we tell others of it.
+    pub fn record(&self) -> Option<PeerRecord> {
+        Some(PeerRecord {
+            peer_id: self.info.peer_id.to_string(),
+            addr: self.info.addr?,
+            version: self.version,
+            library_digest: self.announced,
+            gone: !self.present(),
+        })
+    }
+}
+
+/// A connection is closed after this long unused, unless we watch its peer.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(10);
+/// How long one call of [`PeerDirectory::sources_of`] (or a picture fetch)
+/// keeps connections to the peers it names wanted.
+pub const WANTED_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub(crate) struct Table {
@@ -97,6 +170,11 @@ pub(crate) struct Table {
     pub candidates: BTreeMap<SocketAddr, Candidate>,
     pub catalog: Vec<CatalogEntry>,
     pub catalog_dirty: bool,
+    /// Known peers being dialled (the dial owns a `liveness::InFlight`).
+    pub dialing: std::collections::BTreeSet<PeerId>,
+    /// Records to tell the peers we watch, and who told us each (not told
+    /// back).
+    pub outbox: Vec<(PeerRecord, Option<PeerId>)>,
 }
 
 impl Table {
@@ -192,12 +270,28 @@ impl Table {
     }
 }
 
+/// Our own record: its version and our library's digest at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnRecord {
+    pub version: u64,
+    pub digest: Hash,
+}
+
+/// A connection that carried something within this long is healthy: a
+/// rumour that its peer is gone is not believed.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
+/// A lost peer is dialled again after this, then after twice as long each
+/// time, up to [`REDIAL_MAX`], for [`LOST_REDIAL_FOR`].
+pub const REDIAL_FIRST: Duration = Duration::from_secs(2);
+pub const REDIAL_MAX: Duration = Duration::from_secs(60);
+
 /// The shared table of peers.
 pub struct PeerDirectory {
     // A std Mutex: short bookkeeping under it, never an await.
     table: Mutex<Table>,
     events: EventSink,
     our_id: PeerId,
+    own: tokio::sync::watch::Sender<OwnRecord>,
 }
 
 impl PeerDirectory {
@@ -206,6 +300,10 @@ impl PeerDirectory {
             table: Mutex::default(),
             events,
             our_id,
+            own: tokio::sync::watch::Sender::new(OwnRecord {
+                version: membership::first_version(),
+                digest: games_digest(&[]),
+            }),
         }
     }
 
@@ -221,8 +319,49 @@ impl PeerDirectory {
         &self.our_id
     }
 
+    /// Our record as we announce it now.
+    pub fn own(&self) -> OwnRecord {
+        *self.own.borrow()
+    }
+
+    /// Our record, each time it changes (mDNS announces it).
+    pub fn watch_own(&self) -> tokio::sync::watch::Receiver<OwnRecord> {
+        self.own.subscribe()
+    }
+
+    /// Our library's digest is `digest` now: when it changed, our record
+    /// gets a new version and goes to the peers we watch.
+    pub(crate) fn set_own_digest(&self, digest: Hash) {
+        let mut changed = None;
+        self.own.send_if_modified(|own| {
+            if own.digest == digest {
+                return false;
+            }
+            own.version = membership::next_version(own.version);
+            own.digest = digest;
+            changed = Some(*own);
+            true
+        });
+        if let Some(own) = changed {
+            let record = self.own_record(own);
+            self.lock().outbox.push((record, None));
+        }
+    }
+
+    /// Our own record; the address is filled in by whoever receives it,
+    /// with the one it sees us at.
+    fn own_record(&self, own: OwnRecord) -> PeerRecord {
+        PeerRecord {
+            peer_id: self.our_id.to_string(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            version: own.version,
+            library_digest: own.digest,
+            gone: false,
+        }
+    }
+
     /// Remember an address to dial, within the bounds of [`Table::admit`].
-    /// Our own id and peers already connected at that address are ignored.
+    /// Our own id and peers already present at that address are ignored.
     pub fn add_candidate(&self, addr: SocketAddr, expected: Option<PeerId>, source: Source) {
         if expected.as_ref() == Some(&self.our_id) {
             return;
@@ -230,7 +369,7 @@ impl PeerDirectory {
         let mut table = self.lock();
         if let Some(id) = &expected {
             if let Some(peer) = table.peers.get(id) {
-                if peer.info.state == PeerState::Connected && peer.info.addr == Some(addr) {
+                if peer.present() && peer.info.addr == Some(addr) {
                     return;
                 }
             }
@@ -246,26 +385,19 @@ impl PeerDirectory {
         if let Some(candidate) = table.candidates.get_mut(&addr) {
             candidate.is_self = true; // never dialled again
         }
-        let entry = table
-            .peers
-            .entry(peer_id.clone())
-            .or_insert_with(|| RemotePeer {
-                info: PeerInfo {
-                    peer_id: peer_id.clone(),
-                    display_name: String::new(),
-                    addr: Some(addr),
-                    state: PeerState::Incompatible,
-                    rtt_ms: None,
-                    games: 0,
-                    source: Source::Mdns,
-                    last_error: None,
-                },
-                connection: None,
-                games: Vec::new(),
-                last_ok: Instant::now(),
-                rx_datagrams: 0,
-                refresh: false,
-            });
+        let entry = table.peers.entry(peer_id.clone()).or_insert_with(|| {
+            let info = PeerInfo {
+                peer_id: peer_id.clone(),
+                display_name: String::new(),
+                addr: Some(addr),
+                state: PeerState::Incompatible,
+                rtt_ms: None,
+                games: 0,
+                source: Source::Mdns,
+                last_error: None,
+            };
+            RemotePeer::new(info, 0, games_digest(&[]))
+        });
         if let Some(name) = name {
             entry.info.display_name = name.to_owned();
         }
@@ -273,54 +405,205 @@ impl PeerDirectory {
         entry.info.last_error = Some("speaks another lanspread protocol version".into());
     }
 
-    /// A peer said goodbye: it is lost now, not after the timeout.
-    pub fn goodbye_from(&self, peer: &PeerId) {
+    /// `peer` is gone (`reason` says why): lost now, its games leave the
+    /// catalog, and the peers we watch are told once.
+    pub(crate) fn lose(&self, peer: &PeerId, reason: &str) {
         let lost = {
             let mut table = self.lock();
-            match table.peers.get_mut(peer) {
-                Some(p) if p.info.state == PeerState::Connected => {
-                    p.info.state = PeerState::Lost;
-                    p.info.last_error = Some("said goodbye".into());
-                    p.connection = None;
-                    table.catalog_dirty = true;
-                    true
-                }
-                _ => false,
+            let Some(p) = table.peers.get_mut(peer) else {
+                return;
+            };
+            if !p.present() {
+                return;
             }
+            p.info.state = PeerState::Lost;
+            p.info.last_error = Some(reason.to_owned());
+            p.info.rtt_ms = None;
+            p.suspect = None;
+            p.watched = false;
+            p.wanted_until = None;
+            p.redial = Some((Instant::now() + REDIAL_FIRST, REDIAL_FIRST));
+            if let Some(conn) = p.connection.take() {
+                conn.connection.close(0u32.into(), b"lost");
+            }
+            let tell = (p.gone_told != Some(p.version)).then(|| {
+                p.gone_told = Some(p.version);
+                p.record()
+            });
+            table.catalog_dirty = true;
+            if let Some(record) = tell.flatten() {
+                table.outbox.push((record, None));
+            }
+            true
         };
         if lost {
+            tracing::info!(%peer, %reason, "peer lost");
             self.emit(PeerEvent::PeerLost {
                 peer_id: peer.clone(),
-                reason: "said goodbye".into(),
+                reason: reason.to_owned(),
             });
         }
     }
 
-    /// A peer announced its library's digest (`LibraryChanged`): list its
-    /// games again soon, unless the list we hold has that digest already
-    /// (the announcement crossed our last listing, or nothing we see
-    /// changed). Compares with [`games_digest`] of that list.
-    pub fn library_changed(&self, peer: &PeerId, library_digest: &Hash) {
-        if let Some(p) = self.lock().peers.get_mut(peer) {
-            if games_digest(&p.games) != *library_digest {
-                p.refresh = true;
+    /// A peer said goodbye (over QUIC, or mDNS): it is lost now, not after
+    /// the timeout.
+    pub fn goodbye_from(&self, peer: &PeerId) {
+        self.lose(peer, "said goodbye");
+    }
+
+    /// `peer` dialled us and said hello from `addr` (its IP and the port it
+    /// listens on; `None` when it serves nothing): what it says of itself is
+    /// verified by its certificate. A peer we do not have present is
+    /// dialled back (to list its games and tell the others).
+    pub fn hello_from(&self, peer: &PeerId, addr: Option<SocketAddr>, version: u64, digest: Hash) {
+        let mut table = self.lock();
+        if let Some(p) = table.peers.get_mut(peer) {
+            if p.present() {
+                p.last_ok = Instant::now();
+                if version > p.version {
+                    p.version = version;
+                    p.announced = digest;
+                    p.refresh |= games_digest(&p.games) != digest;
+                }
+                return;
             }
+            if let Some((at, _)) = &mut p.redial {
+                *at = Instant::now();
+            }
+        }
+        drop(table);
+        if let Some(addr) = addr {
+            self.add_candidate(addr, Some(peer.clone()), Source::Incoming);
         }
     }
 
-    /// Connected peers and their addresses, for peer exchange.
-    pub fn exchange_list(&self) -> Vec<PeerAddr> {
-        self.lock()
+    /// Records of peers told by `from` (a peer's gossip or peer exchange
+    /// answer: its id and the address we see it at) or found by mDNS
+    /// (`from` is `None`). Hearsay: a peer we do not have present is
+    /// dialled to check; a present peer said to be gone is dialled once
+    /// more and lost only if that fails; what we checked goes on to the
+    /// peers we watch.
+    pub fn observe(
+        &self,
+        records: Vec<PeerRecord>,
+        from: Option<(&PeerId, SocketAddr)>,
+        source: Source,
+    ) {
+        let mut dial = Vec::new();
+        {
+            let mut table = self.lock();
+            let table = &mut *table;
+            for mut record in records {
+                let Some(id) = PeerId::parse(&record.peer_id) else {
+                    continue;
+                };
+                let sender = from.map(|(sender, _)| sender.clone());
+                if let Some((sender, seen_at)) = from {
+                    if id == *sender {
+                        record.addr = seen_at;
+                    }
+                }
+                if id == self.our_id {
+                    if record.gone && record.version >= self.own().version {
+                        // Someone thinks we left: a newer record says not.
+                        let own = self.own();
+                        self.own.send_replace(OwnRecord {
+                            version: membership::next_version(own.version),
+                            ..own
+                        });
+                        table.outbox.push((self.own_record(self.own()), None));
+                    }
+                    continue;
+                }
+                match table.peers.get_mut(&id) {
+                    Some(p) if p.info.state == PeerState::Incompatible => {}
+                    Some(p) if p.present() => {
+                        if record.gone {
+                            let healthy =
+                                p.connection.is_some() && p.last_ok.elapsed() < HEALTHY_WITHIN;
+                            if record.version != p.version
+                                || p.gone_told == Some(record.version)
+                                || p.suspect.is_some()
+                                || healthy
+                            {
+                                continue;
+                            }
+                            p.suspect = Some("another peer found it gone".into());
+                            p.gone_told = Some(record.version);
+                            table.outbox.push((record, sender));
+                        } else if record.version > p.version {
+                            p.version = record.version;
+                            p.announced = record.library_digest;
+                            if games_digest(&p.games) != record.library_digest {
+                                // Passed on once its games are listed.
+                                p.refresh = true;
+                            } else {
+                                table.outbox.push((record, sender));
+                            }
+                        }
+                    }
+                    known => {
+                        if record.gone {
+                            continue;
+                        }
+                        if let Some(p) = known {
+                            // Old news of a lost peer: it is dialled
+                            // again on its own schedule.
+                            if record.version <= p.version {
+                                continue;
+                            }
+                            p.redial = Some((Instant::now(), REDIAL_FIRST));
+                        }
+                        dial.push((record.addr, id));
+                    }
+                }
+            }
+        }
+        for (addr, id) in dial {
+            self.add_candidate(addr, Some(id), source);
+        }
+    }
+
+    /// The records of every peer present (and ours), for a peer exchange
+    /// answer; empty when the asker's `digest` says it has them all.
+    pub fn members(&self, digest: &Hash) -> Vec<PeerRecord> {
+        if self.members_digest() == *digest {
+            return Vec::new();
+        }
+        let own = self.own_record(self.own());
+        let table = self.lock();
+        let mut records: Vec<PeerRecord> = table
             .peers
             .values()
-            .filter(|p| p.info.state == PeerState::Connected)
-            .filter_map(|p| {
-                Some(PeerAddr {
-                    peer_id: p.info.peer_id.to_string(),
-                    addrs: vec![p.info.addr?],
-                })
-            })
-            .collect()
+            .filter(|p| p.present())
+            .filter_map(RemotePeer::record)
+            .collect();
+        records.truncate(lanspread_proto::wire::MAX_EXCHANGED_PEERS - 1);
+        records.push(own);
+        records
+    }
+
+    /// [`members_digest`] of the peers present and us.
+    pub fn members_digest(&self) -> Hash {
+        let us = self.our_id.to_string();
+        let own = self.own();
+        let table = self.lock();
+        let ids: Vec<(String, u64)> = table
+            .peers
+            .iter()
+            .filter(|(_, p)| p.present())
+            .map(|(id, p)| (id.to_string(), p.version))
+            .collect();
+        members_digest(
+            ids.iter()
+                .map(|(id, v)| (id.as_str(), *v))
+                .chain(std::iter::once((us.as_str(), own.version))),
+        )
+    }
+
+    /// Take the records waiting to be told.
+    pub(crate) fn take_outbox(&self) -> Vec<(PeerRecord, Option<PeerId>)> {
+        std::mem::take(&mut self.lock().outbox)
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {
@@ -331,34 +614,50 @@ impl PeerDirectory {
         self.lock().catalog.clone()
     }
 
-    /// Connected peers that have `version_id`, with whether they have all of it.
+    /// Present peers that have `version_id`, with whether they have all of
+    /// it, over the connections we hold to them. Every present peer listing
+    /// it is wanted for [`WANTED_FOR`]: liveness connects to those we hold
+    /// no connection to, and the next call finds them.
     pub fn sources_of(
         &self,
         version_id: &lanspread_proto::VersionId,
     ) -> Vec<(PeerId, PeerConnection, bool)> {
-        self.lock()
-            .peers
-            .iter()
-            .filter(|(_, p)| p.info.state == PeerState::Connected)
-            .filter_map(|(id, p)| {
-                let game = p.games.iter().find(|g| g.version_id == *version_id)?;
-                Some((id.clone(), p.connection.clone()?, game.complete))
-            })
-            .collect()
+        let now = Instant::now();
+        let mut table = self.lock();
+        let mut sources = Vec::new();
+        for (id, p) in table.peers.iter_mut().filter(|(_, p)| p.present()) {
+            let Some(game) = p.games.iter().find(|g| g.version_id == *version_id) else {
+                continue;
+            };
+            let complete = game.complete;
+            p.wanted_until = Some(now + WANTED_FOR);
+            p.last_used = now;
+            if let Some(conn) = &p.connection {
+                sources.push((id.clone(), conn.clone(), complete));
+            }
+        }
+        sources
     }
 
-    /// Connected peers whose games list the picture `hash`.
+    /// Present peers whose games list the picture `hash`, over the
+    /// connections we hold; like [`Self::sources_of`], the others are
+    /// wanted.
     pub(crate) fn holders_of_thumbnail(
         &self,
         hash: &lanspread_proto::Hash,
-    ) -> Vec<(PeerId, PeerConnection)> {
-        self.lock()
-            .peers
-            .iter()
-            .filter(|(_, p)| p.info.state == PeerState::Connected)
-            .filter(|(_, p)| p.games.iter().any(|g| g.thumbnail.as_ref() == Some(hash)))
-            .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
-            .collect()
+    ) -> Vec<(PeerId, Option<PeerConnection>)> {
+        let now = Instant::now();
+        let mut table = self.lock();
+        let mut holders = Vec::new();
+        for (id, p) in table.peers.iter_mut().filter(|(_, p)| p.present()) {
+            if !p.games.iter().any(|g| g.thumbnail.as_ref() == Some(hash)) {
+                continue;
+            }
+            p.wanted_until = Some(now + WANTED_FOR);
+            p.last_used = now;
+            holders.push((id.clone(), p.connection.clone()));
+        }
+        holders
     }
 
     pub(crate) fn connected(&self) -> Vec<(PeerId, PeerConnection)> {
@@ -414,38 +713,41 @@ mod tests {
         let info = PeerInfo {
             peer_id: peer.clone(),
             display_name: "host".into(),
-            addr: None,
+            addr: Some(addr([10, 0, 0, 9], 27600)),
             state: PeerState::Connected,
             rtt_ms: None,
             games: games.len(),
             source: Source::Manual,
             last_error: None,
         };
-        directory.lock().peers.insert(
-            peer.clone(),
-            RemotePeer {
-                info,
-                connection: None,
-                games,
-                last_ok: Instant::now(),
-                rx_datagrams: 0,
-                refresh: false,
-            },
-        );
+        let mut remote = RemotePeer::new(info, 1, games_digest(&games));
+        remote.games = games;
+        directory.lock().peers.insert(peer.clone(), remote);
         directory
+    }
+
+    fn record(peer: &PeerId, version: u64, games: &[GameSummary], gone: bool) -> PeerRecord {
+        PeerRecord {
+            peer_id: peer.to_string(),
+            addr: addr([10, 0, 0, 9], 27600),
+            version,
+            library_digest: games_digest(games),
+            gone,
+        }
     }
 
     fn check(listed: Vec<GameSummary>, announced: &[GameSummary], refresh: bool) {
         let peer = Identity::ephemeral().peer_id().clone();
         let directory = directory_with(&peer, listed);
-        directory.library_changed(&peer, &games_digest(announced));
+        directory.observe(vec![record(&peer, 2, announced, false)], None, Source::Mdns);
         assert_eq!(directory.lock().peers[&peer].refresh, refresh);
+        // Passed on at once when there is nothing to list; after the list
+        // otherwise.
+        assert_eq!(directory.take_outbox().len(), usize::from(!refresh));
     }
 
-    /// Bug: `LibraryChanged` carried a digest that nobody read: every
-    /// announcement made us list the peer's games again, even when the list
-    /// we held was already the announced one. Now only a different digest
-    /// does.
+    /// Only a different digest makes us list a peer's games again (the
+    /// digest does not depend on the list's order).
     #[test]
     fn a_peer_is_listed_again_only_when_its_digest_differs() {
         let listed = vec![game("quake", 1), game("doom", 2)];
@@ -536,12 +838,93 @@ mod tests {
         assert_eq!(kept.failures, MAX_FAILED_DIALS);
     }
 
+    /// What others say of a peer we do not know is hearsay: it is dialled
+    /// to check, not listed and not passed on.
     #[test]
-    fn an_unknown_peer_announcing_is_ignored() {
+    fn an_unknown_peer_is_checked_before_it_is_believed() {
         let (events, _) = EventSink::new(16);
         let directory = PeerDirectory::new(Identity::ephemeral().peer_id().clone(), events);
         let stranger = Identity::ephemeral().peer_id().clone();
-        directory.library_changed(&stranger, &games_digest(&[game("quake", 1)]));
-        assert!(directory.lock().peers.is_empty());
+        let told = record(&stranger, 5, &[game("quake", 1)], false);
+        directory.observe(vec![told.clone()], None, Source::Exchange);
+        let table = directory.lock();
+        assert!(table.peers.is_empty());
+        assert!(table.outbox.is_empty());
+        assert_eq!(table.candidates[&told.addr].expected, Some(stranger));
+    }
+
+    /// A rumour that a present peer is gone makes us check it ourselves,
+    /// and goes round once; a rumour about another version of it, or a
+    /// second copy, does nothing.
+    #[test]
+    fn a_gone_rumour_is_checked_and_passed_on_once() {
+        let peer = id();
+        let directory = directory_with(&peer, Vec::new());
+        let teller = id();
+        let from = Some((&teller, addr([10, 0, 0, 7], 1)));
+        directory.observe(vec![record(&peer, 0, &[], true)], from, Source::Exchange);
+        assert!(
+            directory.lock().peers[&peer].suspect.is_none(),
+            "another version"
+        );
+        directory.observe(vec![record(&peer, 1, &[], true)], from, Source::Exchange);
+        directory.observe(vec![record(&peer, 1, &[], true)], from, Source::Exchange);
+        {
+            let table = directory.lock();
+            let p = &table.peers[&peer];
+            assert!(p.suspect.is_some(), "checked");
+            assert!(p.present(), "not lost on hearsay");
+        }
+        let outbox = directory.take_outbox();
+        assert_eq!(outbox.len(), 1, "passed on once");
+        assert_eq!(
+            outbox[0].1.as_ref(),
+            Some(&teller),
+            "not back to its teller"
+        );
+    }
+
+    /// Once lost, a peer is believed again only on news newer than what we
+    /// had of it; and a peer told that we are gone answers with a newer
+    /// record of us.
+    #[test]
+    fn lost_peers_come_back_on_newer_news_and_rumours_of_us_are_answered() {
+        let peer = id();
+        let directory = directory_with(&peer, Vec::new());
+        directory.lose(&peer, "test");
+        assert!(!directory.lock().peers[&peer].present());
+        directory.take_outbox();
+        let at = addr([10, 0, 0, 8], 27600);
+        let mut old = record(&peer, 1, &[], false);
+        old.addr = at;
+        directory.observe(vec![old.clone()], None, Source::Exchange);
+        assert!(!directory.lock().candidates.contains_key(&at), "old news");
+        old.version = 2;
+        directory.observe(vec![old], None, Source::Exchange);
+        assert!(
+            directory.lock().candidates.contains_key(&at),
+            "newer: checked"
+        );
+
+        let us = directory.our_id().clone();
+        let before = directory.own().version;
+        directory.observe(vec![record(&us, before, &[], true)], None, Source::Exchange);
+        assert!(directory.own().version > before);
+        let outbox = directory.take_outbox();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].0.peer_id, us.as_str());
+        assert!(!outbox[0].0.gone);
+    }
+
+    /// In sync, a peer exchange answer is empty; otherwise it lists every
+    /// present peer and us.
+    #[test]
+    fn peer_exchange_sends_nothing_when_in_sync() {
+        let peer = id();
+        let directory = directory_with(&peer, Vec::new());
+        assert!(directory.members(&directory.members_digest()).is_empty());
+        let all = directory.members(&Hash([0; 32]));
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().any(|r| r.peer_id == directory.our_id().as_str()));
     }
 }

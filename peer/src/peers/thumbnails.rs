@@ -68,35 +68,73 @@ pub async fn thumbnail(
     if let Some(picture) = thumbnail_with_hash(local, &hash).or_else(|| cache.get(&hash)) {
         return Some(picture);
     }
-    for (peer_id, connection) in directory.holders_of_thumbnail(&hash) {
-        let request = Request::GetThumbnail { hash };
-        let answer = tokio::time::timeout(FETCH_TIMEOUT, connection.request(&request)).await;
-        let bytes = match answer {
-            Ok(Ok(Response::Thumbnail { bytes, .. })) => bytes,
-            Ok(Ok(other)) => {
-                tracing::debug!(peer = %peer_id, "thumbnail request answered with {other:?}");
+    // Peers listing it that we hold no connection to are connected to
+    // (liveness does it, as for a download); each is asked once.
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+    let mut asked = std::collections::BTreeSet::new();
+    loop {
+        let holders = directory.holders_of_thumbnail(&hash);
+        if holders.iter().all(|(id, _)| asked.contains(id)) {
+            return None;
+        }
+        for (peer_id, connection) in holders {
+            let Some(connection) = connection else {
+                continue;
+            };
+            if !asked.insert(peer_id.clone()) {
                 continue;
             }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %peer_id, "thumbnail request failed: {e}");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        match check(&hash, &bytes) {
-            Ok(mime) => {
-                let picture = Thumbnail {
-                    hash,
-                    mime,
-                    bytes: Arc::new(bytes),
-                };
-                cache.insert(picture.clone());
+            if let Some(picture) = fetch(&hash, &peer_id, &connection, cache).await {
                 return Some(picture);
             }
-            Err(problem) => tracing::warn!(peer = %peer_id, "thumbnail refused: {problem}"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a picture fetch waits for a connection to a peer listing it.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ask `peer_id` for the picture `hash`; cached when it is the right one.
+async fn fetch(
+    hash: &Hash,
+    peer_id: &lanspread_proto::PeerId,
+    connection: &crate::net::client::PeerConnection,
+    cache: &ThumbnailCache,
+) -> Option<Thumbnail> {
+    let hash = *hash;
+    let request = Request::GetThumbnail { hash };
+    let answer = tokio::time::timeout(FETCH_TIMEOUT, connection.request(&request)).await;
+    let bytes = match answer {
+        Ok(Ok(Response::Thumbnail { bytes, .. })) => bytes,
+        Ok(Ok(other)) => {
+            tracing::debug!(peer = %peer_id, "thumbnail request answered with {other:?}");
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer_id, "thumbnail request failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    match check(&hash, &bytes) {
+        Ok(mime) => {
+            let picture = Thumbnail {
+                hash,
+                mime,
+                bytes: Arc::new(bytes),
+            };
+            cache.insert(picture.clone());
+            Some(picture)
+        }
+        Err(problem) => {
+            tracing::warn!(peer = %peer_id, "thumbnail refused: {problem}");
+            None
         }
     }
-    None
 }
 
 /// The picture's type, if `bytes` are the picture `hash` names.

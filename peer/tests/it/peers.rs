@@ -102,12 +102,13 @@ async fn one_address_and_peer_exchange_find_the_party() {
     .await;
     println!("a new game reached another peer's catalog after {took:?}");
 
-    // Killed without a goodbye: lost at both, by liveness. 5 s is the
-    // product's promise: a peer that stops answering is lost within a few
-    // seconds (no answer for 3 s, checked every 250 ms).
+    // Killed without a goodbye: lost at both, by liveness. 10 s is the
+    // product's promise for an idle peer: its watchers find its connection
+    // silent (`WATCH_LOST_AFTER`), dial it once more (`PROBE_TIMEOUT`), and
+    // tell the others, who check it the same way.
     first_charlie.kill();
-    let (why_alpha, at_alpha) = lost(&mut alpha.events, &charlie_id, Duration::from_secs(5)).await;
-    let (why_bravo, at_bravo) = lost(&mut bravo.events, &charlie_id, Duration::from_secs(5)).await;
+    let (why_alpha, at_alpha) = lost(&mut alpha.events, &charlie_id, Duration::from_secs(10)).await;
+    let (why_bravo, at_bravo) = lost(&mut bravo.events, &charlie_id, Duration::from_secs(10)).await;
     println!("killed peer lost after {at_alpha:?} (alpha: {why_alpha}), {at_bravo:?} (bravo: {why_bravo})");
     let alpha_handle = &alpha.handle;
     until(

@@ -27,7 +27,7 @@ async fn stingy_connection(endpoint: &Endpoint, addr: SocketAddr) -> Option<Conn
     let identity = Identity::ephemeral();
     let seen = Arc::new(tls::SeenServer::default());
     let mut config = tls::client_config(&identity, None, seen).unwrap();
-    let mut transport = tls::transport_config();
+    let mut transport = tls::transport_config(true);
     transport.stream_receive_window(VarInt::from_u32(4 << 10));
     transport.receive_window(VarInt::from_u32(64 << 10));
     config.transport_config(Arc::new(transport));

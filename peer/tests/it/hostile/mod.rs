@@ -111,7 +111,7 @@ async fn answer(mut send: SendStream, request: &Request, id: &PeerId, script: &S
     let answers = match request {
         Request::Hello(_) => vec![Answer::Frame(Response::Hello(hello(id)))],
         Request::Ping { nonce } => vec![Answer::Frame(Response::Pong { nonce: *nonce })],
-        Request::LibraryChanged { .. } | Request::Goodbye => vec![Answer::Frame(Response::Ok)],
+        Request::Gossip(_) | Request::Goodbye => vec![Answer::Frame(Response::Ok)],
         other => match script(other) {
             answers if answers.is_empty() => vec![Answer::Frame(Response::Error {
                 code: ErrorCode::NotFound,
@@ -164,6 +164,7 @@ pub fn hello(id: &PeerId) -> Hello {
         party_message: None,
         party_confirmation: None,
         listen_port: 0,
+        record_version: 1,
     }
 }
 
@@ -198,6 +199,7 @@ impl HostileClient {
                 identity: &self.identity,
                 display_name: "guest".into(),
                 library_digest: Hash([0; 32]),
+                record_version: 1,
                 party_key: party_key.map(tls::party_key),
                 listen_port,
             },

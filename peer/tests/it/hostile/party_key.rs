@@ -170,6 +170,7 @@ async fn capture_a_keyed_victim(online_guess: &str) -> ServerCapture {
                 party_message: None,
                 party_confirmation: None,
                 listen_port: 0,
+                record_version: 1,
             };
             if let Some(theirs) = hello.party_message.as_deref() {
                 let (exchange, ours) = PartyExchange::start_with_rng(
@@ -269,6 +270,7 @@ async fn hello_with_guess(
         party_message: Some(message),
         party_confirmation: None,
         listen_port: 0,
+        record_version: 1,
     };
     match request(connection, &Request::Hello(hello)).await {
         Ok(Response::Hello(theirs)) => (theirs, binding),
@@ -332,7 +334,7 @@ async fn a_fake_client_gets_one_guess_per_connection_and_nothing_served() {
     let listed = request(&connection, &Request::ListGames).await;
     assert!(is_party_refusal(&listed), "{listed:?}");
     assert!(matches!(
-        request(&connection, &Request::GetPeers).await,
+        request(&connection, &Request::ListGames).await,
         Err(lanspread_peer::net::client::RequestError::Connection(_))
     ));
     // Offline, the answer does not tell the true key from wrong ones: it
