@@ -1,8 +1,9 @@
 //! Piece scheduling for one download: which piece to ask which source for.
 //! Pure: no IO, no clock. Rarest first among the pieces a source has (a
-//! piece another downloader is fetching counts as held by it); once every
-//! missing piece is in flight, the last ones are asked of a second source
-//! too (endgame), so one slow source cannot hold the finish.
+//! piece another downloader is fetching counts as held by it); a complete
+//! source is asked only for pieces no partial source has (super-seeding);
+//! once every missing piece is in flight, the last ones are asked of a
+//! second source too (endgame), so one slow source cannot hold the finish.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -170,9 +171,23 @@ impl PieceScheduler {
             .copied()
             .filter(|p| !self.in_flight.contains_key(p))
             .collect();
+        let any_fresh = !fresh.is_empty();
+        if src.have.is_none() && self.sources.values().any(|s| s.have.is_some() && !s.banned) {
+            // Super-seeding: once other downloaders serve pieces, a
+            // complete source (the seed) is asked only for pieces none of
+            // them has or is fetching, so its upload makes new copies for
+            // the party, not more of what it already spreads. Pieces they
+            // have are theirs to give; the seed waits meanwhile.
+            let in_swarm = |p: usize| {
+                self.sources
+                    .values()
+                    .any(|s| !s.banned && s.have.is_some() && (s.has(p) || s.fetches(p)))
+            };
+            fresh.retain(|&p| !in_swarm(p));
+        }
         fresh.sort_by_key(|&p| (rarity(p), self.tie_break(p)));
         let mut picked: Vec<usize> = fresh.into_iter().take(max).collect();
-        if picked.is_empty() {
+        if picked.is_empty() && !any_fresh {
             // Endgame: everything missing is in flight somewhere; help out
             // with the pieces fewest others are fetching.
             let mut shared: Vec<usize> = missing
@@ -245,11 +260,54 @@ mod tests {
             .collect()
     }
 
+    /// Once partial sources serve pieces, the seed is asked only for
+    /// pieces none of them has or fetches; for the rest it waits, until
+    /// the endgame.
+    #[test]
+    fn the_seed_makes_new_copies_once_the_swarm_has_started() {
+        let [seed, partial] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
+        let mut s = PieceScheduler::new(PieceSet::empty(8));
+        s.handle_source(seed.clone(), None);
+        // Alone, the seed serves anything.
+        let first = s.poll_request(&seed, 1);
+        assert_eq!(first.len(), 1);
+        s.handle_piece_done(first[0]);
+        let set = |pieces: std::ops::Range<usize>| {
+            let mut set = PieceSet::empty(8);
+            pieces.for_each(|p| set.insert(p));
+            set
+        };
+        s.handle_source(partial.clone(), Some(set(0..4)));
+        s.handle_source_fetching(&partial, set(4..5));
+        let asked = s.poll_request(&seed, 8);
+        assert!(!asked.is_empty());
+        assert!(
+            asked.iter().all(|&p| p >= 5),
+            "only pieces the partial source neither has nor fetches: {asked:?}"
+        );
+        for p in asked {
+            s.handle_piece_done(p);
+        }
+        s.handle_source(partial.clone(), Some(set(0..5)));
+        s.handle_source_fetching(&partial, set(0..0));
+        assert!(s.poll_request(&seed, 8).is_empty(), "the seed waits");
+        // The partial source gives what it has; the seed helps only at the end.
+        let from_partial = s.poll_request(&partial, 8);
+        assert!(!from_partial.is_empty());
+        for p in from_partial.iter().skip(1) {
+            s.handle_piece_done(*p);
+        }
+        assert_eq!(s.poll_request(&seed, 8), vec![from_partial[0]], "endgame");
+    }
+
     #[test]
     fn rarest_pieces_first() {
         let [a, b] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
         let mut s = PieceScheduler::new(PieceSet::empty(4));
-        s.handle_source(a.clone(), None);
+        // Two partial sources (a complete one would be super-seeding).
+        let mut a_has = PieceSet::empty(4);
+        (0..4).for_each(|p| a_has.insert(p));
+        s.handle_source(a.clone(), Some(a_has));
         let mut b_has = PieceSet::empty(4);
         // (Ties between equally rare pieces are broken by the tie seed, so
         // only the split between rare and common pieces is asserted.)
