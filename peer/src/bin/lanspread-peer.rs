@@ -522,16 +522,19 @@ async fn download(
     let mut events = handle.subscribe();
     let printer = json.then(|| print_events(first_events));
 
-    // Wait for a source of the game.
+    // Wait for what the download needs: a game id resolves only to a
+    // version a complete source offers (another downloader alone does not
+    // say which version to get); a version id is enough with any source.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let found = |h: &lanspread_peer::PeerRuntimeHandle| {
         h.catalog().iter().any(|e| {
-            (e.game_id == target
-                || e.version_id.to_hex() == target
+            let by_version = e.version_id.to_hex() == target;
+            let named = e.game_id == target
                 || e.conflict
                     .as_ref()
-                    .is_some_and(|c| c.game_ids.iter().any(|id| id == target)))
-                && (!e.sources.is_empty() || !e.partial_sources.is_empty() || e.installed)
+                    .is_some_and(|c| c.game_ids.iter().any(|id| id == target));
+            (named && (!e.sources.is_empty() || e.installed))
+                || (by_version && (!e.sources.is_empty() || !e.partial_sources.is_empty()))
         })
     };
     loop {
