@@ -70,8 +70,20 @@ fn shape_link(ns: &str, shape: &Shape) -> anyhow::Result<()> {
         run(
             "tc",
             &[
-                "-n", ns, "qdisc", "add", "dev", "eth0", "root", "netem", "delay", &shape.delay,
-                "rate", &shape.rate, "limit", "10000",
+                "-n",
+                ns,
+                "qdisc",
+                "add",
+                "dev",
+                "eth0",
+                "root",
+                "netem",
+                "delay",
+                &shape.delay,
+                "rate",
+                &shape.rate,
+                "limit",
+                "10000",
             ],
         )?;
     } else {
@@ -180,7 +192,10 @@ fn alive(pid: u32) -> bool {
 /// Kill every process in namespace `ns` and delete it.
 fn remove_ns(ns: &str) {
     if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
-        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             // SAFETY: kill(2) has no memory preconditions.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
@@ -266,7 +281,15 @@ impl Lab {
         // No multicast snooping: mDNS reaches every port, as on a dumb switch.
         run(
             "ip",
-            &["link", "add", &bridge, "type", "bridge", "mcast_snooping", "0"],
+            &[
+                "link",
+                "add",
+                &bridge,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
         )?;
         run("ip", &["link", "set", &bridge, "up"])?;
         for index in 0..n {

@@ -16,6 +16,7 @@ pub mod lab;
 pub mod peer;
 pub mod scenario;
 pub mod stats;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -78,6 +78,15 @@ fn wait_mesh(lab: &Lab, within: Duration) -> anyhow::Result<(Option<Duration>, u
     }
 }
 
+/// Said under a table when the links carry no delay (no netem).
+fn delay_note() -> &'static str {
+    if crate::lab::delay_applied() {
+        ""
+    } else {
+        " Links shaped by tbf (rate only): this kernel has no netem, so no delay was added."
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -106,6 +115,9 @@ pub struct IdleRow {
     pub cpu_max: f64,
     pub peers_mean: f64,
     pub peers_min: usize,
+    /// Distinct unicast UDP destinations per peer over the window (wire).
+    pub talks_mean: f64,
+    pub talks_max: usize,
     pub rss_mean: f64,
     pub rss_max: f64,
     /// The 1-minute load average at the end of the window.
@@ -133,6 +145,7 @@ impl std::fmt::Display for IdleReport {
             "packets/s per peer (sent + received)",
             "CPU per peer (mean / max)",
             "peers seen (mean / min)",
+            "sends unicast to (mean / max)",
             "RSS (mean / max)",
             "warm-up",
             "load",
@@ -146,6 +159,7 @@ impl std::fmt::Display for IdleReport {
                 format!("{:.0}", r.tx_pps + r.rx_pps),
                 format!("{:.2} % / {:.2} %", r.cpu, r.cpu_max),
                 format!("{:.1} / {}", r.peers_mean, r.peers_min),
+                format!("{:.1} / {}", r.talks_mean, r.talks_max),
                 format!("{} / {}", bytes(r.rss_mean), bytes(r.rss_max)),
                 r.warmup.map_or_else(
                     || format!("not all within the bound (fewest saw {})", r.fewest_seen),
@@ -158,8 +172,11 @@ impl std::fmt::Display for IdleReport {
         writeln!(
             f,
             "\nOver a {:.0} s window after warm-up; bytes and packets from each peer's veth \
-             counters; peers seen = discovered minus lost, from its events.",
-            self.window.as_secs_f64()
+             counters; peers seen = discovered minus lost, from its events; sends unicast \
+             to = distinct addresses it sent UDP to in the window (its working connections), \
+             from a packet capture on the bridge ports.{}",
+            self.window.as_secs_f64(),
+            delay_note()
         )
     }
 }
@@ -194,9 +211,12 @@ fn idle_one(
     let before: Vec<(Counters, Duration)> = (0..n)
         .map(|i| (lab.counters(i), procs[i].cpu_time()))
         .collect();
+    let host_ifs: Vec<String> = lab.nodes.iter().map(|n| n.host_if.clone()).collect();
+    let capture = crate::wire::Capture::start(&host_ifs)?;
     let t0 = Instant::now();
     crate::sleep(window)?;
     let elapsed = t0.elapsed().as_secs_f64();
+    let partners = capture.finish();
     let mut tx = Vec::new();
     let mut rx = Vec::new();
     let mut txp = Vec::new();
@@ -204,6 +224,7 @@ fn idle_one(
     let mut cpu = Vec::new();
     let mut rss = Vec::new();
     let mut peers = Vec::new();
+    let mut talks = Vec::new();
     for (i, p) in procs.iter().enumerate() {
         let (c0, cpu0) = before[i];
         let c1 = lab.counters(i);
@@ -214,6 +235,7 @@ fn idle_one(
         cpu.push((p.cpu_time() - cpu0).as_secs_f64() / elapsed * 100.0);
         rss.push(p.rss() as f64);
         peers.push(p.view().peers.len() as f64);
+        talks.push(partners.get(&i).map_or(0, |s| s.len()) as f64);
     }
     let sums: Vec<f64> = tx.iter().zip(&rx).map(|(a, b)| a + b).collect();
     Ok(IdleRow {
@@ -229,6 +251,8 @@ fn idle_one(
         cpu_max: stats::max(&cpu),
         peers_mean: mean(&peers),
         peers_min: peers.iter().copied().fold(f64::MAX, f64::min) as usize,
+        talks_mean: mean(&talks),
+        talks_max: stats::max(&talks) as usize,
         rss_mean: mean(&rss),
         rss_max: stats::max(&rss),
         load: load_average(),
@@ -307,9 +331,8 @@ pub fn write_game(games: &Path, name: &str, size: u64, files: usize) -> anyhow::
             size / files as u64
         };
         left -= this;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(
-            aside.join(format!("data-{k}.bin")),
-        )?);
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(aside.join(format!("data-{k}.bin")))?);
         let mut todo = this;
         while todo > 0 {
             let chunk = todo.min(buf.len() as u64) as usize;
@@ -495,7 +518,10 @@ impl std::fmt::Display for RushReport {
         let c = &self.config;
         let ideal = c.ideal().unwrap_or(f64::NAN);
         let ratio = |s: Option<f64>| {
-            s.map_or_else(|| "–".into(), |s| format!("{s:.1} s ({:.2} × F/R)", s / ideal))
+            s.map_or_else(
+                || "–".into(),
+                |s| format!("{s:.1} s ({:.2} × F/R)", s / ideal),
+            )
         };
         let copy = |b: Option<u64>| {
             b.map_or_else(
@@ -521,7 +547,7 @@ impl std::fmt::Display for RushReport {
         let mut t = Table::new(&head);
         let mut row = vec![
             c.n.to_string(),
-            bytes(c.size as f64),
+            format!("{} MiB", c.size as f64 / f64::from(1u32 << 20)),
             c.shape.rate.clone(),
             format!("{ideal:.1} s"),
             format!("{} / {} of {}", self.finish.len(), self.verified, c.n - 1),
@@ -543,6 +569,13 @@ impl std::fmt::Display for RushReport {
         }
         t.row(row);
         write!(f, "{t}")?;
+        writeln!(
+            f,
+            "\nFinish times from the start of the downloaders to each one's downloadCompleted; \
+             seed bytes from its veth counter at the first completion; every copy hashed \
+             against the seed's.{}",
+            delay_note()
+        )?;
         for failure in &self.failures {
             writeln!(f, "\n{failure}")?;
         }
@@ -577,7 +610,9 @@ fn hash_tree(dir: &Path) -> anyhow::Result<BTreeMap<PathBuf, blake3::Hash>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+        {
             let entry = entry?;
             let path = entry.path();
             if entry.file_type()?.is_dir() {
@@ -699,7 +734,10 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         reruns: 0,
         failures: Vec::new(),
     };
-    let mut last_sample = (Instant::now(), (0..n).map(|i| lab.counters(i)).collect::<Vec<_>>());
+    let mut last_sample = (
+        Instant::now(),
+        (0..n).map(|i| lab.counters(i)).collect::<Vec<_>>(),
+    );
     let mut max_up = vec![0f64; n];
     loop {
         crate::check_stop()?;
@@ -783,9 +821,9 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
                 }
             }
         }
-        for i in 1..n {
-            if rerun_at[i].is_some_and(|at| at <= now) {
-                rerun_at[i] = None;
+        for (i, due) in rerun_at.iter_mut().enumerate().skip(1) {
+            if due.is_some_and(|at| at <= now) {
+                *due = None;
                 report.reruns += 1;
                 let args = download_args(&lab, i);
                 lab.procs[i] = Some(PeerProc::spawn(
@@ -823,8 +861,8 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
     report.max_upload_bps = stats::max(&max_up);
     report.over_cap = (0..n).filter(|&i| max_up[i] > rate * 1.05).collect();
     let reference = hash_tree(&lab.nodes[0].games().join(RUSH_GAME))?;
-    for i in 1..n {
-        if finished[i].is_none() {
+    for (i, done) in finished.iter().enumerate().skip(1) {
+        if done.is_none() {
             continue;
         }
         match hash_tree(&lab.nodes[i].games().join(RUSH_GAME)) {

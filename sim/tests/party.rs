@@ -32,11 +32,14 @@ fn small_party() {
     let shape = Shape::default();
     let warmup = Duration::from_secs(30);
 
-    let idle = lanspread_sim::idle(&bin, &[PEERS], &shape, warmup, Duration::from_secs(3))
-        .expect("idle");
+    let idle =
+        lanspread_sim::idle(&bin, &[PEERS], &shape, warmup, Duration::from_secs(3)).expect("idle");
     println!("{idle}");
     assert!(idle.converged(), "idle peers did not all see each other");
-    assert!(lab::own_namespaces().is_empty(), "namespaces left after idle");
+    assert!(
+        lab::own_namespaces().is_empty(),
+        "namespaces left after idle"
+    );
 
     let convergence =
         lanspread_sim::convergence(&bin, PEERS, &shape, warmup, Duration::from_secs(20))
@@ -56,7 +59,10 @@ fn small_party() {
     };
     let report = lanspread_sim::rush(&bin, &rush, false).expect("rush");
     println!("{report}");
-    assert!(report.complete(), "not every download completed and matched");
+    assert!(
+        report.complete(),
+        "not every download completed and matched"
+    );
 
     // Slower links, so the kills land while the pieces move.
     let churn = RushConfig {
@@ -70,7 +76,10 @@ fn small_party() {
     };
     let report = lanspread_sim::churn(&bin, &churn).expect("churn");
     println!("{report}");
-    assert!(report.complete(), "not every download completed and matched");
+    assert!(
+        report.complete(),
+        "not every download completed and matched"
+    );
     assert!(report.killed_seed == 1 && report.killed_downloaders > 0);
 
     assert!(lab::own_namespaces().is_empty(), "namespaces left behind");
