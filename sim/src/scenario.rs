@@ -792,7 +792,14 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
             if finished[i].is_none() {
                 let (completed, failed) = {
                     let v = p.view();
-                    (v.completed_at, v.failed.clone())
+                    // Its own message (the CLI's lines start with its name).
+                    let said = v
+                        .stderr_tail
+                        .iter()
+                        .rev()
+                        .find(|l| l.starts_with("lanspread-peer:"));
+                    let why = v.failed.clone().or_else(|| said.cloned());
+                    (v.completed_at, why)
                 };
                 if let Some(at) = completed {
                     finished[i] = Some(at);
