@@ -16,7 +16,8 @@ mod cli {
         /// The `lanspread-peer` binary [default: next to this one].
         #[arg(long, global = true, env = PEER_BIN_ENV)]
         peer_bin: Option<PathBuf>,
-        /// Delay each link adds to what its peer sends (a tc time).
+        /// Delay each link adds to what its peer sends (a tc time; needs the
+        /// kernel's netem, else links get tbf and no delay).
         #[arg(long, global = true, default_value = "0.2ms")]
         delay: String,
         /// Longest wait for every peer to see every other (seconds).
