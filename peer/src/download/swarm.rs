@@ -485,7 +485,8 @@ impl Swarm {
 
     /// Stop the workers, let writes in progress finish (a write is never
     /// interrupted half-way), hand the open files to the closer, record
-    /// the last pieces after a last flush, and report 100 % on completion.
+    /// the last pieces after a last flush unless the download completed
+    /// (the install flushes next), and report 100 % on completion.
     async fn finish(mut self, result: &Result<End, DownloadError>) {
         self.workers.abort_all();
         self.arrivals.close();
@@ -505,7 +506,10 @@ impl Swarm {
             }
         }
         self.files.close_all();
-        if !self.unrecorded.is_empty() {
+        // A completed download is flushed whole by the install next (one
+        // flush of the file system, not two); one that stops keeps what it
+        // has for a resume.
+        if !matches!(result, Ok(End::Completed)) && !self.unrecorded.is_empty() {
             let work = self.flush_and_record();
             let _ = self
                 .engine
