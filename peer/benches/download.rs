@@ -9,11 +9,16 @@
 //!   with `apt-get download` into a cache outside the checkout, extracted
 //!   with `dpkg-deb -x`), ~5k files and ~16k mostly small files: each one's
 //!   rate and their ratio, with the downloader's and the server's CPU
-//!   seconds per GB. Skipped, saying why, when the packages cannot be had.
+//!   seconds per GB. Skipped, saying why, when the packages cannot be had;
+//! - one 1 GiB file (`gib`): the downloader's and the server's CPU seconds
+//!   per GB against a bare quinn client and server moving the same bytes
+//!   (each side its own process, its CPU from `/proc` or its own
+//!   `getrusage`), and the download's time against `curl` from
+//!   `python3 -m http.server` followed by one fsync of the file.
 //!
 //! Run: `cargo bench -p lanspread-peer --bench download` (Linux: it reads
 //! /proc). Every peer is a `lanspread-peer` process. Prints Markdown.
-//! `LANSPREAD_BENCH_ONLY=one`, `layout`, `swarm` or `real` runs one part alone.
+//! `LANSPREAD_BENCH_ONLY=one`, `layout`, `swarm`, `real` or `gib` runs one part alone.
 
 #[cfg(target_os = "linux")]
 mod common;
@@ -37,7 +42,30 @@ mod bench {
             runtime.block_on(common::serve_bare(args[2].clone()));
             return;
         }
+        if args.get(1).map(String::as_str) == Some("--fetch-bare") {
+            // A bare quinn client as its own process: fetch one stream, then
+            // print the bytes and this process's CPU seconds.
+            let addr: SocketAddr = args[2].parse().unwrap();
+            let got = runtime.block_on(async {
+                let conn = common::bare_connection(addr).await;
+                common::bare_fetch(&conn).await
+            });
+            println!("{got} {}", own_cpu_secs());
+            return;
+        }
         runtime.block_on(drive());
+    }
+
+    /// CPU seconds (user + system) this process has used.
+    fn own_cpu_secs() -> f64 {
+        // SAFETY: getrusage fills the struct we own.
+        let usage = unsafe {
+            let mut usage = std::mem::zeroed::<libc::rusage>();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
     }
 
     fn free_port() -> u16 {
@@ -210,8 +238,12 @@ mod bench {
             "layout" => (false, true, false, false),
             "swarm" => (false, false, true, false),
             "real" => (false, false, false, true),
+            "gib" => (false, false, false, false),
             _ => (true, true, true, true),
         };
+        if only.is_empty() || only == "gib" {
+            one_gib(&root);
+        }
         // One source, 2 GiB and 4 GiB.
         let src = root.join("src/games");
         let mut rows = Vec::new();
@@ -454,6 +486,156 @@ mod bench {
             "many-file game / few-file game rate: {:.2}",
             rate(&totals[1]) / rate(&totals[0])
         );
+        println!();
+    }
+
+    /// One round of [`one_gib`]: CPU seconds per GB of each side, and
+    /// seconds.
+    struct GibRound {
+        bare_client: f64,
+        bare_server: f64,
+        downloader: f64,
+        server: f64,
+        ours: f64,
+        curl: Option<f64>,
+    }
+
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+
+    /// One 1 GiB file, three rounds: a bare quinn server and client (each
+    /// its own process), then our server and downloader, then `curl` from
+    /// `python3 -m http.server` and one fsync. CPU per GB of each side, and
+    /// the download's time against curl's; medians of the rounds.
+    fn one_gib(root: &Path) {
+        const MIB: usize = 1024;
+        const ROUNDS: usize = 3;
+        let games = root.join("gib/games");
+        std::fs::create_dir_all(games.join("gib")).unwrap();
+        let file = games.join("gib").join("data.bin");
+        common::write_random(&file, MIB, 1024);
+        let gb = (MIB << 20) as f64 / 1e9;
+        let port = free_port();
+        let seed = serve(&games, &root.join("gib/data"), port, 0);
+        let peers = vec![format!("127.0.0.1:{port}")];
+        wait_offered(port, "gib");
+        let http = (Command::new("curl").arg("--version").output().is_ok())
+            .then(|| {
+                let http_port = free_port();
+                let child = Command::new("python3")
+                    .args(["-m", "http.server", "--bind", "127.0.0.1"])
+                    .arg(http_port.to_string())
+                    .arg("--directory")
+                    .arg(games.join("gib"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?;
+                let proc = Proc(child);
+                let url = format!("http://127.0.0.1:{http_port}/data.bin");
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(10) {
+                    let head = Command::new("curl").args(["-sfI", &url]).output().ok()?;
+                    if head.status.success() {
+                        return Some((proc, url));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                None
+            })
+            .flatten();
+        // Per round: bare client, bare server, our downloader, our server
+        // (CPU-s/GB), our seconds, curl + fsync seconds.
+        let mut rounds = Vec::new();
+        for _ in 0..ROUNDS {
+            let (bare_proc, bare_addr) = spawn_bare(&file);
+            let server_before = cpu_secs(bare_proc.0.id());
+            let out = Command::new(std::env::current_exe().unwrap())
+                .arg("--fetch-bare")
+                .arg(bare_addr.to_string())
+                .output()
+                .unwrap();
+            let bare_server = cpu_secs(bare_proc.0.id()) - server_before;
+            drop(bare_proc);
+            let out = String::from_utf8_lossy(&out.stdout);
+            let (got, bare_client) = out.trim().split_once(' ').unwrap();
+            assert_eq!(got.parse::<usize>().unwrap(), MIB << 20);
+            let bare_client: f64 = bare_client.parse().unwrap();
+
+            let dir = root.join("gib/dst");
+            let _ = std::fs::remove_dir_all(&dir);
+            let server_before = cpu_secs(seed.0.id());
+            let (proc, mut out) = start_download("gib", &dir, &peers, &[]);
+            let run = follow(&proc, &mut out);
+            let downloader = cpu_secs(proc.0.id());
+            let server = cpu_secs(seed.0.id()) - server_before;
+            drop(proc);
+            let _ = std::fs::remove_dir_all(&dir);
+
+            let curl = http.as_ref().map(|(_, url)| {
+                let dst = root.join("gib/curl.bin");
+                let t0 = Instant::now();
+                let status = Command::new("curl")
+                    .args(["-s", "-o"])
+                    .arg(&dst)
+                    .arg(url)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                std::fs::File::open(&dst).unwrap().sync_all().unwrap();
+                let took = t0.elapsed().as_secs_f64();
+                assert_eq!(std::fs::metadata(&dst).unwrap().len(), (MIB << 20) as u64);
+                let _ = std::fs::remove_file(&dst);
+                took
+            });
+            rounds.push(GibRound {
+                bare_client: bare_client / gb,
+                bare_server: bare_server / gb,
+                downloader: downloader / gb,
+                server: server / gb,
+                ours: run.took.as_secs_f64(),
+                curl,
+            });
+        }
+        println!("| 1 GiB, round | bare client CPU-s/GB | downloader CPU-s/GB | downloader/bare | bare server CPU-s/GB | server CPU-s/GB | server/bare | ours s | curl + fsync s | curl/ours |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (i, r) in rounds.iter().enumerate() {
+            println!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                i + 1,
+                r.bare_client,
+                r.downloader,
+                r.downloader / r.bare_client,
+                r.bare_server,
+                r.server,
+                r.server / r.bare_server,
+                r.ours,
+                r.curl.map_or("-".into(), |c| format!("{c:.2}")),
+                r.curl.map_or("-".into(), |c| format!("{:.2}", c / r.ours)),
+            );
+        }
+        let m = |f: &dyn Fn(&GibRound) -> f64| median(rounds.iter().map(f).collect());
+        let curl = |f: &dyn Fn(&GibRound) -> f64| {
+            http.as_ref()
+                .map_or("-".to_owned(), |_| format!("{:.2}", m(f)))
+        };
+        println!(
+            "| median | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            m(&|r| r.bare_client),
+            m(&|r| r.downloader),
+            m(&|r| r.downloader / r.bare_client),
+            m(&|r| r.bare_server),
+            m(&|r| r.server),
+            m(&|r| r.server / r.bare_server),
+            m(&|r| r.ours),
+            curl(&|r| r.curl.unwrap_or(0.0)),
+            curl(&|r| r.curl.unwrap_or(0.0) / r.ours),
+        );
+        if http.is_none() {
+            println!("curl comparison: skipped: curl or python3's http.server cannot run here");
+        }
         println!();
     }
 

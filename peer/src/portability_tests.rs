@@ -85,10 +85,16 @@ fn paths_longer_than_max_path_index_serve_and_install() {
 
     // Install: stage, write, flush, rename into the games folder.
     let root = staging::staging_root(&games, &game.version_id);
-    staging::prepare(&root, &manifest).unwrap();
+    let (closer, close_loop) = staging::closer();
+    let closing = std::thread::spawn(move || close_loop.run());
+    staging::prepare(&root, &manifest, &closer).unwrap();
+    let files = staging::OpenFiles::new(root.clone(), manifest.clone(), closer);
     for (piece_idx, data) in pieces.iter().enumerate() {
-        staging::write_piece(&root, &manifest, &layout, piece_idx, data).unwrap();
+        staging::write_piece(&files, &layout, piece_idx, data).unwrap();
     }
+    // Every handle closed before the rename, as a download does.
+    drop(files);
+    closing.join().unwrap();
     staging::sync_all(&root, &manifest).unwrap();
     let installed = games.join("deep-copy");
     std::fs::rename(&root, &installed).unwrap();

@@ -318,10 +318,22 @@ impl Store {
     }
 
     pub fn add_piece(&self, version_id: &Hash, piece_idx: usize) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO download_piece (version_id, piece_idx) VALUES (?1, ?2)",
-            params![&version_id.0[..], piece_idx as i64],
-        )?;
+        self.add_pieces(version_id, &[piece_idx])
+    }
+
+    /// Record many pieces in one transaction (one commit, not one each).
+    pub fn add_pieces(&self, version_id: &Hash, pieces: &[usize]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO download_piece (version_id, piece_idx) VALUES (?1, ?2)",
+            )?;
+            for &piece in pieces {
+                insert.execute(params![&version_id.0[..], piece as i64])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -135,11 +135,36 @@ impl Engine {
             .get(&job.game_id)
             .filter(|g| g.version_id != vid)
             .cloned();
+        // Staging files are closed on a thread of their own, never where
+        // they are created or written (see `files.rs`).
+        let (closer, close_loop) = staging::closer();
+        let closing = self
+            .parts
+            .tasks
+            .spawn_blocking(format!("close files of {}", job.game_id), move || {
+                close_loop.run()
+            });
         let prepared = self
-            .prepare_on_pool(&job.game_id, vid, &root, &manifest, &layout, old, token)
-            .await?;
-        let Some(have) = prepared else {
-            return Ok(End::Cancelled);
+            .prepare_on_pool(
+                &job.game_id,
+                vid,
+                &root,
+                &manifest,
+                &layout,
+                old,
+                &closer,
+                token,
+            )
+            .await;
+        let have = match prepared {
+            Ok(Some(have)) => have,
+            other => {
+                // Every file prepare opened is closed before the end is
+                // handled (a discard deletes the folder).
+                drop(closer);
+                let _ = closing.await;
+                return other.map(|_| End::Cancelled);
+            }
         };
         let total = manifest.total_size();
         self.emit(PeerEvent::DownloadStarted {
@@ -167,16 +192,22 @@ impl Engine {
             scheduler.clone(),
         );
 
+        let files = staging::OpenFiles::new(root.clone(), manifest.clone(), closer);
         let swarm = Swarm::new(
             self.clone(),
             &job.game_id,
             manifest.clone(),
             layout,
-            root.clone(),
+            files,
             scheduler,
             token.clone(),
         );
-        let end = swarm.run().await?;
+        let end = swarm.run().await;
+        // The swarm dropped the open files: once the loop has closed them
+        // all, no handle is open below the staging folder (Windows renames
+        // no folder with an open file, and a discard deletes it).
+        let _ = closing.await;
+        let end = end?;
         if !matches!(end, End::Completed) {
             return Ok(end);
         }
@@ -242,17 +273,19 @@ impl Engine {
         manifest: &Arc<Manifest>,
         layout: &Arc<Layout>,
         old: Option<Arc<LocalGame>>,
+        closer: &staging::Closer,
         token: &CancellationToken,
     ) -> Result<Option<PieceSet>, DownloadError> {
-        let (engine, manifest, layout, root, token) = (
+        let (engine, manifest, layout, root, closer, token) = (
             self.clone(),
             manifest.clone(),
             layout.clone(),
             root.to_path_buf(),
+            closer.clone(),
             token.clone(),
         );
         self.blocking(format!("prepare {game_id}"), move || {
-            engine.prepare(&vid, &root, &manifest, &layout, old, &token)
+            engine.prepare(&vid, &root, &manifest, &layout, old, &closer, &token)
         })
         .await
     }
@@ -349,13 +382,15 @@ impl Engine {
     /// recorded earlier, and copy pieces an older installed version has.
     /// `Ok(None)` when cancelled meanwhile: re-verifying a big resumed
     /// download checks the token per piece, so shutdown keeps its deadline.
+    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         vid: &VersionId,
         root: &Path,
-        manifest: &Manifest,
+        manifest: &Arc<Manifest>,
         layout: &Layout,
         old: Option<Arc<LocalGame>>,
+        closer: &staging::Closer,
         token: &CancellationToken,
     ) -> Result<Option<PieceSet>, DownloadError> {
         let total = manifest.total_size();
@@ -384,7 +419,7 @@ impl Engine {
                 ));
             }
         }
-        staging::prepare(root, manifest)
+        staging::prepare(root, manifest, closer)
             .map_err(|e| DownloadError::io("cannot prepare the download", e))?;
         let mut have = PieceSet::empty(manifest.n_pieces());
         let mut buf = Vec::new();
@@ -402,7 +437,9 @@ impl Engine {
             }
         }
         if let Some(old) = old {
-            if !self.reuse_pieces(vid, root, manifest, layout, &old, &mut have, token)? {
+            let files =
+                staging::OpenFiles::new(root.to_path_buf(), manifest.clone(), closer.clone());
+            if !self.reuse_pieces(vid, &files, manifest, layout, &old, &mut have, token)? {
                 return Ok(None);
             }
         }
@@ -415,7 +452,7 @@ impl Engine {
     fn reuse_pieces(
         &self,
         vid: &VersionId,
-        root: &Path,
+        files: &staging::OpenFiles,
         manifest: &Manifest,
         layout: &Layout,
         old: &LocalGame,
@@ -431,10 +468,10 @@ impl Engine {
             .map(|(i, h)| (*h, i))
             .collect();
         let mut buf = Vec::new();
-        let mut reused = 0;
+        let mut reused = Vec::new();
         for piece in 0..manifest.n_pieces() {
             if token.is_cancelled() {
-                return Ok(false);
+                break;
             }
             if have.contains(piece) {
                 continue;
@@ -445,15 +482,21 @@ impl Engine {
             let read =
                 staging::read_piece(&old.root, &old.manifest, &old_layout, old_piece, &mut buf);
             if read.is_ok() && staging::verify(manifest, piece, &buf) {
-                staging::write_piece(root, manifest, layout, piece, &buf)
+                staging::write_piece(files, layout, piece, &buf)
                     .map_err(|e| DownloadError::io("cannot write a reused piece", e))?;
-                let _ = self.parts.store.add_piece(vid, piece);
                 have.insert(piece);
-                reused += 1;
+                reused.push(piece);
             }
         }
-        tracing::info!(game = %old.id, reused, "pieces reused from the installed version");
-        Ok(true)
+        // Recorded once on disk, in one transaction (a resume re-verifies
+        // them anyway).
+        if !reused.is_empty() && staging::sync_file_system(files.root()).is_ok() {
+            if let Err(e) = self.parts.store.add_pieces(vid, &reused) {
+                tracing::warn!(game = %old.id, "cannot record the reused pieces: {e}");
+            }
+        }
+        tracing::info!(game = %old.id, reused = reused.len(), "pieces reused from the installed version");
+        Ok(!token.is_cancelled())
     }
 
     /// Blocking: make the staging copy durable and move it into the games

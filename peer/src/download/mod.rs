@@ -8,8 +8,11 @@
 //! - `swarm.rs`: fetching the pieces from every source at once;
 //! - the pure parts: `scheduler.rs` (which piece from which source) and
 //!   `rate.rs` (rates and ETA);
-//! - `staging.rs`: the blocking disk work on the staging folder.
+//! - `staging.rs`: the blocking disk work on the staging folder;
+//! - `files.rs`: the staging files kept open across pieces, and the thread
+//!   that closes them.
 
+mod files;
 mod job;
 mod queue;
 pub mod rate;

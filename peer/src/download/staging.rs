@@ -2,12 +2,14 @@
 //! read back, verify and write pieces, make durable, and move into place.
 //! Everything here blocks: call it from a blocking thread.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use lanspread_proto::{Hash, Layout, Manifest};
 
+pub use super::files::{closer, CloseLoop, Closer, OpenFiles};
 use crate::fsx;
 
 /// The staging area, a hidden folder of the games folder (so the library
@@ -21,31 +23,57 @@ pub fn staging_root(games_dir: &Path, version_id: &Hash) -> PathBuf {
 
 /// Create the folders and files of `manifest` below `root`, each file
 /// reserved at its full size. Existing files of the right size are kept
-/// (a resumed download).
-pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
+/// (a resumed download). Each folder is created once, however many files it
+/// holds, and each file is closed on `closer`'s thread, not here (on
+/// Windows a close is where the virus scanner works).
+pub fn prepare(root: &Path, manifest: &Manifest, closer: &Closer) -> io::Result<()> {
     // Checked where it arrived, and again here, where its paths touch the disk.
     manifest
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad manifest: {e}")))?;
     fs::create_dir_all(root)?;
+    let mut made: HashSet<PathBuf> = HashSet::new();
     for dir in &manifest.empty_dirs {
         fs::create_dir_all(fsx::manifest_path(root, dir))?;
     }
     let mut unreserved = false;
+    let mut to_close = Vec::new();
     for entry in &manifest.files {
         let path = fsx::manifest_path(root, &entry.path);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+            if parent != root && !made.contains(parent) {
+                fs::create_dir_all(parent)?;
+                made.insert(parent.to_path_buf());
+            }
         }
-        let file = OpenOptions::new()
+        // A new file (the usual case) takes one call to size and reserve
+        // where the platform has it; an existing one (a resumed download)
+        // is checked and kept.
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        if file.metadata()?.len() != entry.size {
-            file.set_len(entry.size)?;
-        }
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                if entry.size > 0 {
+                    if !unreserved && reserve_new(&file, entry.size)? {
+                        closer.close_batched(&mut to_close, file);
+                        continue;
+                    }
+                    file.set_len(entry.size)?;
+                }
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let file = OpenOptions::new().read(true).write(true).open(&path)?;
+                if file.metadata()?.len() != entry.size {
+                    file.set_len(entry.size)?;
+                }
+                file
+            }
+            Err(e) => return Err(e),
+        };
         if entry.size > 0 && !unreserved {
             // Reserve the blocks now: a full disk fails here, not mid-way.
             // Some file systems cannot (older ZFS, some network shares, Wine):
@@ -55,7 +83,9 @@ pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
                 other => other?,
             }
         }
+        closer.close_batched(&mut to_close, file);
     }
+    closer.close(to_close);
     if unreserved {
         tracing::warn!(
             root = %root.display(),
@@ -63,6 +93,34 @@ pub fn prepare(root: &Path, manifest: &Manifest) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Give the new, empty `file` its length `size` with its blocks reserved,
+/// in one call (Linux `fallocate`); `Ok(false)` where that cannot be done
+/// (other platforms, or a file system without it): the caller sizes and
+/// reserves it the portable way.
+fn reserve_new(file: &File, size: u64) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(len) = libc::off_t::try_from(size) else {
+            return Ok(false);
+        };
+        // SAFETY: fallocate(2) on a descriptor we own for the duration of the call.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => Ok(false),
+            _ => Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, size);
+        Ok(false)
+    }
 }
 
 /// Read piece `piece_idx` of the files below `root` into `buf`.
@@ -98,25 +156,24 @@ pub fn verify(manifest: &Manifest, piece_idx: usize, data: &[u8]) -> bool {
 /// them in one go.
 const WRITEBACK_MIN_SPAN: u64 = 256 << 10;
 
-/// Write a verified piece positionally into its files.
+/// Write a verified piece positionally into its files, through the
+/// download's open files (kept open across pieces, closed off this thread).
 pub fn write_piece(
-    root: &Path,
-    manifest: &Manifest,
+    files: &OpenFiles,
     layout: &Layout,
     piece_idx: usize,
     data: &[u8],
 ) -> io::Result<()> {
     let mut at = 0usize;
     for span in layout.piece_spans(piece_idx) {
-        let file = OpenOptions::new().write(true).open(fsx::manifest_path(
-            root,
-            &manifest.files[span.file_idx].path,
-        ))?;
         let len = span.len as usize;
-        fsx::write_all_at(&file, &data[at..at + len], span.offset)?;
-        if span.len >= WRITEBACK_MIN_SPAN {
-            fsx::start_writeback(&file, span.offset, span.len)?;
-        }
+        files.with_file(span.file_idx, |file| {
+            fsx::write_all_at(file, &data[at..at + len], span.offset)?;
+            if span.len >= WRITEBACK_MIN_SPAN {
+                fsx::start_writeback(file, span.offset, span.len)?;
+            }
+            Ok(())
+        })?;
         at += len;
     }
     Ok(())

@@ -8,7 +8,6 @@
 //! verified and written on blocking threads, and only then count.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::rate::RateMeter;
 use super::scheduler::{self, PieceScheduler, Verdict};
 use super::{staging, DownloadError, End, Engine};
-use crate::events::{FailureCode, PeerEvent};
+use crate::events::PeerEvent;
 use crate::net::client::{PeerConnection, RequestError};
 use crate::offer::PieceStatus;
 
@@ -56,8 +55,14 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Written data is flushed to disk in the background this often, so the
 /// final flush before install has little left to do (large writes also
-/// start their own writeback at once: see [`staging::write_piece`]).
+/// start their own writeback at once: see [`staging::write_piece`]). The
+/// pieces written before a flush are recorded in SQLite after it, in one
+/// transaction.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Receive buffers kept for reuse, at most: enough for the pieces waiting
+/// to be written, those in the arrivals channel, and one being read by each
+/// stream. A fresh buffer a piece costs the kernel zeroing its pages.
+const POOLED_BUFFERS: usize = 2 * MAX_PENDING_WRITES + 4;
 /// A have-set request gets this long before the source is asked again.
 const HAVE_SET_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -97,6 +102,29 @@ struct Arrival {
     data: Vec<u8>,
 }
 
+/// Piece buffers, reused from one received piece to the next.
+#[derive(Default)]
+pub(super) struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    /// A buffer to receive into (empty when the pool is).
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Give a buffer back; beyond [`POOLED_BUFFERS`] it is freed.
+    fn give(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOLED_BUFFERS && buf.capacity() > 0 {
+            pool.push(buf);
+        }
+    }
+}
+
 struct WriteResult {
     piece: usize,
     peer: PeerId,
@@ -128,7 +156,11 @@ pub(super) struct Swarm {
     vid: VersionId,
     manifest: Arc<Manifest>,
     layout: Arc<Layout>,
-    root: PathBuf,
+    /// The staging files kept open across pieces, and their root.
+    files: Arc<staging::OpenFiles>,
+    buffers: Arc<BufferPool>,
+    /// Pieces written since the last flush: recorded after the next one.
+    unrecorded: Vec<usize>,
     scheduler: Arc<SharedScheduler>,
     token: CancellationToken,
     arrivals_tx: mpsc::Sender<Arrival>,
@@ -152,7 +184,7 @@ impl Swarm {
         game_id: &str,
         manifest: Arc<Manifest>,
         layout: Arc<Layout>,
-        root: PathBuf,
+        files: staging::OpenFiles,
         scheduler: Arc<SharedScheduler>,
         token: CancellationToken,
     ) -> Self {
@@ -169,7 +201,9 @@ impl Swarm {
             vid: manifest.version_id(),
             manifest,
             layout,
-            root,
+            files: Arc::new(files),
+            buffers: Arc::default(),
+            unrecorded: Vec::new(),
             scheduler,
             token,
             arrivals_tx,
@@ -244,6 +278,7 @@ impl Swarm {
                 if !scheduler.have().contains(done.piece) {
                     self.bytes_done += done.len;
                     self.rates.handle_bytes(&done.peer, done.len);
+                    self.unrecorded.push(done.piece);
                 }
                 scheduler.handle_piece_done(done.piece);
                 Ok(scheduler.is_complete())
@@ -270,33 +305,58 @@ impl Swarm {
 
     /// A piece arrived: verify and write it on a blocking thread.
     fn handle_arrival(&mut self, arrival: Arrival) {
-        let (engine, manifest, layout, root) = (
-            self.engine.clone(),
+        let (manifest, layout, files, buffers) = (
             self.manifest.clone(),
             self.layout.clone(),
-            self.root.clone(),
+            self.files.clone(),
+            self.buffers.clone(),
         );
-        let vid = self.vid;
         let write = self
             .engine
             .parts
             .tasks
             .spawn_blocking(format!("write a piece of {}", self.game_id), move || {
-                verify_and_write(&engine, vid, &root, &manifest, &layout, arrival)
+                verify_and_write(&files, &manifest, &layout, &buffers, arrival)
             });
         self.writes.push(write);
     }
 
-    /// Start a background flush of written data unless one still runs.
+    /// Start a background flush of written data unless one still runs; the
+    /// pieces written before it are recorded after it.
     fn handle_flush_tick(&mut self) {
         if self.flushing.as_ref().is_none_or(|f| f.is_finished()) {
-            let root = self.root.clone();
-            self.flushing = Some(self.engine.parts.tasks.spawn_blocking(
-                format!("flush {}", self.game_id),
-                move || {
-                    let _ = staging::sync_file_system(&root);
-                },
-            ));
+            let work = self.flush_and_record();
+            self.flushing = Some(
+                self.engine
+                    .parts
+                    .tasks
+                    .spawn_blocking(format!("flush {}", self.game_id), work),
+            );
+        }
+    }
+
+    /// Blocking work: flush what is written, then record the pieces written
+    /// so far in one transaction. A piece is recorded only once its data
+    /// was flushed (where one call flushes it all: Linux); a resume reads
+    /// every recorded piece back and verifies it in any case.
+    fn flush_and_record(&mut self) -> impl FnOnce() + Send + 'static {
+        let (root, vid, store) = (
+            self.files.root().to_path_buf(),
+            self.vid,
+            self.engine.parts.store.clone(),
+        );
+        let pieces = std::mem::take(&mut self.unrecorded);
+        move || {
+            if let Err(e) = staging::sync_file_system(&root) {
+                tracing::warn!("cannot flush the download: {e}");
+                return;
+            }
+            if pieces.is_empty() {
+                return;
+            }
+            if let Err(e) = store.add_pieces(&vid, &pieces) {
+                tracing::warn!("cannot record downloaded pieces: {e}");
+            }
         }
     }
 
@@ -405,6 +465,7 @@ impl Swarm {
                         vid: self.vid,
                         scheduler: self.scheduler.clone(),
                         arrivals: self.arrivals_tx.clone(),
+                        buffers: self.buffers.clone(),
                         batch,
                         piece_size: self.manifest.piece_size as u64,
                         layout: self.layout.clone(),
@@ -423,14 +484,40 @@ impl Swarm {
     }
 
     /// Stop the workers, let writes in progress finish (a write is never
-    /// interrupted half-way), and report 100 % on completion.
+    /// interrupted half-way), hand the open files to the closer, record
+    /// the last pieces after a last flush unless the download completed
+    /// (the install flushes next), and report 100 % on completion.
     async fn finish(mut self, result: &Result<End, DownloadError>) {
         self.workers.abort_all();
-        drop(self.arrivals);
+        self.arrivals.close();
         if let Some(flushing) = self.flushing.take() {
             let _ = flushing.await;
         }
-        while self.writes.next().await.is_some() {}
+        while let Some(done) = self.writes.next().await {
+            if let Ok(WriteResult {
+                piece,
+                outcome: Ok(true),
+                ..
+            }) = done
+            {
+                if !self.scheduler.lock().have().contains(piece) {
+                    self.unrecorded.push(piece);
+                }
+            }
+        }
+        self.files.close_all();
+        // A completed download is flushed whole by the install next (one
+        // flush of the file system, not two); one that stops keeps what it
+        // has for a resume.
+        if !matches!(result, Ok(End::Completed)) && !self.unrecorded.is_empty() {
+            let work = self.flush_and_record();
+            let _ = self
+                .engine
+                .parts
+                .tasks
+                .spawn_blocking(format!("flush {}", self.game_id), work)
+                .await;
+        }
         if matches!(result, Ok(End::Completed)) {
             let total = self.manifest.total_size();
             self.engine.emit(PeerEvent::DownloadProgress {
@@ -446,13 +533,13 @@ impl Swarm {
     }
 }
 
-/// Blocking: verify an arrived piece, write it, and record it.
+/// Blocking: verify an arrived piece and write it; its buffer goes back to
+/// the pool. Recorded later, after a flush (see `flush_and_record`).
 fn verify_and_write(
-    engine: &Engine,
-    vid: VersionId,
-    root: &std::path::Path,
+    files: &staging::OpenFiles,
     manifest: &Manifest,
     layout: &Layout,
+    buffers: &BufferPool,
     arrival: Arrival,
 ) -> WriteResult {
     let len = arrival.data.len() as u64;
@@ -461,17 +548,11 @@ fn verify_and_write(
     {
         Ok(false)
     } else {
-        staging::write_piece(root, manifest, layout, arrival.piece, &arrival.data)
+        staging::write_piece(files, layout, arrival.piece, &arrival.data)
             .map_err(|e| DownloadError::io("cannot write a piece", e))
-            .and_then(|()| {
-                engine
-                    .parts
-                    .store
-                    .add_piece(&vid, arrival.piece)
-                    .map_err(|e| DownloadError::new(FailureCode::Io, e.to_string()))
-            })
             .map(|()| true)
     };
+    buffers.give(arrival.data);
     WriteResult {
         piece: arrival.piece,
         peer: arrival.peer,
@@ -503,6 +584,7 @@ struct Worker {
     vid: VersionId,
     scheduler: Arc<SharedScheduler>,
     arrivals: mpsc::Sender<Arrival>,
+    buffers: Arc<BufferPool>,
     /// Pieces per request, resized after each request to about half a
     /// second of this source's measured rate.
     batch: usize,
@@ -565,7 +647,7 @@ impl Worker {
             .conn
             .request_pieces(self.vid, &self.layout, ids)
             .await?;
-        while let Some((piece, data)) = reader.next().await? {
+        while let Some((piece, data)) = reader.next_into(self.buffers.take()).await? {
             pending.pop_front();
             let arrival = Arrival {
                 peer: self.peer.clone(),

@@ -257,7 +257,7 @@ impl PeerConnection {
         // Without the manifest at hand, no piece is longer than the largest
         // piece size any manifest may have.
         for want in expected {
-            let data = read_piece(&mut recv, want, None).await?;
+            let data = read_piece(&mut recv, want, None, Vec::new()).await?;
             on_piece(want, data);
         }
         Ok(())
@@ -310,10 +310,19 @@ pub struct PieceReader {
 impl PieceReader {
     /// The next piece, or `None` once every piece asked for arrived.
     pub async fn next(&mut self) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
+        self.next_into(Vec::new()).await
+    }
+
+    /// [`Self::next`] into `buf`, a buffer used before (its capacity is
+    /// reused; only bytes it never had are zeroed first).
+    pub async fn next_into(
+        &mut self,
+        buf: Vec<u8>,
+    ) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
         let Some((want, len)) = self.expected.next() else {
             return Ok(None);
         };
-        let data = read_piece(&mut self.recv, want, Some(len)).await?;
+        let data = read_piece(&mut self.recv, want, Some(len), buf).await?;
         Ok(Some((want, data)))
     }
 }
@@ -326,6 +335,7 @@ async fn read_piece(
     recv: &mut quinn::RecvStream,
     want: u32,
     expected: Option<u64>,
+    mut data: Vec<u8>,
 ) -> Result<Vec<u8>, RequestError> {
     match read_frame(recv, Response::decode).await? {
         Response::Piece { piece_idx, len } if piece_idx == want => {
@@ -337,7 +347,7 @@ async fn read_piece(
                     expected: expected.unwrap_or(MAX_PIECE_SIZE as u64),
                 });
             }
-            let mut data = vec![0u8; len as usize];
+            data.resize(len as usize, 0);
             read_exact(recv, &mut data).await?;
             Ok(data)
         }

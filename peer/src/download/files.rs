@@ -1,0 +1,348 @@
+//! The open files of one download's staging folder, and their closing.
+//!
+//! A piece of a big file is one span of it, and a piece of small files spans
+//! many: opening and closing a file for every span costs a path lookup each
+//! time, and on Windows closing a written file is where Defender scans it
+//! (milliseconds per file). So [`OpenFiles`] keeps the last
+//! [`OPEN_FILES_PER_DOWNLOAD`] files written open across pieces, and every
+//! handle it lets go (evicted, or all of them when the download ends) goes to
+//! a [`Closer`]: a loop on a thread of its own closes them, never the thread
+//! writing pieces. The loop ends once every sender is gone; waiting for it
+//! before the install means no handle is open when the folder is renamed
+//! (Windows refuses to rename a folder with open files).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use lanspread_proto::Manifest;
+
+use crate::fsx;
+
+/// Files of one download kept open across pieces, at most. A piece of small
+/// files touches many, in order: beyond this the least recently written is
+/// closed (off the write path). Each is one descriptor (a process may open
+/// 1024 by default on Linux, 256 on macOS).
+pub const OPEN_FILES_PER_DOWNLOAD: usize = 32;
+
+/// Handles go to the closing loop in batches of this many (one wake-up of
+/// its thread per batch, not per file).
+pub const CLOSE_BATCH: usize = 16;
+
+/// Batches waiting to be closed, at most; a writer waits beyond this (a disk
+/// or scanner slower than the download holds it back, with bounded handles).
+pub const CLOSE_BACKLOG: usize = 16;
+
+/// Hands files to the closing loop. Cloned freely; the loop ends when every
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Closer {
+    tx: mpsc::SyncSender<Vec<File>>,
+    closed: Arc<AtomicU64>,
+}
+
+/// The closing loop: run it on a thread of its own ([`CloseLoop::run`]).
+pub struct CloseLoop {
+    rx: mpsc::Receiver<Vec<File>>,
+    closed: Arc<AtomicU64>,
+}
+
+/// A closer and its loop.
+pub fn closer() -> (Closer, CloseLoop) {
+    let (tx, rx) = mpsc::sync_channel(CLOSE_BACKLOG);
+    let closed = Arc::new(AtomicU64::new(0));
+    (
+        Closer {
+            tx,
+            closed: closed.clone(),
+        },
+        CloseLoop { rx, closed },
+    )
+}
+
+impl Closer {
+    /// Close `files` on the closing loop.
+    pub fn close(&self, files: Vec<File>) {
+        if files.is_empty() {
+            return;
+        }
+        // The loop is gone only if its thread panicked: then close here.
+        let _ = self.tx.send(files);
+    }
+
+    /// Add `file` to `batch`, and send the batch once it is full.
+    pub fn close_batched(&self, batch: &mut Vec<File>, file: File) {
+        batch.push(file);
+        if batch.len() >= CLOSE_BATCH {
+            self.close(std::mem::take(batch));
+        }
+    }
+
+    /// Files the loop has closed so far.
+    pub fn closed(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+impl CloseLoop {
+    /// Close every file sent, until every [`Closer`] is dropped.
+    pub fn run(self) {
+        for files in self.rx {
+            let n = files.len() as u64;
+            drop(files);
+            self.closed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The files below one staging root open for writing, least recently used
+/// closed first. Shared by the threads writing pieces: a handle is taken out
+/// while written (concurrent writes never share one) and put back after.
+pub struct OpenFiles {
+    root: PathBuf,
+    manifest: Arc<Manifest>,
+    closer: Closer,
+    open: Mutex<Lru>,
+    opened: AtomicU64,
+}
+
+#[derive(Default)]
+struct Lru {
+    /// File index in the manifest: the handle and when it was last used.
+    files: HashMap<usize, (File, u64)>,
+    tick: u64,
+    /// Handles let go, waiting to make a batch for the closer.
+    spare: Vec<File>,
+    /// The folder of the last file opened, by its path below the root
+    /// (unix): files are opened relative to it, so the files of one folder
+    /// cost no walk of their whole path each.
+    #[cfg(unix)]
+    folder: Option<(String, Arc<rustix::fd::OwnedFd>)>,
+}
+
+impl Lru {
+    /// Put `file` back; returns a handle to close (the one over the bound,
+    /// or this one if another writer already put one back for this file).
+    fn put(&mut self, file_idx: usize, file: File) -> Option<File> {
+        self.tick += 1;
+        if self.files.contains_key(&file_idx) {
+            return Some(file);
+        }
+        self.files.insert(file_idx, (file, self.tick));
+        if self.files.len() <= OPEN_FILES_PER_DOWNLOAD {
+            return None;
+        }
+        let oldest = self
+            .files
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(idx, _)| *idx)?;
+        self.files.remove(&oldest).map(|(file, _)| file)
+    }
+}
+
+impl OpenFiles {
+    pub fn new(root: PathBuf, manifest: Arc<Manifest>, closer: Closer) -> Self {
+        Self {
+            root,
+            manifest,
+            closer,
+            open: Mutex::default(),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `work` on file `file_idx` of the manifest, open for writing: the
+    /// handle kept from an earlier piece, or opened now and kept after.
+    pub fn with_file<T>(
+        &self,
+        file_idx: usize,
+        work: impl FnOnce(&File) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let kept = self.lock().files.remove(&file_idx).map(|(file, _)| file);
+        let file = match kept {
+            Some(file) => file,
+            None => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                self.open_for_writing(&self.manifest.files[file_idx].path)?
+            }
+        };
+        let result = work(&file);
+        let batch = {
+            let mut lru = self.lock();
+            match lru.put(file_idx, file) {
+                Some(spare) => {
+                    lru.spare.push(spare);
+                    (lru.spare.len() >= CLOSE_BATCH).then(|| std::mem::take(&mut lru.spare))
+                }
+                None => None,
+            }
+        };
+        if let Some(batch) = batch {
+            self.closer.close(batch);
+        }
+        result
+    }
+
+    #[cfg(unix)]
+    fn open_for_writing(&self, rel: &str) -> io::Result<File> {
+        use rustix::fs::{open, openat, Mode, OFlags};
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let kept = self
+            .lock()
+            .folder
+            .as_ref()
+            .filter(|(p, _)| p == parent)
+            .map(|(_, dir)| dir.clone());
+        let dir = match kept {
+            Some(dir) => dir,
+            None => {
+                let path = if parent.is_empty() {
+                    self.root.clone()
+                } else {
+                    fsx::manifest_path(&self.root, parent)
+                };
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let dir = Arc::new(open(&path, flags, Mode::empty())?);
+                self.lock().folder = Some((parent.to_owned(), dir.clone()));
+                dir
+            }
+        };
+        let fd = openat(&*dir, name, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+
+    #[cfg(not(unix))]
+    fn open_for_writing(&self, rel: &str) -> io::Result<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(fsx::manifest_path(&self.root, rel))
+    }
+
+    /// Hand every open handle to the closer.
+    pub fn close_all(&self) {
+        let files: Vec<File> = {
+            let mut lru = self.lock();
+            let mut files = std::mem::take(&mut lru.spare);
+            files.extend(lru.files.drain().map(|(_, (f, _))| f));
+            files
+        };
+        self.closer.close(files);
+    }
+
+    /// The staging root the files are below.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Files opened so far (each open is a path lookup, and a close later).
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for OpenFiles {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::staging;
+    use lanspread_proto::{FileEntry, Hash};
+
+    /// A game of one file spanning four pieces and 100 small files in a
+    /// folder, with its bytes.
+    fn game() -> (Manifest, Vec<u8>) {
+        let piece_size = 1usize << 20;
+        let mut files = vec![FileEntry {
+            path: "big.bin".into(),
+            size: (3 << 20) + 1000,
+            executable: false,
+        }];
+        for i in 0..100 {
+            files.push(FileEntry {
+                path: format!("small/f{i:03}"),
+                size: 100,
+                executable: false,
+            });
+        }
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let pieces = data.chunks(piece_size).map(Hash::of).collect();
+        let manifest = Manifest {
+            piece_size: piece_size as u32,
+            files,
+            empty_dirs: Vec::new(),
+            pieces,
+        };
+        (manifest, data)
+    }
+
+    /// Pins the Windows pitfall "Defender makes closing many small files
+    /// slow": a file was opened and closed for every span of every piece,
+    /// on the thread writing pieces. Now each file is opened once however
+    /// many pieces it spans, at most `OPEN_FILES_PER_DOWNLOAD` stay open,
+    /// and every handle, from preparing the folder and from writing, is
+    /// closed by the closing loop: its count equals every file opened.
+    #[test]
+    fn files_stay_open_across_pieces_and_only_the_closer_closes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifest, data) = game();
+        let manifest = Arc::new(manifest);
+        let layout = manifest.layout();
+        let (closer, close_loop) = closer();
+        let closed = closer.closed.clone();
+        let closing = std::thread::spawn(move || close_loop.run());
+        let root = dir.path().join("staging");
+        staging::prepare(&root, &manifest, &closer).unwrap();
+        let files = OpenFiles::new(root.clone(), manifest.clone(), closer);
+        let piece_size = manifest.piece_size as usize;
+        for piece in 0..layout.n_pieces() {
+            let end = ((piece + 1) * piece_size).min(data.len());
+            staging::write_piece(&files, &layout, piece, &data[piece * piece_size..end]).unwrap();
+        }
+        let n_files = manifest.files.len() as u64;
+        assert_eq!(files.opened(), n_files, "each file opened once");
+        assert!(files.lock().files.len() <= OPEN_FILES_PER_DOWNLOAD);
+        drop(files);
+        closing.join().unwrap();
+        assert_eq!(
+            closed.load(Ordering::Relaxed),
+            2 * n_files,
+            "every handle (prepare's and the writes') closed by the closing loop"
+        );
+        let mut written = Vec::new();
+        for entry in &manifest.files {
+            written.extend(std::fs::read(fsx::manifest_path(&root, &entry.path)).unwrap());
+        }
+        assert!(written == data, "the files hold the game's bytes");
+    }
+
+    /// Two writers of one file at once each get a handle; the spare one
+    /// goes to the closer, and the bound holds.
+    #[test]
+    fn a_spare_handle_and_the_least_recently_used_go_to_the_closer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lru = Lru::default();
+        let open = |i: usize| std::fs::File::create(dir.path().join(i.to_string())).unwrap();
+        assert!(lru.put(0, open(0)).is_none());
+        assert!(lru.put(0, open(0)).is_some(), "the second handle is spare");
+        for i in 1..OPEN_FILES_PER_DOWNLOAD {
+            assert!(lru.put(i, open(i)).is_none());
+        }
+        // File 0 is the least recently put back: it goes when one more comes.
+        assert!(lru.put(OPEN_FILES_PER_DOWNLOAD, open(0)).is_some());
+        assert!(!lru.files.contains_key(&0));
+        assert_eq!(lru.files.len(), OPEN_FILES_PER_DOWNLOAD);
+    }
+}
