@@ -88,13 +88,29 @@ impl Closer {
 }
 
 impl CloseLoop {
-    /// Close every file sent, until every [`Closer`] is dropped.
-    pub fn run(self) {
+    /// Close every file sent, until every [`Closer`] is dropped. Where the
+    /// platform has no flush of a whole file system (all but Linux), each
+    /// file is flushed before it is closed, here too, off the write path
+    /// and mostly while the download runs: returns whether every file was
+    /// (then the install has nothing left to flush file by file; on
+    /// Windows, reopening and closing every file there is where Defender
+    /// scanned them all again).
+    pub fn run(self) -> bool {
+        let mut flushed = !cfg!(target_os = "linux");
         for files in self.rx {
             let n = files.len() as u64;
-            drop(files);
+            for file in files {
+                if flushed {
+                    if let Err(e) = file.sync_all() {
+                        tracing::debug!("cannot flush a staging file: {e}");
+                        flushed = false;
+                    }
+                }
+                drop(file);
+            }
             self.closed.fetch_add(n, Ordering::Relaxed);
         }
+        flushed
     }
 }
 

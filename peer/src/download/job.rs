@@ -206,7 +206,7 @@ impl Engine {
         // The swarm dropped the open files: once the loop has closed them
         // all, no handle is open below the staging folder (Windows renames
         // no folder with an open file, and a discard deletes it).
-        let _ = closing.await;
+        let flushed = closing.await.unwrap_or(false);
         let end = end?;
         if !matches!(end, End::Completed) {
             return Ok(end);
@@ -232,7 +232,7 @@ impl Engine {
             );
             let attempt = self
                 .blocking(format!("install {}", job.game_id), move || {
-                    engine.install(&game_id, vid, &root, manifest)
+                    engine.install(&game_id, vid, &root, manifest, flushed)
                 })
                 .await;
             match attempt {
@@ -501,16 +501,18 @@ impl Engine {
 
     /// Blocking: make the staging copy durable and move it into the games
     /// folder in one rename; an older version is replaced only now.
+    /// `flushed`: the closing loop flushed every file as it closed it.
     fn install(
         &self,
         game_id: &str,
         vid: VersionId,
         root: &Path,
         manifest: Arc<Manifest>,
+        flushed: bool,
     ) -> Result<LocalGame, DownloadError> {
         refuse_bad_game_id(game_id)?;
         self.refuse_colliding_folder(game_id)?;
-        staging::sync_all(root, &manifest)
+        staging::sync_all(root, &manifest, flushed)
             .map_err(|e| DownloadError::io("cannot flush the download", e))?;
         let dest = self.parts.games_dir.join(game_id);
         let replaced = self.move_into_place(game_id, vid, root, &dest)?;

@@ -182,12 +182,17 @@ pub fn write_piece(
 /// Flush every file and folder below `root` to disk: one durability step per
 /// game, not per piece (on Linux one `syncfs` for the whole file system:
 /// an fsync per file caps a game of small files at ~1.7k files/s).
-pub fn sync_all(root: &Path, manifest: &Manifest) -> io::Result<()> {
+/// `files_flushed`: every file was flushed when its last handle closed
+/// (`files::CloseLoop::run`), so only the folder is left.
+pub fn sync_all(root: &Path, manifest: &Manifest, files_flushed: bool) -> io::Result<()> {
     for entry in manifest.files.iter().filter(|e| e.executable) {
         set_executable(&fsx::manifest_path(root, &entry.path))?;
     }
     if sync_file_system(root)? {
         return Ok(());
+    }
+    if files_flushed {
+        return sync_dir(root);
     }
     for entry in &manifest.files {
         OpenOptions::new()
