@@ -37,7 +37,11 @@ mod cli {
             /// Upload rate of every link (a tc rate).
             #[arg(long, default_value = "1gbit")]
             rate: String,
-            /// Measuring window after warm-up (seconds).
+            /// Wait after warm-up before measuring (seconds): the start-up
+            /// (first dials, mDNS queries backing off) is not idle.
+            #[arg(long, default_value_t = 30)]
+            settle: u64,
+            /// Measuring window after warm-up and settling (seconds).
             #[arg(long, default_value_t = 30)]
             window: u64,
         },
@@ -107,6 +111,7 @@ mod cli {
             Scenario::Idle {
                 peers,
                 rate,
+                settle,
                 window,
             } => {
                 let r = lanspread_sim::idle(
@@ -114,6 +119,7 @@ mod cli {
                     &peers,
                     &shape(&rate),
                     warmup,
+                    Duration::from_secs(settle),
                     Duration::from_secs(window),
                 )?;
                 println!("{r}");

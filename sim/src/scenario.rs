@@ -125,6 +125,7 @@ pub struct IdleRow {
 }
 
 pub struct IdleReport {
+    pub settle: Duration,
     pub window: Duration,
     pub rows: Vec<IdleRow>,
 }
@@ -171,30 +172,37 @@ impl std::fmt::Display for IdleReport {
         write!(f, "{t}")?;
         writeln!(
             f,
-            "\nOver a {:.0} s window after warm-up; bytes and packets from each peer's veth \
+            "\nOver a {:.0} s window, {:.0} s after warm-up; bytes and packets from each peer's veth \
              counters; peers seen = discovered minus lost, from its events; sends unicast \
              to = distinct addresses it sent UDP to in the window (its working connections), \
              from a packet capture on the bridge ports.{}",
             self.window.as_secs_f64(),
+            self.settle.as_secs_f64(),
             delay_note()
         )
     }
 }
 
 /// `n` idle peers with no games: warm up (every peer sees the others, at
-/// most `warmup`), then measure over `window`.
+/// most `warmup`), let the start-up settle for `settle` (first dials,
+/// mDNS queries backing off), then measure over `window`.
 pub fn idle(
     bin: &Path,
     sizes: &[usize],
     shape: &Shape,
     warmup: Duration,
+    settle: Duration,
     window: Duration,
 ) -> anyhow::Result<IdleReport> {
     let mut rows = Vec::new();
     for &n in sizes {
-        rows.push(idle_one(bin, n, shape, warmup, window)?);
+        rows.push(idle_one(bin, n, shape, warmup, settle, window)?);
     }
-    Ok(IdleReport { window, rows })
+    Ok(IdleReport {
+        settle,
+        window,
+        rows,
+    })
 }
 
 fn idle_one(
@@ -202,11 +210,13 @@ fn idle_one(
     n: usize,
     shape: &Shape,
     warmup: Duration,
+    settle: Duration,
     window: Duration,
 ) -> anyhow::Result<IdleRow> {
     let mut lab = Lab::new(n, shape)?;
     start_all(&mut lab, bin)?;
     let (took, fewest_seen) = wait_mesh(&lab, warmup)?;
+    crate::sleep(settle)?;
     let procs: Vec<&PeerProc> = lab.procs.iter().flatten().collect();
     let before: Vec<(Counters, Duration)> = (0..n)
         .map(|i| (lab.counters(i), procs[i].cpu_time()))

@@ -32,8 +32,15 @@ fn small_party() {
     let shape = Shape::default();
     let warmup = Duration::from_secs(30);
 
-    let idle =
-        lanspread_sim::idle(&bin, &[PEERS], &shape, warmup, Duration::from_secs(3)).expect("idle");
+    let idle = lanspread_sim::idle(
+        &bin,
+        &[PEERS],
+        &shape,
+        warmup,
+        Duration::ZERO,
+        Duration::from_secs(3),
+    )
+    .expect("idle");
     println!("{idle}");
     assert!(idle.converged(), "idle peers did not all see each other");
     assert!(
