@@ -640,6 +640,7 @@ pub(crate) async fn start_with_services(
             directory: directory.clone(),
             display_name: config.display_name.clone(),
             listen_port: local_addr.port(),
+            ipv6: local_addr.is_ipv6(),
             interfaces: config.mdns_interfaces.clone(),
         })
     });

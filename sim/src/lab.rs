@@ -161,6 +161,34 @@ pub struct Lab {
     bridge: String,
     root: PathBuf,
     tag: u32,
+    /// Kernel settings raised for this lab, with their values before.
+    raised: Vec<(PathBuf, String)>,
+}
+
+/// The kernel's neighbour (ARP and NDP) tables are shared by every network
+/// namespace: with the defaults (`gc_thresh3` = 1024) a lab of N peers,
+/// each resolving the others, overflows them from about 32 peers on
+/// ("neighbor table overflow" in the kernel log) and peers cannot reach
+/// each other. Raise them for the lab's size; `Lab` puts them back.
+fn raise_neighbour_tables(n: usize) -> Vec<(PathBuf, String)> {
+    let needed = 4 * n * n + 1024;
+    let mut raised = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        for (knob, share) in [("gc_thresh1", 4), ("gc_thresh2", 2), ("gc_thresh3", 1)] {
+            let path = PathBuf::from(format!("/proc/sys/net/{family}/neigh/default/{knob}"));
+            let Ok(before) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let want = needed / share;
+            if before.trim().parse::<usize>().is_ok_and(|v| v >= want)
+                || std::fs::write(&path, want.to_string()).is_err()
+            {
+                continue;
+            }
+            raised.push((path, before.trim().to_owned()));
+        }
+    }
+    raised
 }
 
 fn ip_of(index: usize) -> Ipv4Addr {
@@ -275,6 +303,7 @@ impl Lab {
             bridge: bridge.clone(),
             root: root.clone(),
             tag,
+            raised: raise_neighbour_tables(n),
         };
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
@@ -368,6 +397,10 @@ impl Lab {
         let _ = std::fs::remove_dir_all(&self.root);
         // Anything half-made (a failure between `netns add` and the push).
         clean_leftovers(Some(self.tag));
+        // Thresholds last: after the entries of the lab are gone.
+        for (path, before) in self.raised.drain(..).rev() {
+            let _ = std::fs::write(&path, before);
+        }
     }
 }
 

@@ -92,7 +92,12 @@ impl PeerProc {
         }
         {
             let view = view.clone();
-            std::thread::spawn(move || read_stderr(stderr, &view));
+            // With LANSPREAD_SIM_LOGS=DIR each peer's log also goes to
+            // DIR/<namespace>.log (set RUST_LOG for more than errors).
+            let log = std::env::var_os("LANSPREAD_SIM_LOGS").and_then(|dir| {
+                std::fs::File::create(Path::new(&dir).join(format!("{}.log", node.ns))).ok()
+            });
+            std::thread::spawn(move || read_stderr(stderr, &view, log));
         }
         Ok(Self {
             child,
@@ -263,8 +268,12 @@ fn read_events(out: impl std::io::Read, view: &Mutex<View>, on_completed: Option
     lock(view).ended = true;
 }
 
-fn read_stderr(err: impl std::io::Read, view: &Mutex<View>) {
+fn read_stderr(err: impl std::io::Read, view: &Mutex<View>, mut log: Option<std::fs::File>) {
     for line in BufReader::new(err).lines().map_while(Result::ok) {
+        if let Some(file) = &mut log {
+            use std::io::Write;
+            let _ = writeln!(file, "{line}");
+        }
         let mut v = lock(view);
         // "serving on ADDR as PEER_ID"
         if v.peer_id.is_none() {

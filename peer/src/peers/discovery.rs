@@ -15,12 +15,16 @@ use lanspread_proto::Hash;
 use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
 
 use super::{OwnRecord, PeerDirectory};
-use crate::events::Source;
 use crate::net::identity::PeerId;
 use crate::supervisor::ServiceContext;
 
 /// The DNS-SD service type.
 pub const SERVICE_TYPE: &str = "_lanspread._udp.local.";
+/// How long we browse after starting (or after finding ourselves alone):
+/// mdns-sd asks at 1, 2, 4, ... 32 s, so six queries.
+pub const BROWSE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often, once browsing stopped, we look whether we are alone.
+const ALONE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Virtual adapters skipped by default: container, VM and VPN interfaces
 /// rarely lead to party peers, make every announcement go out N times, and
@@ -93,6 +97,9 @@ pub struct Discovery {
     /// Announced in the TXT record; the runtime has already cut it to fit.
     pub display_name: String,
     pub listen_port: u16,
+    /// Our socket speaks IPv6 (and, dual-stack, IPv4): otherwise IPv6
+    /// addresses of peers are of no use to us.
+    pub ipv6: bool,
     /// Only these interfaces when non-empty; otherwise every interface that
     /// is not virtual.
     pub interfaces: Vec<String>,
@@ -151,8 +158,23 @@ async fn serve(
     daemon
         .register(describe(record)?)
         .context("cannot announce over mDNS")?;
-    let browse = daemon.browse(SERVICE_TYPE).context("cannot browse mDNS")?;
+    // Browsing costs every peer on the LAN: each query carries what the
+    // asker knows, and cached records are refreshed by more queries, so the
+    // traffic each peer hears grows with the party. We browse to find the
+    // party, then stop: peers that come later find us by their own
+    // browse, dial the peers they watch, and gossip tells the rest. We
+    // browse again when we find ourselves alone.
+    let mut browse = Some(daemon.browse(SERVICE_TYPE).context("cannot browse mDNS")?);
+    let mut browse_until = tokio::time::Instant::now() + BROWSE_FOR;
+    let mut alone_check = tokio::time::interval(ALONE_CHECK);
     loop {
+        let browsing = browse.clone();
+        let next_event = async move {
+            match browsing {
+                Some(receiver) => receiver.recv_async().await.map(Some),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = ctx.token().cancelled() => return Ok(()),
@@ -161,12 +183,26 @@ async fn serve(
                     anyhow::bail!("the peer directory went away");
                 }
                 // Our library changed: announce the new record (the same
-                // name, new TXT), so every peer on the LAN hears it at once.
+                // name, new TXT); peers still browsing hear it at once, the
+                // others by gossip.
                 let record = *own.borrow_and_update();
                 daemon.register(describe(record)?).context("cannot announce over mDNS")?;
             }
-            event = browse.recv_async() => {
-                let event = event.context("the mDNS daemon stopped")?;
+            _ = tokio::time::sleep_until(browse_until), if browse.is_some() => {
+                tracing::debug!("mDNS: browsing stops");
+                let _ = daemon.stop_browse(SERVICE_TYPE);
+                browse = None;
+            }
+            _ = alone_check.tick(), if browse.is_none() => {
+                ctx.heartbeat();
+                if discovery.directory.present_count() == 0 {
+                    tracing::debug!("mDNS: alone, browsing again");
+                    browse = Some(daemon.browse(SERVICE_TYPE).context("cannot browse mDNS")?);
+                    browse_until = tokio::time::Instant::now() + BROWSE_FOR;
+                }
+            }
+            event = next_event => {
+                let Some(event) = event.context("the mDNS daemon stopped")? else { continue };
                 ctx.heartbeat();
                 match event {
                     ServiceEvent::ServiceResolved(service) => found(discovery, &our_id, &service),
@@ -208,22 +244,26 @@ fn found(discovery: &Discovery, our_id: &str, service: &ResolvedService) {
     let library_digest = txt("lib")
         .and_then(Hash::from_hex)
         .unwrap_or_else(|| games_digest(&[]));
-    let records = service
+    // One address we can reach: IPv4 first (link-local IPv6 needs a scope
+    // our socket address does not carry).
+    let mut ips: Vec<std::net::IpAddr> = service
         .addresses
         .iter()
-        .map(|ip| {
-            let addr = SocketAddr::new(ip.to_ip_addr(), service.port);
-            tracing::debug!(peer = %peer_id, %addr, version, "found by mDNS");
-            PeerRecord {
-                peer_id: peer_id.to_string(),
-                addr,
-                version,
-                library_digest,
-                gone: false,
-            }
-        })
+        .map(|ip| ip.to_ip_addr())
+        .filter(|ip| ip.is_ipv4() || discovery.ipv6)
         .collect();
-    discovery.directory.observe(records, None, Source::Mdns);
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    let Some(ip) = ips.first() else { return };
+    let record = PeerRecord {
+        peer_id: peer_id.to_string(),
+        addr: SocketAddr::new(*ip, service.port),
+        version,
+        library_digest,
+        gone: false,
+    };
+    tracing::debug!(peer = %peer_id, addr = %record.addr, version, "found by mDNS");
+    let name = txt("name").map(lanspread_proto::wire::truncate_display_name);
+    discovery.directory.announced(record, name);
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a dial that checks whether a peer is still there (its
 /// connection died, or another peer says it is gone). A LAN answers within
 /// milliseconds; a loaded peer within this.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection to a peer we watch, and that nothing else uses, is dead
 /// after this long without a datagram. The client side sends keep-alives
 /// every `tls::KEEP_ALIVE`, so this is two missed answers.
@@ -170,17 +170,17 @@ impl Liveness {
                         Some((at, wait)) if now >= at => {
                             let next = (wait * 2).min(REDIAL_MAX);
                             p.redial = (now.duration_since(p.last_ok) < LOST_REDIAL_FOR)
-                                .then_some((now + next, next));
+                                .then_some((now + super::jitter(next), next));
                             true
                         }
                         _ => false,
                     },
                     PeerState::Incompatible => false,
                 };
+                let checking = p.suspect.is_some() || p.info.state == PeerState::Lost;
                 if !dial {
                     continue;
                 }
-                let checking = p.suspect.is_some() || p.info.state == PeerState::Lost;
                 table.dialing.insert(id.clone());
                 due.push(Dial {
                     addr,
@@ -422,7 +422,11 @@ impl Liveness {
         let wrong_peer = matches!(e, ConnectError::WrongPeer { .. });
         table.handle_dial_failed(addr, e.to_string(), wrong_peer);
         let Target::Peer(id) = target else { return };
-        let present = table.peers.get(id).is_some_and(RemotePeer::present);
+        // Not when another dial (or its own hello) brought it back meanwhile.
+        let present = table
+            .peers
+            .get(id)
+            .is_some_and(|p| p.present() && p.connection.is_none());
         drop(table);
         if present {
             // A peer we had present does not answer: gone.

@@ -285,6 +285,15 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
 pub const REDIAL_FIRST: Duration = Duration::from_secs(2);
 pub const REDIAL_MAX: Duration = Duration::from_secs(60);
 
+/// `wait` stretched by a random 0-100 %.
+pub(crate) fn jitter(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    wait + wait.mul_f64((random % 1000) as f64 / 1000.0)
+}
+
 /// The shared table of peers.
 pub struct PeerDirectory {
     // A std Mutex: short bookkeeping under it, never an await.
@@ -422,7 +431,9 @@ impl PeerDirectory {
             p.suspect = None;
             p.watched = false;
             p.wanted_until = None;
-            p.redial = Some((Instant::now() + REDIAL_FIRST, REDIAL_FIRST));
+            // Jittered: the whole party lost it at once, and should not
+            // dial it back at once.
+            p.redial = Some((Instant::now() + jitter(REDIAL_FIRST), REDIAL_FIRST));
             if let Some(conn) = p.connection.take() {
                 conn.connection.close(0u32.into(), b"lost");
             }
@@ -490,6 +501,7 @@ impl PeerDirectory {
         source: Source,
     ) {
         let mut dial = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut table = self.lock();
             let table = &mut *table;
@@ -523,13 +535,17 @@ impl PeerDirectory {
                                 p.connection.is_some() && p.last_ok.elapsed() < HEALTHY_WITHIN;
                             if record.version != p.version
                                 || p.gone_told == Some(record.version)
-                                || p.suspect.is_some()
                                 || healthy
                             {
                                 continue;
                             }
-                            p.suspect = Some("another peer found it gone".into());
+                            // Its watchers found it silent and checked it
+                            // with a dial: not dialled again by everyone at
+                            // once (a party of probes would bury a busy
+                            // peer). Alive after all, it answers with a
+                            // newer record of itself.
                             p.gone_told = Some(record.version);
+                            gone.push(id.clone());
                             table.outbox.push((record, sender));
                         } else if record.version > p.version {
                             p.version = record.version;
@@ -562,6 +578,75 @@ impl PeerDirectory {
         for (addr, id) in dial {
             self.add_candidate(addr, Some(id), source);
         }
+        for id in gone {
+            self.lose(&id, "gone: the peers watching it say so");
+        }
+    }
+
+    /// A peer's own mDNS announcement (`name` from its TXT): present at
+    /// once, without a dial, as on any mDNS LAN (a machine on the LAN can
+    /// spoof it, as it can answer for any name); it is dialled only to list
+    /// its games when it has some, or to watch it. Its watchers check it
+    /// is there, and tell the others if it is not.
+    pub fn announced(&self, record: PeerRecord, name: Option<&str>) {
+        let Some(id) = PeerId::parse(&record.peer_id) else {
+            return;
+        };
+        if id == self.our_id {
+            return;
+        }
+        let discovered = {
+            let mut table = self.lock();
+            let table = &mut *table;
+            if let Some(p) = table.peers.get_mut(&id) {
+                match p.info.state {
+                    PeerState::Incompatible => return,
+                    PeerState::Connected => {
+                        if record.version > p.version {
+                            p.version = record.version;
+                            p.announced = record.library_digest;
+                            if games_digest(&p.games) != record.library_digest {
+                                p.refresh = true;
+                            } else {
+                                table.outbox.push((record, None));
+                            }
+                        }
+                        return;
+                    }
+                    PeerState::Lost if record.version <= p.version => return,
+                    PeerState::Lost => {}
+                }
+            }
+            let info = PeerInfo {
+                peer_id: id.clone(),
+                display_name: name.unwrap_or_default().to_owned(),
+                addr: Some(record.addr),
+                state: PeerState::Connected,
+                rtt_ms: None,
+                games: 0,
+                source: Source::Mdns,
+                last_error: None,
+            };
+            let p = table
+                .peers
+                .entry(id.clone())
+                .or_insert_with(|| RemotePeer::new(info.clone(), 0, games_digest(&[])));
+            p.info = PeerInfo {
+                games: p.games.len(),
+                ..info
+            };
+            p.version = record.version;
+            p.announced = record.library_digest;
+            p.refresh = games_digest(&p.games) != record.library_digest;
+            p.last_ok = Instant::now();
+            p.suspect = None;
+            p.redial = None;
+            // Not passed on: every peer on the LAN heard the same packet.
+            table.catalog_dirty = true;
+            p.info.clone()
+        };
+        tracing::info!(peer = %id, addr = ?discovered.addr, name = %discovered.display_name, "peer announced by mDNS");
+        self.emit(PeerEvent::PeerDiscovered { peer: discovered });
     }
 
     /// The records of every peer present (and ours), for a peer exchange
@@ -604,6 +689,11 @@ impl PeerDirectory {
     /// Take the records waiting to be told.
     pub(crate) fn take_outbox(&self) -> Vec<(PeerRecord, Option<PeerId>)> {
         std::mem::take(&mut self.lock().outbox)
+    }
+
+    /// How many peers are present.
+    pub fn present_count(&self) -> usize {
+        self.lock().peers.values().filter(|p| p.present()).count()
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {
@@ -853,28 +943,20 @@ mod tests {
         assert_eq!(table.candidates[&told.addr].expected, Some(stranger));
     }
 
-    /// A rumour that a present peer is gone makes us check it ourselves,
-    /// and goes round once; a rumour about another version of it, or a
-    /// second copy, does nothing.
+    /// A rumour that a present peer is gone (its watchers checked it) is
+    /// taken and goes round once; a rumour about another version of it, or
+    /// a second copy, does nothing.
     #[test]
-    fn a_gone_rumour_is_checked_and_passed_on_once() {
+    fn a_gone_rumour_is_taken_and_passed_on_once() {
         let peer = id();
         let directory = directory_with(&peer, Vec::new());
         let teller = id();
         let from = Some((&teller, addr([10, 0, 0, 7], 1)));
         directory.observe(vec![record(&peer, 0, &[], true)], from, Source::Exchange);
-        assert!(
-            directory.lock().peers[&peer].suspect.is_none(),
-            "another version"
-        );
+        assert!(directory.lock().peers[&peer].present(), "another version");
         directory.observe(vec![record(&peer, 1, &[], true)], from, Source::Exchange);
         directory.observe(vec![record(&peer, 1, &[], true)], from, Source::Exchange);
-        {
-            let table = directory.lock();
-            let p = &table.peers[&peer];
-            assert!(p.suspect.is_some(), "checked");
-            assert!(p.present(), "not lost on hearsay");
-        }
+        assert!(!directory.lock().peers[&peer].present(), "gone");
         let outbox = directory.take_outbox();
         assert_eq!(outbox.len(), 1, "passed on once");
         assert_eq!(
@@ -914,6 +996,31 @@ mod tests {
         assert_eq!(outbox.len(), 1);
         assert_eq!(outbox[0].0.peer_id, us.as_str());
         assert!(!outbox[0].0.gone);
+    }
+
+    /// A peer's own mDNS announcement makes it present without a dial; it
+    /// is dialled only to list its games when it has some. Once lost, only
+    /// a newer announcement brings it back.
+    #[test]
+    fn an_mdns_announcement_is_presence_and_games_are_listed_only_when_there_are_some() {
+        let (events, _) = EventSink::new(16);
+        let directory = PeerDirectory::new(id(), events);
+        let (idle, host) = (id(), id());
+        directory.announced(record(&idle, 5, &[], false), Some("idle"));
+        directory.announced(record(&host, 5, &[game("quake", 1)], false), Some("host"));
+        {
+            let table = directory.lock();
+            assert!(table.candidates.is_empty(), "no dial to check");
+            let p = &table.peers[&idle];
+            assert!(p.present() && !p.refresh);
+            assert_eq!(p.info.display_name, "idle");
+            assert!(table.peers[&host].refresh, "its games get listed");
+        }
+        directory.lose(&idle, "test");
+        directory.announced(record(&idle, 5, &[], false), None);
+        assert!(!directory.lock().peers[&idle].present(), "old news");
+        directory.announced(record(&idle, 6, &[], false), None);
+        assert!(directory.lock().peers[&idle].present(), "restarted");
     }
 
     /// In sync, a peer exchange answer is empty; otherwise it lists every
