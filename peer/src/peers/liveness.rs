@@ -531,15 +531,7 @@ impl Liveness {
         if outbox.is_empty() {
             return;
         }
-        let watched: Vec<(PeerId, PeerConnection)> = {
-            let table = self.directory.lock();
-            table
-                .peers
-                .iter()
-                .filter(|(_, p)| p.watched)
-                .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
-                .collect()
-        };
+        let watched = self.directory.watched_connections();
         for (id, conn) in watched {
             let records: Vec<PeerRecord> = outbox
                 .iter()
@@ -563,15 +555,7 @@ impl Liveness {
     /// only the digest of what we know crosses when we agree. Returns
     /// whether there was a peer to ask.
     fn sync(&self, tasks: &mut JoinSet<Outcome>, turn: usize) -> bool {
-        let watched: Vec<(PeerId, PeerConnection)> = {
-            let table = self.directory.lock();
-            table
-                .peers
-                .iter()
-                .filter(|(_, p)| p.watched)
-                .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
-                .collect()
-        };
+        let watched = self.directory.watched_connections();
         let Some((from, conn)) = watched.get(turn % watched.len().max(1)).cloned() else {
             return false;
         };

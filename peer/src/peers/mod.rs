@@ -146,6 +146,19 @@ impl RemotePeer {
             && (self.watched || self.wanted(now) || self.refresh || self.suspect.is_some())
     }
 
+    /// Take `record` of it if it is newer than ours: returns whether it
+    /// goes on to others now. When its digest is not that of the games we
+    /// hold, they are listed again first (and it goes on after that).
+    fn take_newer(&mut self, record: &PeerRecord) -> bool {
+        if record.version <= self.version {
+            return false;
+        }
+        self.version = record.version;
+        self.announced = record.library_digest;
+        self.refresh = games_digest(&self.games) != record.library_digest;
+        !self.refresh
+    }
+
     /// What we tell others of it.
     pub fn record(&self) -> Option<PeerRecord> {
         Some(PeerRecord {
@@ -547,15 +560,8 @@ impl PeerDirectory {
                             p.gone_told = Some(record.version);
                             gone.push(id.clone());
                             table.outbox.push((record, sender));
-                        } else if record.version > p.version {
-                            p.version = record.version;
-                            p.announced = record.library_digest;
-                            if games_digest(&p.games) != record.library_digest {
-                                // Passed on once its games are listed.
-                                p.refresh = true;
-                            } else {
-                                table.outbox.push((record, sender));
-                            }
+                        } else if p.take_newer(&record) {
+                            table.outbox.push((record, sender));
                         }
                     }
                     known => {
@@ -602,14 +608,8 @@ impl PeerDirectory {
                 match p.info.state {
                     PeerState::Incompatible => return,
                     PeerState::Connected => {
-                        if record.version > p.version {
-                            p.version = record.version;
-                            p.announced = record.library_digest;
-                            if games_digest(&p.games) != record.library_digest {
-                                p.refresh = true;
-                            } else {
-                                table.outbox.push((record, None));
-                            }
+                        if p.take_newer(&record) {
+                            table.outbox.push((record, None));
                         }
                         return;
                     }
@@ -748,6 +748,16 @@ impl PeerDirectory {
             holders.push((id.clone(), p.connection.clone()));
         }
         holders
+    }
+
+    /// The peers we watch, over the connections we hold to them.
+    pub(crate) fn watched_connections(&self) -> Vec<(PeerId, PeerConnection)> {
+        self.lock()
+            .peers
+            .iter()
+            .filter(|(_, p)| p.watched)
+            .filter_map(|(id, p)| Some((id.clone(), p.connection.clone()?)))
+            .collect()
     }
 
     pub(crate) fn connected(&self) -> Vec<(PeerId, PeerConnection)> {
