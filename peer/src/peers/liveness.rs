@@ -107,7 +107,9 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
                 if let Ok(outcome) = done {
                     live.handle_outcome(outcome);
                 }
+                live.act(&mut tasks);
             }
+            _ = live.directory.woken() => live.act(&mut tasks),
             changed = library.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the library went away");
@@ -148,6 +150,16 @@ impl Liveness {
             party_key: self.party_key,
             listen_port: self.listen_port,
         }
+    }
+
+    /// What news calls for at once: dials, listings, gossip, the catalog.
+    /// (Finding dead connections and peer exchange wait for the tick.)
+    fn act(self: &Arc<Self>, tasks: &mut JoinSet<Outcome>) {
+        self.update_watch();
+        self.dial_due(tasks);
+        self.refresh_flagged(tasks);
+        self.send_outbox(tasks);
+        self.publish_catalog();
     }
 
     fn dial_due(self: &Arc<Self>, tasks: &mut JoinSet<Outcome>) {

@@ -314,6 +314,9 @@ pub struct PeerDirectory {
     events: EventSink,
     our_id: PeerId,
     own: tokio::sync::watch::Sender<OwnRecord>,
+    /// Told when there is work for the liveness loop (news to pass on, a
+    /// peer to dial or list), so it does not wait for its next tick.
+    wake: tokio::sync::Notify,
 }
 
 impl PeerDirectory {
@@ -326,7 +329,13 @@ impl PeerDirectory {
                 version: membership::first_version(),
                 digest: games_digest(&[]),
             }),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Wait until there is work for the liveness loop.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -367,6 +376,7 @@ impl PeerDirectory {
         if let Some(own) = changed {
             let record = self.own_record(own);
             self.lock().outbox.push((record, None));
+            self.wake.notify_one();
         }
     }
 
@@ -399,6 +409,8 @@ impl PeerDirectory {
         if !table.admit(addr, expected, source) {
             tracing::debug!(%addr, ?source, "address not kept: the table is full for it");
         }
+        drop(table);
+        self.wake.notify_one();
     }
 
     /// A peer that speaks another protocol version: listed, never dialled.
@@ -461,6 +473,7 @@ impl PeerDirectory {
             true
         };
         if lost {
+            self.wake.notify_one();
             tracing::info!(%peer, %reason, "peer lost");
             self.emit(PeerEvent::PeerLost {
                 peer_id: peer.clone(),
@@ -488,6 +501,8 @@ impl PeerDirectory {
                     p.version = version;
                     p.announced = digest;
                     p.refresh |= games_digest(&p.games) != digest;
+                    drop(table);
+                    self.wake.notify_one();
                 }
                 return;
             }
@@ -587,6 +602,7 @@ impl PeerDirectory {
         for id in gone {
             self.lose(&id, "gone: the peers watching it say so");
         }
+        self.wake.notify_one();
     }
 
     /// A peer's own mDNS announcement (`name` from its TXT): present at
@@ -611,6 +627,7 @@ impl PeerDirectory {
                         if p.take_newer(&record) {
                             table.outbox.push((record, None));
                         }
+                        self.wake.notify_one();
                         return;
                     }
                     PeerState::Lost if record.version <= p.version => return,
@@ -645,6 +662,7 @@ impl PeerDirectory {
             table.catalog_dirty = true;
             p.info.clone()
         };
+        self.wake.notify_one();
         tracing::info!(peer = %id, addr = ?discovered.addr, name = %discovered.display_name, "peer announced by mDNS");
         self.emit(PeerEvent::PeerDiscovered { peer: discovered });
     }
