@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::lab::Node;
-
 /// What a peer's output has told so far.
 #[derive(Debug, Default)]
 pub struct View {
@@ -54,13 +52,13 @@ impl PeerProc {
     /// Start `bin ARGS` in `node`'s namespace, with `-q --json`.
     pub fn spawn(
         bin: &Path,
-        node: &Node,
+        ns: &str,
         args: &[String],
         on_completed: Option<OnCompleted>,
     ) -> anyhow::Result<Self> {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &node.ns])
+            .args(["netns", "exec", ns])
             .arg(bin)
             .args(args)
             .args(["-q", "--json"])
@@ -95,7 +93,7 @@ impl PeerProc {
             // With LANSPREAD_SIM_LOGS=DIR each peer's log also goes to
             // DIR/<namespace>.log (set RUST_LOG for more than errors).
             let log = std::env::var_os("LANSPREAD_SIM_LOGS").and_then(|dir| {
-                std::fs::File::create(Path::new(&dir).join(format!("{}.log", node.ns))).ok()
+                std::fs::File::create(Path::new(&dir).join(format!("{ns}.log"))).ok()
             });
             std::thread::spawn(move || read_stderr(stderr, &view, log));
         }

@@ -45,7 +45,7 @@ fn start_all(lab: &mut Lab, bin: &Path) -> anyhow::Result<Vec<String>> {
     for i in 0..lab.nodes.len() {
         crate::check_stop()?;
         let args = serve_args(lab, i);
-        lab.procs[i] = Some(PeerProc::spawn(bin, &lab.nodes[i], &args, None)?);
+        lab.procs[i] = Some(PeerProc::spawn(bin, &lab.nodes[i].ns, &args, None)?);
     }
     let mut ids = Vec::new();
     for p in lab.procs.iter().flatten() {
@@ -662,7 +662,7 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
     let mut lab = Lab::new(n, &config.shape)?;
     write_game(&lab.nodes[0].games(), RUSH_GAME, config.size, config.files)?;
     let seed_args = serve_args(&lab, 0);
-    lab.procs[0] = Some(PeerProc::spawn(bin, &lab.nodes[0], &seed_args, None)?);
+    lab.procs[0] = Some(PeerProc::spawn(bin, &lab.nodes[0].ns, &seed_args, None)?);
     let seed = lab.procs[0].as_ref().expect("just started");
     seed.wait_serving(SERVING_WITHIN)?;
     // Indexed: the seed's catalog lists it as installed.
@@ -699,7 +699,7 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         let args = download_args(&lab, i);
         lab.procs[i] = Some(PeerProc::spawn(
             bin,
-            &lab.nodes[i],
+            &lab.nodes[i].ns,
             &args,
             Some(on_completed.clone()),
         )?);
@@ -791,7 +791,7 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
                         download_args(&lab, i)
                     };
                     let hook = (i > 0).then(|| on_completed.clone());
-                    lab.procs[i] = Some(PeerProc::spawn(bin, &lab.nodes[i], &args, hook)?);
+                    lab.procs[i] = Some(PeerProc::spawn(bin, &lab.nodes[i].ns, &args, hook)?);
                 }
             }
         }
@@ -845,7 +845,7 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
                 let args = download_args(&lab, i);
                 lab.procs[i] = Some(PeerProc::spawn(
                     bin,
-                    &lab.nodes[i],
+                    &lab.nodes[i].ns,
                     &args,
                     Some(on_completed.clone()),
                 )?);
