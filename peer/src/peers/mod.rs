@@ -483,9 +483,13 @@ impl PeerDirectory {
     }
 
     /// A peer said goodbye (over QUIC, or mDNS): it is lost now, not after
-    /// the timeout.
+    /// the timeout, and not dialled again: it left on purpose, and comes
+    /// back by itself (its hello, mDNS, or a newer record of it).
     pub fn goodbye_from(&self, peer: &PeerId) {
         self.lose(peer, "said goodbye");
+        if let Some(p) = self.lock().peers.get_mut(peer) {
+            p.redial = None;
+        }
     }
 
     /// `peer` dialled us and said hello from `addr` (its IP and the port it
