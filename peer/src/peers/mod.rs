@@ -442,6 +442,11 @@ impl PeerDirectory {
     /// `peer` is gone (`reason` says why): lost now, its games leave the
     /// catalog, and the peers we watch are told once.
     pub(crate) fn lose(&self, peer: &PeerId, reason: &str) {
+        self.lose_as(peer, reason, true);
+    }
+
+    /// [`Self::lose`], dialling it again later only when `redial`.
+    fn lose_as(&self, peer: &PeerId, reason: &str, redial: bool) {
         let lost = {
             let mut table = self.lock();
             let Some(p) = table.peers.get_mut(peer) else {
@@ -458,7 +463,7 @@ impl PeerDirectory {
             p.wanted_until = None;
             // Jittered: the whole party lost it at once, and should not
             // dial it back at once.
-            p.redial = Some((Instant::now() + jitter(REDIAL_FIRST), REDIAL_FIRST));
+            p.redial = redial.then(|| (Instant::now() + jitter(REDIAL_FIRST), REDIAL_FIRST));
             if let Some(conn) = p.connection.take() {
                 conn.connection.close(0u32.into(), b"lost");
             }
@@ -486,10 +491,7 @@ impl PeerDirectory {
     /// the timeout, and not dialled again: it left on purpose, and comes
     /// back by itself (its hello, mDNS, or a newer record of it).
     pub fn goodbye_from(&self, peer: &PeerId) {
-        self.lose(peer, "said goodbye");
-        if let Some(p) = self.lock().peers.get_mut(peer) {
-            p.redial = None;
-        }
+        self.lose_as(peer, "said goodbye", false);
     }
 
     /// `peer` dialled us and said hello from `addr` (its IP and the port it
