@@ -502,10 +502,19 @@ pub struct RushReport {
     pub corrupt: Vec<usize>,
     /// Seed's bytes sent between the start and the first completion.
     pub seed_before_second_copy: Option<u64>,
-    /// Highest 1-s upload per peer, bits per second.
+    /// Highest upload per peer over a [`CAP_WINDOW`], bits per second.
     pub max_upload_bps: f64,
-    /// Nodes whose upload over some second exceeded R by more than 5 %.
+    /// Nodes whose upload over some [`CAP_WINDOW`] exceeded R by more than 5 %.
     pub over_cap: Vec<usize>,
+    /// CPU seconds of every peer process from the downloaders' start to the
+    /// end (restarted processes: their last run only).
+    pub peers_cpu: f64,
+    /// Per [`CAP_WINDOW`] from the start: the share of the party's upload
+    /// capacity (N × R) used, and of the seed's (R).
+    pub upload_used: Vec<(f64, f64)>,
+    /// Share of the machine's CPU time that was busy over the same span:
+    /// near 1, the lab was bound by the machine, not by its links.
+    pub machine_busy: Option<f64>,
     /// Processes killed (seed, downloaders), and downloaders started again
     /// after they gave up on their own.
     pub killed_seed: usize,
@@ -548,8 +557,10 @@ impl std::fmt::Display for RushReport {
             "p50 finish",
             "last finish",
             "seed sent before a 2nd copy",
-            "max 1-s upload of a peer",
+            "max 3-s upload of a peer",
             "peers over R",
+            "peers' CPU-s per GB downloaded",
+            "machine busy",
         ];
         if self.churn {
             head.extend(["killed (seed / downloaders)", "re-runs after giving up"]);
@@ -570,6 +581,16 @@ impl std::fmt::Display for RushReport {
             } else {
                 format!("{:?}", self.over_cap)
             },
+            {
+                let gb = (c.size * self.finish.len() as u64) as f64 / 1e9;
+                if gb > 0.0 {
+                    format!("{:.1}", self.peers_cpu / gb)
+                } else {
+                    "–".into()
+                }
+            },
+            self.machine_busy
+                .map_or_else(|| "–".into(), |b| format!("{:.0} %", b * 100.0)),
         ];
         if self.churn {
             row.extend([
@@ -585,6 +606,20 @@ impl std::fmt::Display for RushReport {
              seed bytes from its veth counter at the first completion; every copy hashed \
              against the seed's.{}",
             delay_note()
+        )?;
+        let used = |pick: fn(&(f64, f64)) -> f64| {
+            self.upload_used
+                .iter()
+                .map(|u| format!("{:.0}", pick(u) * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        writeln!(
+            f,
+            "\nUpload used, % per {} s from the start: party {}; seed {}",
+            CAP_WINDOW.as_secs(),
+            used(|u| u.0),
+            used(|u| u.1)
         )?;
         for failure in &self.failures {
             writeln!(f, "\n{failure}")?;
@@ -651,6 +686,26 @@ pub fn churn(bin: &Path, config: &RushConfig) -> anyhow::Result<RushReport> {
 /// seed and a quarter of the downloaders are SIGKILLed at 0.3·F/R and
 /// restarted (same `--data`), another quarter at 0.6·F/R; a downloader that
 /// gives up on its own (every source gone) is started again after a second.
+/// The window of the upload cap check: long enough that reading 2·N
+/// counters on a loaded machine does not skew it.
+const CAP_WINDOW: Duration = Duration::from_secs(3);
+
+/// The machine's (busy, all) CPU time in ticks, from /proc/stat.
+fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait
+    // are not busy.
+    let all: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((all - idle, all))
+}
+
 pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<RushReport> {
     let n = config.n;
     anyhow::ensure!(n >= 2, "a rush needs a seed and a downloader");
@@ -694,6 +749,8 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         })
     };
     let seed_start = lab.counters(0).tx_bytes;
+    let seed_cpu_start = seed.cpu_time();
+    let machine_start = machine_cpu();
     let t0 = Instant::now();
     for i in 1..n {
         let args = download_args(&lab, i);
@@ -739,6 +796,9 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         seed_before_second_copy: None,
         max_upload_bps: 0.0,
         over_cap: Vec::new(),
+        peers_cpu: 0.0,
+        upload_used: Vec::new(),
+        machine_busy: None,
         killed_seed: 0,
         killed_downloaders: 0,
         reruns: 0,
@@ -752,14 +812,20 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
     loop {
         crate::check_stop()?;
         let now = Instant::now();
-        // Per-second upload of every peer, for the cap check.
-        if now.duration_since(last_sample.0) >= Duration::from_secs(1) {
+        // Upload of every peer over each window, for the cap check.
+        if now.duration_since(last_sample.0) >= CAP_WINDOW {
             let counters: Vec<Counters> = (0..n).map(|i| lab.counters(i)).collect();
             let dt = now.duration_since(last_sample.0).as_secs_f64();
+            let mut all = 0.0;
             for i in 0..n {
                 let bps = (counters[i].tx_bytes - last_sample.1[i].tx_bytes) as f64 * 8.0 / dt;
                 max_up[i] = max_up[i].max(bps);
+                all += bps;
             }
+            let seed_bps = (counters[0].tx_bytes - last_sample.1[0].tx_bytes) as f64 * 8.0 / dt;
+            report
+                .upload_used
+                .push((all / (rate * n as f64), seed_bps / rate));
             last_sample = (now, counters);
         }
         while plan.peek().is_some_and(|(when, _)| *when <= now) {
@@ -865,6 +931,19 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         }
         std::thread::sleep(POLL * 5);
     }
+    report.machine_busy =
+        machine_start
+            .zip(machine_cpu())
+            .and_then(|((busy0, all0), (busy1, all1))| {
+                (all1 > all0).then(|| (busy1 - busy0) as f64 / (all1 - all0) as f64)
+            });
+    report.peers_cpu = lab
+        .procs
+        .iter()
+        .flatten()
+        .map(|p| p.cpu_time().as_secs_f64())
+        .sum::<f64>()
+        - seed_cpu_start.as_secs_f64();
     report.finish = finished
         .iter()
         .skip(1)
