@@ -15,7 +15,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lanspread_proto::wire::{ErrorCode, Request, Response};
 use lanspread_proto::{Layout, Manifest, PeerId, PieceSet, VersionId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -165,6 +165,10 @@ pub(super) struct Swarm {
     token: CancellationToken,
     arrivals_tx: mpsc::Sender<Arrival>,
     arrivals: mpsc::Receiver<Arrival>,
+    /// Pieces verified so far: each one wakes the workers, so one receiving
+    /// a piece that just came from another source stops (the endgame's
+    /// second copy).
+    verified: watch::Sender<usize>,
     workers: JoinSet<()>,
     worker_handles: HashMap<PeerId, Vec<AbortHandle>>,
     /// Verify-and-write jobs on the blocking pool (tracked by the runtime).
@@ -176,6 +180,17 @@ pub(super) struct Swarm {
     rates: RateMeter,
     bytes_done: u64,
     sources: SourceWatch,
+    /// Where the pieces came from, for the log line at the end.
+    tally: SourceTally,
+}
+
+/// Pieces received from complete and from partial sources, and those that
+/// came twice (endgame), logged at the end.
+#[derive(Default)]
+struct SourceTally {
+    from_complete: u64,
+    from_partial: u64,
+    twice: u64,
 }
 
 impl Swarm {
@@ -208,6 +223,7 @@ impl Swarm {
             token,
             arrivals_tx,
             arrivals,
+            verified: watch::Sender::new(0),
             workers: JoinSet::new(),
             worker_handles: HashMap::new(),
             writes: FuturesUnordered::new(),
@@ -221,6 +237,7 @@ impl Swarm {
                 last_seen: Instant::now(),
                 ever_had_one: false,
             },
+            tally: SourceTally::default(),
         }
     }
 
@@ -275,12 +292,20 @@ impl Swarm {
         let mut scheduler = self.scheduler.lock();
         match done.outcome {
             Ok(true) => {
-                if !scheduler.have().contains(done.piece) {
+                if scheduler.have().contains(done.piece) {
+                    self.tally.twice += 1;
+                } else {
                     self.bytes_done += done.len;
                     self.rates.handle_bytes(&done.peer, done.len);
                     self.unrecorded.push(done.piece);
+                    if scheduler.is_complete_source(&done.peer) {
+                        self.tally.from_complete += 1;
+                    } else {
+                        self.tally.from_partial += 1;
+                    }
                 }
                 scheduler.handle_piece_done(done.piece);
+                self.verified.send_modify(|n| *n += 1);
                 Ok(scheduler.is_complete())
             }
             Ok(false) => {
@@ -465,6 +490,7 @@ impl Swarm {
                         vid: self.vid,
                         scheduler: self.scheduler.clone(),
                         arrivals: self.arrivals_tx.clone(),
+                        verified: self.verified.subscribe(),
                         buffers: self.buffers.clone(),
                         batch,
                         piece_size: self.manifest.piece_size as u64,
@@ -488,6 +514,13 @@ impl Swarm {
     /// the last pieces after a last flush unless the download completed
     /// (the install flushes next), and report 100 % on completion.
     async fn finish(mut self, result: &Result<End, DownloadError>) {
+        tracing::debug!(
+            game = %self.game_id,
+            from_complete = self.tally.from_complete,
+            from_partial = self.tally.from_partial,
+            twice = self.tally.twice,
+            "pieces received"
+        );
         self.workers.abort_all();
         self.arrivals.close();
         if let Some(flushing) = self.flushing.take() {
@@ -584,6 +617,7 @@ struct Worker {
     vid: VersionId,
     scheduler: Arc<SharedScheduler>,
     arrivals: mpsc::Sender<Arrival>,
+    verified: watch::Receiver<usize>,
     buffers: Arc<BufferPool>,
     /// Pieces per request, resized after each request to about half a
     /// second of this source's measured rate.
@@ -638,7 +672,7 @@ impl Worker {
     }
 
     async fn fetch(
-        &self,
+        &mut self,
         pieces: &[usize],
         pending: &mut std::collections::VecDeque<usize>,
     ) -> Result<(), RequestError> {
@@ -647,7 +681,27 @@ impl Worker {
             .conn
             .request_pieces(self.vid, &self.layout, ids)
             .await?;
-        while let Some((piece, data)) = reader.next_into(self.buffers.take()).await? {
+        loop {
+            let read = reader.next_into(self.buffers.take());
+            tokio::pin!(read);
+            let next = loop {
+                tokio::select! {
+                    next = &mut read => break next?,
+                    Ok(()) = self.verified.changed() => {
+                        // The piece on the wire came from another source
+                        // meanwhile: stop this stream (dropping it tells
+                        // the source to stop sending) rather than take it
+                        // twice.
+                        let front = pending.front().copied();
+                        if front.is_some_and(|p| self.scheduler.lock().have().contains(p)) {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let Some((piece, data)) = next else {
+                return Ok(());
+            };
             pending.pop_front();
             let arrival = Arrival {
                 peer: self.peer.clone(),
@@ -658,6 +712,5 @@ impl Worker {
                 return Ok(());
             }
         }
-        Ok(())
     }
 }
