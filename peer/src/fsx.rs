@@ -284,7 +284,7 @@ pub const DIRECT_IO: bool = cfg!(target_os = "linux");
 /// write the cached page back over the direct bytes).
 pub fn direct_io_align() -> usize {
     const MIN_ALIGN: usize = 4096;
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     {
         // SAFETY: sysconf(3) reads a constant of the system.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -293,7 +293,9 @@ pub fn direct_io_align() -> usize {
             .filter(|p| p.is_power_of_two())
             .map_or(MIN_ALIGN, |p| p.max(MIN_ALIGN))
     }
-    #[cfg(not(unix))]
+    // Elsewhere nothing is written directly (`DIRECT_IO`); receive
+    // buffers are still page-aligned.
+    #[cfg(not(target_os = "linux"))]
     MIN_ALIGN
 }
 
