@@ -271,6 +271,62 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether this platform's writes can bypass the page cache here (Linux
+/// `O_DIRECT`, switched on and off per handle with `fcntl`). Windows would
+/// need `FILE_FLAG_NO_BUFFERING`, which only `CreateFile` can set (a second
+/// handle per file) and which wants the volume's sector size: there, and on
+/// macOS, every write stays buffered.
+pub const DIRECT_IO: bool = cfg!(target_os = "linux");
+
+/// Alignment of a direct write: its file offset, its length and its memory.
+/// A page at least, so that a page of the page cache never holds both bytes
+/// written directly and bytes written through the cache (the kernel would
+/// write the cached page back over the direct bytes).
+pub fn direct_io_align() -> usize {
+    const MIN_ALIGN: usize = 4096;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf(3) reads a constant of the system.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(page)
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .map_or(MIN_ALIGN, |p| p.max(MIN_ALIGN))
+    }
+    // Elsewhere nothing is written directly (`DIRECT_IO`); receive
+    // buffers are still page-aligned.
+    #[cfg(not(target_os = "linux"))]
+    MIN_ALIGN
+}
+
+/// Switch direct IO (no page-cache copy: Linux `O_DIRECT`) on or off for
+/// the open file `file`. `Err` where the file system refuses it (`EINVAL`)
+/// or the platform has none (`Unsupported`).
+pub fn set_direct_io(file: &File, on: bool) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        let flags = fcntl_getfl(file)?;
+        let wanted = if on {
+            flags | OFlags::DIRECT
+        } else {
+            flags - OFlags::DIRECT
+        };
+        if wanted != flags {
+            fcntl_setfl(file, wanted)?;
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, on);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no direct IO on this platform",
+        ))
+    }
+}
+
 #[cfg(unix)]
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)

@@ -14,6 +14,7 @@
 
 mod files;
 mod job;
+mod piece_buf;
 mod queue;
 pub mod rate;
 pub mod scheduler;

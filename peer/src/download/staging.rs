@@ -150,14 +150,9 @@ pub fn verify(manifest: &Manifest, piece_idx: usize, data: &[u8]) -> bool {
     manifest.pieces.get(piece_idx) == Some(&Hash::of(data))
 }
 
-/// A written span at least this long starts its own writeback: the disk is
-/// busy from the first piece of a big file on, and dirty memory stays small.
-/// Spans of small files are left to the periodic flush, which writes many of
-/// them in one go.
-const WRITEBACK_MIN_SPAN: u64 = 256 << 10;
-
 /// Write a verified piece positionally into its files, through the
-/// download's open files (kept open across pieces, closed off this thread).
+/// download's open files (kept open across pieces, closed off this thread;
+/// big spans written directly where they can be: see `files::StagingFile`).
 pub fn write_piece(
     files: &OpenFiles,
     layout: &Layout,
@@ -167,13 +162,7 @@ pub fn write_piece(
     let mut at = 0usize;
     for span in layout.piece_spans(piece_idx) {
         let len = span.len as usize;
-        files.with_file(span.file_idx, |file| {
-            fsx::write_all_at(file, &data[at..at + len], span.offset)?;
-            if span.len >= WRITEBACK_MIN_SPAN {
-                fsx::start_writeback(file, span.offset, span.len)?;
-            }
-            Ok(())
-        })?;
+        files.write(span.file_idx, &data[at..at + len], span.offset)?;
         at += len;
     }
     Ok(())

@@ -20,6 +20,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::piece_buf::{self, PieceBuf};
 use super::rate::RateMeter;
 use super::scheduler::{self, PieceScheduler, Verdict};
 use super::{staging, DownloadError, End, Engine};
@@ -99,16 +100,17 @@ impl PieceStatus for SharedScheduler {
 struct Arrival {
     peer: PeerId,
     piece: usize,
-    data: Vec<u8>,
+    data: PieceBuf,
 }
 
-/// Piece buffers, reused from one received piece to the next.
+/// Piece buffers, reused from one received piece to the next; aligned for
+/// direct writes (see `piece_buf`).
 #[derive(Default)]
-pub(super) struct BufferPool(Mutex<Vec<Vec<u8>>>);
+pub(super) struct BufferPool(Mutex<Vec<PieceBuf>>);
 
 impl BufferPool {
     /// A buffer to receive into (empty when the pool is).
-    fn take(&self) -> Vec<u8> {
+    fn take(&self) -> PieceBuf {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -117,7 +119,7 @@ impl BufferPool {
     }
 
     /// Give a buffer back; beyond [`POOLED_BUFFERS`] it is freed.
-    fn give(&self, buf: Vec<u8>) {
+    fn give(&self, buf: PieceBuf) {
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOLED_BUFFERS && buf.capacity() > 0 {
             pool.push(buf);
@@ -681,8 +683,16 @@ impl Worker {
             .conn
             .request_pieces(self.vid, &self.layout, ids)
             .await?;
+        let align = crate::fsx::direct_io_align();
         loop {
-            let read = reader.next_into(self.buffers.take());
+            // Pieces come in the order asked for: the next is the first
+            // pending one, and its bytes go where they can be written
+            // directly.
+            let mut buf = self.buffers.take();
+            if let Some(&next) = pending.front() {
+                buf.set_shift(piece_buf::direct_shift(&self.layout, next, align));
+            }
+            let read = reader.next_into(buf);
             tokio::pin!(read);
             let next = loop {
                 tokio::select! {

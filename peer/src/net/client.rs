@@ -300,6 +300,21 @@ impl PeerConnection {
     }
 }
 
+/// Memory a piece is read into: a `Vec<u8>`, or a buffer laid out for
+/// writing it to disk (the downloader's aligned buffers).
+pub trait PieceBuffer {
+    /// Its first `len` bytes, to be filled (what they hold before is
+    /// unspecified, never uninitialised memory).
+    fn sized(&mut self, len: usize) -> &mut [u8];
+}
+
+impl PieceBuffer for Vec<u8> {
+    fn sized(&mut self, len: usize) -> &mut [u8] {
+        self.resize(len, 0);
+        self
+    }
+}
+
 /// The answer to one `GetPieces`, piece by piece.
 pub struct PieceReader {
     recv: quinn::RecvStream,
@@ -315,10 +330,10 @@ impl PieceReader {
 
     /// [`Self::next`] into `buf`, a buffer used before (its capacity is
     /// reused; only bytes it never had are zeroed first).
-    pub async fn next_into(
+    pub async fn next_into<B: PieceBuffer>(
         &mut self,
-        buf: Vec<u8>,
-    ) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
+        buf: B,
+    ) -> Result<Option<(u32, B)>, RequestError> {
         let Some((want, len)) = self.expected.next() else {
             return Ok(None);
         };
@@ -331,12 +346,12 @@ impl PieceReader {
 /// checked before the buffer is made: it must be `expected` when the
 /// manifest is at hand, and at most [`MAX_PIECE_SIZE`] always. Without this
 /// a header claiming 4 GiB reserved 4 GiB.
-async fn read_piece(
+async fn read_piece<B: PieceBuffer>(
     recv: &mut quinn::RecvStream,
     want: u32,
     expected: Option<u64>,
-    mut data: Vec<u8>,
-) -> Result<Vec<u8>, RequestError> {
+    mut data: B,
+) -> Result<B, RequestError> {
     match read_frame(recv, Response::decode).await? {
         Response::Piece { piece_idx, len } if piece_idx == want => {
             let expected_len = expected.unwrap_or(len as u64);
@@ -347,8 +362,7 @@ async fn read_piece(
                     expected: expected.unwrap_or(MAX_PIECE_SIZE as u64),
                 });
             }
-            data.resize(len as usize, 0);
-            read_exact(recv, &mut data).await?;
+            read_exact(recv, data.sized(len as usize)).await?;
             Ok(data)
         }
         Response::Error { code, message } => Err(RequestError::Remote { code, message }),
