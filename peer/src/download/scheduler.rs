@@ -185,7 +185,9 @@ impl PieceScheduler {
             .filter(|p| !self.in_flight.contains_key(p))
             .collect();
         let any_fresh = !fresh.is_empty();
-        if src.have.is_none() && self.sources.values().any(|s| s.have.is_some() && !s.banned) {
+        let super_seeding =
+            src.have.is_none() && self.sources.values().any(|s| s.have.is_some() && !s.banned);
+        if super_seeding {
             // Super-seeding: once other downloaders serve pieces, a
             // complete source (the seed) is asked only for pieces none of
             // them has or is fetching, so its upload makes new copies for
@@ -203,13 +205,21 @@ impl PieceScheduler {
         let left = self.have.len() - self.have.count();
         if picked.is_empty() && !any_fresh && left <= ENDGAME_PIECES {
             // Endgame: everything missing is in flight somewhere; help out
-            // with the pieces fewest others are fetching.
+            // with the pieces fewest others are fetching. A seed that
+            // super-seeds helps only with pieces no partial source has: the
+            // others are the swarm's to give, and the seed's upload is what
+            // the party has least of.
+            let partial_has = |p: usize| {
+                self.sources
+                    .values()
+                    .any(|s| !s.banned && s.have.is_some() && s.has(p))
+            };
             let mut shared: Vec<usize> = missing
                 .into_iter()
-                .filter(|p| {
-                    self.in_flight.get(p).is_some_and(|holders| {
+                .filter(|&p| {
+                    self.in_flight.get(&p).is_some_and(|holders| {
                         holders.len() < ENDGAME_COPIES && !holders.contains(source)
-                    })
+                    }) && !(super_seeding && partial_has(p))
                 })
                 .collect();
             shared.sort_by_key(|&p| (self.in_flight[&p].len(), p));
@@ -275,8 +285,8 @@ mod tests {
     }
 
     /// Once partial sources serve pieces, the seed is asked only for
-    /// pieces none of them has or fetches; for the rest it waits, until
-    /// the endgame.
+    /// pieces none of them has or fetches; for the rest it waits, and the
+    /// endgame's second copies of pieces they have come from them too.
     #[test]
     fn the_seed_makes_new_copies_once_the_swarm_has_started() {
         let [seed, partial] = <[PeerId; 2]>::try_from(ids(2)).unwrap();
@@ -311,7 +321,13 @@ mod tests {
         for p in from_partial.iter().skip(1) {
             s.handle_piece_done(*p);
         }
-        assert_eq!(s.poll_request(&seed, 8), vec![from_partial[0]], "endgame");
+        assert!(
+            s.poll_request(&seed, 8).is_empty(),
+            "no endgame copy from the seed of a piece a partial source has"
+        );
+        let other = ids(1).remove(0);
+        s.handle_source(other.clone(), Some(set(0..5)));
+        assert_eq!(s.poll_request(&other, 8), vec![from_partial[0]], "endgame");
     }
 
     #[test]
