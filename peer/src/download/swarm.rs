@@ -36,9 +36,11 @@ use crate::offer::PieceStatus;
 const MAX_STREAMS_PER_SOURCE: usize = 2;
 const FAST_SOURCE: f64 = 32.0 * 1024.0 * 1024.0;
 /// Pieces per request: about half a second of data at the source's measured
-/// rate, within these bounds.
+/// rate, within these bounds. The first request to a source asks for one:
+/// at a rush every downloader asks the seed before it knows what the others
+/// fetch, and two each doubled the pieces the seed sent twice.
 const MIN_BATCH: usize = 1;
-const START_BATCH: usize = 2;
+const START_BATCH: usize = 1;
 const MAX_BATCH: usize = lanspread_proto::wire::MAX_PIECES_PER_REQUEST;
 /// Pieces received and waiting to be verified and written, at most. With
 /// pieces of at most 16 MiB this bounds a download's buffers whatever the
