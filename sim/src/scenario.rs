@@ -749,7 +749,7 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         })
     };
     let seed_start = lab.counters(0).tx_bytes;
-    let seed_cpu_start = seed.cpu_time();
+    let seed_cpu_start = (seed.pid, seed.cpu_time());
     let machine_start = machine_cpu();
     let t0 = Instant::now();
     for i in 1..n {
@@ -816,16 +816,16 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         if now.duration_since(last_sample.0) >= CAP_WINDOW {
             let counters: Vec<Counters> = (0..n).map(|i| lab.counters(i)).collect();
             let dt = now.duration_since(last_sample.0).as_secs_f64();
-            let mut all = 0.0;
-            for i in 0..n {
-                let bps = (counters[i].tx_bytes - last_sample.1[i].tx_bytes) as f64 * 8.0 / dt;
-                max_up[i] = max_up[i].max(bps);
-                all += bps;
+            let bps: Vec<f64> = (0..n)
+                .map(|i| (counters[i].tx_bytes - last_sample.1[i].tx_bytes) as f64 * 8.0 / dt)
+                .collect();
+            for (max, &b) in max_up.iter_mut().zip(&bps) {
+                *max = max.max(b);
             }
-            let seed_bps = (counters[0].tx_bytes - last_sample.1[0].tx_bytes) as f64 * 8.0 / dt;
+            let all: f64 = bps.iter().sum();
             report
                 .upload_used
-                .push((all / (rate * n as f64), seed_bps / rate));
+                .push((all / (rate * n as f64), bps[0] / rate));
             last_sample = (now, counters);
         }
         while plan.peek().is_some_and(|(when, _)| *when <= now) {
@@ -942,8 +942,15 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         .iter()
         .flatten()
         .map(|p| p.cpu_time().as_secs_f64())
-        .sum::<f64>()
-        - seed_cpu_start.as_secs_f64();
+        .sum::<f64>();
+    // The seed's CPU before the rush is not the rush's (unless it was
+    // killed and started again: then its new process counts whole).
+    if lab.procs[0]
+        .as_ref()
+        .is_some_and(|p| p.pid == seed_cpu_start.0)
+    {
+        report.peers_cpu -= seed_cpu_start.1.as_secs_f64();
+    }
     report.finish = finished
         .iter()
         .skip(1)
