@@ -135,11 +135,15 @@ async fn one_address_and_peer_exchange_find_the_party() {
         .await;
     }
 
-    // A graceful stop (SIGINT) says goodbye: lost within 2 s, not after the
-    // watch's silence (4 s): told by charlie itself, by bravo's gossip, or
-    // by a dial to it that was on its way as it left.
+    // A graceful stop (SIGINT) says goodbye: lost before the watch's silence
+    // could have said it (`WATCH_LOST_AFTER`, then a probe): told by charlie
+    // itself, by bravo's gossip, or by a dial to it that was on its way as
+    // it left. (It takes 0.0-1.3 s; a bound of 2 s failed once in a few
+    // runs of the whole suite on two loaded cores.)
     second_charlie.stop();
-    let (why, took) = lost(&mut alpha.events, &charlie_id, Duration::from_secs(2)).await;
+    let before_silence =
+        lanspread_peer::peers::liveness::WATCH_LOST_AFTER - Duration::from_millis(500);
+    let (why, took) = lost(&mut alpha.events, &charlie_id, before_silence).await;
     println!("gracefully stopped peer lost after {took:?} ({why})");
 
     stop([&alpha.handle, &bravo.handle]).await;
