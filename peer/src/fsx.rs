@@ -281,22 +281,26 @@ pub const DIRECT_IO: bool = cfg!(target_os = "linux");
 /// Alignment of a direct write: its file offset, its length and its memory.
 /// A page at least, so that a page of the page cache never holds both bytes
 /// written directly and bytes written through the cache (the kernel would
-/// write the cached page back over the direct bytes).
+/// write the cached page back over the direct bytes). Asked of the system
+/// once.
 pub fn direct_io_align() -> usize {
     const MIN_ALIGN: usize = 4096;
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: sysconf(3) reads a constant of the system.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(page)
-            .ok()
-            .filter(|p| p.is_power_of_two())
-            .map_or(MIN_ALIGN, |p| p.max(MIN_ALIGN))
-    }
-    // Elsewhere nothing is written directly (`DIRECT_IO`); receive
-    // buffers are still page-aligned.
-    #[cfg(not(target_os = "linux"))]
-    MIN_ALIGN
+    static ALIGN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ALIGN.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysconf(3) reads a constant of the system.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            usize::try_from(page)
+                .ok()
+                .filter(|p| p.is_power_of_two())
+                .map_or(MIN_ALIGN, |p| p.max(MIN_ALIGN))
+        }
+        // Elsewhere nothing is written directly (`DIRECT_IO`); receive
+        // buffers are still page-aligned.
+        #[cfg(not(target_os = "linux"))]
+        MIN_ALIGN
+    })
 }
 
 /// Switch direct IO (no page-cache copy: Linux `O_DIRECT`) on or off for

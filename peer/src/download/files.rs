@@ -142,8 +142,6 @@ pub struct OpenFiles {
     /// Direct IO may be tried: cleared at the first refusal, so a file
     /// system without it costs one failed attempt per download.
     direct_ok: AtomicBool,
-    /// `fsx::direct_io_align()`, asked once.
-    direct_align: usize,
 }
 
 #[derive(Default)]
@@ -294,7 +292,6 @@ impl OpenFiles {
             open: Mutex::default(),
             opened: AtomicU64::new(0),
             direct_ok: AtomicBool::new(fsx::DIRECT_IO),
-            direct_align: fsx::direct_io_align(),
         }
     }
 
@@ -373,7 +370,7 @@ impl OpenFiles {
     /// [`StagingFile::write_span`]).
     pub fn write(&self, file_idx: usize, data: &[u8], offset: u64) -> io::Result<()> {
         self.with_file(file_idx, |file| {
-            file.write_span(data, offset, &self.direct_ok, self.direct_align)
+            file.write_span(data, offset, &self.direct_ok, fsx::direct_io_align())
         })
     }
 

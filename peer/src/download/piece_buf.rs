@@ -58,6 +58,16 @@ impl PieceBuf {
     pub fn capacity(&self) -> usize {
         self.cap.saturating_sub(self.start)
     }
+
+    fn free(&mut self) {
+        if self.cap > 0 {
+            let layout = MemLayout::from_size_align(self.cap, self.align).expect("as allocated");
+            // SAFETY: allocated in `sized` with this very layout.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+            self.cap = 0;
+            self.ptr = NonNull::dangling();
+        }
+    }
 }
 
 impl PieceBuffer for PieceBuf {
@@ -81,18 +91,6 @@ impl PieceBuffer for PieceBuf {
         // SAFETY: start + len <= cap, all of it allocated and initialised,
         // and borrowed mutably through `self`.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.start), len) }
-    }
-}
-
-impl PieceBuf {
-    fn free(&mut self) {
-        if self.cap > 0 {
-            let layout = MemLayout::from_size_align(self.cap, self.align).expect("as allocated");
-            // SAFETY: allocated above with this very layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
-            self.cap = 0;
-            self.ptr = NonNull::dangling();
-        }
     }
 }
 

@@ -154,6 +154,14 @@ impl PieceScheduler {
             .map(|(id, _)| id)
     }
 
+    /// The sources that have part of the game (other downloaders), banned
+    /// ones left out.
+    fn partial_sources(&self) -> impl Iterator<Item = &Source> {
+        self.sources
+            .values()
+            .filter(|s| !s.banned && s.have.is_some())
+    }
+
     /// Whether `source` is known to have every piece.
     pub fn is_complete_source(&self, source: &PeerId) -> bool {
         self.sources.get(source).is_some_and(|s| s.have.is_none())
@@ -185,19 +193,14 @@ impl PieceScheduler {
             .filter(|p| !self.in_flight.contains_key(p))
             .collect();
         let any_fresh = !fresh.is_empty();
-        let super_seeding =
-            src.have.is_none() && self.sources.values().any(|s| s.have.is_some() && !s.banned);
+        let super_seeding = src.have.is_none() && self.partial_sources().next().is_some();
         if super_seeding {
             // Super-seeding: once other downloaders serve pieces, a
             // complete source (the seed) is asked only for pieces none of
             // them has or is fetching, so its upload makes new copies for
             // the party, not more of what it already spreads. Pieces they
             // have are theirs to give; the seed waits meanwhile.
-            let in_swarm = |p: usize| {
-                self.sources
-                    .values()
-                    .any(|s| !s.banned && s.have.is_some() && (s.has(p) || s.fetches(p)))
-            };
+            let in_swarm = |p: usize| self.partial_sources().any(|s| s.has(p) || s.fetches(p));
             fresh.retain(|&p| !in_swarm(p));
         }
         fresh.sort_by_key(|&p| (rarity(p), self.tie_break(p)));
@@ -209,11 +212,7 @@ impl PieceScheduler {
             // super-seeds helps only with pieces no partial source has: the
             // others are the swarm's to give, and the seed's upload is what
             // the party has least of.
-            let partial_has = |p: usize| {
-                self.sources
-                    .values()
-                    .any(|s| !s.banned && s.have.is_some() && s.has(p))
-            };
+            let partial_has = |p: usize| self.partial_sources().any(|s| s.has(p));
             let mut shared: Vec<usize> = missing
                 .into_iter()
                 .filter(|&p| {
