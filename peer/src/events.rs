@@ -119,6 +119,17 @@ pub enum PeerEvent {
         version_id: VersionId,
         game_id: String,
     },
+    /// The lineups known on the LAN changed (one published, replaced, or
+    /// its publisher left); every lineup, ours first, then by publisher.
+    LineupChanged { lineups: Vec<Lineup> },
+    /// The ready board changed (a peer's state for a lineup game); at most
+    /// two per second.
+    ReadyBoardChanged { board: ReadyBoard },
+    /// An organizer asks everyone to get a lineup game ready.
+    ReadyCheck { check: ReadyCheck },
+    /// A game started from lanspread runs (or the last one exited): seeding
+    /// is capped to `upload_cap` bytes per second meanwhile.
+    GameModeChanged { game_mode: GameMode },
     /// A source sent too many pieces that failed verification and is no
     /// longer used for this download.
     SourceBanned {
@@ -129,6 +140,167 @@ pub enum PeerEvent {
         peer_id: PeerId,
         reason: String,
     },
+}
+
+/// Tonight's lineup as one peer published it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct Lineup {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub publisher: PeerId,
+    pub publisher_name: String,
+    /// Published by this peer.
+    pub ours: bool,
+    /// The publisher was started as an organizer.
+    pub organizer: bool,
+    /// The publisher is present now (a lineup stays shown after it left).
+    pub present: bool,
+    /// The lineup's version (the publisher's clock in milliseconds when it
+    /// published): a newer one from the same publisher replaces the older.
+    pub version: u64,
+    pub entries: Vec<LineupEntry>,
+}
+
+/// One game of a lineup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct LineupEntry {
+    #[serde(serialize_with = "hex::one")]
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub version_id: VersionId,
+    pub game_id: String,
+    /// From the catalog; the game id while no peer lists the version.
+    pub title: String,
+    /// When it is played, as the organizer wrote it ("21:00").
+    pub at: Option<String>,
+    /// Bytes; 0 while no peer lists the version.
+    pub total_size: u64,
+    /// Our own state for it.
+    pub state: ReadyState,
+}
+
+/// Where one peer stands with one lineup game.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub enum ReadyState {
+    /// The exact version is installed.
+    Ready,
+    Downloading,
+    /// Another version of the same game is installed.
+    Outdated,
+    Missing,
+    /// The game runs on that peer now (started from lanspread).
+    Playing,
+}
+
+/// Every lineup game with every peer's state: the data of the ready board.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyBoard {
+    /// Whose lineup the board follows (none: no lineup).
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
+    pub publisher: Option<PeerId>,
+    pub games: Vec<BoardGame>,
+}
+
+/// One lineup game on the ready board.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct BoardGame {
+    #[serde(serialize_with = "hex::one")]
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub version_id: VersionId,
+    pub game_id: String,
+    pub title: String,
+    pub at: Option<String>,
+    /// Peers ready for it (playing counts as ready), of `peers.len()`.
+    pub ready: u32,
+    pub peers: Vec<BoardPeer>,
+}
+
+/// One peer's row for one lineup game.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct BoardPeer {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub peer_id: PeerId,
+    pub name: String,
+    /// This row is us.
+    pub us: bool,
+    pub state: ReadyState,
+    /// While downloading: how far, 0-100.
+    pub percent: Option<f64>,
+    /// While downloading: seconds left, when known.
+    pub eta_secs: Option<u64>,
+}
+
+/// "Get ready for Quake 3: 1.2 GB, about 40 s".
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyCheck {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub publisher: PeerId,
+    pub publisher_name: String,
+    #[serde(serialize_with = "hex::one")]
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub version_id: VersionId,
+    pub game_id: String,
+    pub title: String,
+    /// What this peer still has to fetch (0: ready).
+    pub bytes_needed: u64,
+    /// About how long that takes, at this peer's recent download rate or a
+    /// LAN's typical one.
+    pub eta_secs: u64,
+    pub state: ReadyState,
+}
+
+/// Whether a game started from lanspread runs here, capping our seeding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct GameMode {
+    pub active: bool,
+    /// Game ids running now.
+    pub games: Vec<String>,
+    /// The upload limit while active, bytes per second.
+    pub upload_cap: u64,
+}
+
+/// A game only this peer has complete while others still fetch it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct LastCopy {
+    #[serde(serialize_with = "hex::one")]
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub version_id: VersionId,
+    pub game_id: String,
+    pub title: String,
+    /// Peers fetching it now.
+    pub fetching: u32,
+}
+
+/// What "Get the lineup" did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct LineupFetch {
+    /// Versions queued now.
+    #[cfg_attr(feature = "ts", ts(type = "Array<string>"))]
+    #[serde(serialize_with = "hex::many")]
+    pub queued: Vec<VersionId>,
+    /// Entries already installed or downloading.
+    pub already: u32,
+    /// Game ids no peer lists yet (queued once one does, with "keep me
+    /// ready").
+    pub unavailable: Vec<String>,
 }
 
 /// Where the runtime's events go: one bounded broadcast channel that every
@@ -203,6 +375,12 @@ pub enum FailureCode {
     /// The game's files are in use (a running game on Windows); the update
     /// waits for it.
     GameInUse,
+    /// Under a party key only a peer started as organizer publishes a
+    /// lineup or calls a ready check.
+    NotOrganizer,
+    /// A lineup over its bounds, empty where it may not be, or naming a
+    /// game no peer lists.
+    BadLineup,
 }
 
 /// How a peer's address became known.
@@ -456,6 +634,10 @@ mod hex {
 
     pub fn one<S: Serializer>(hash: &Hash, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&hash.to_hex())
+    }
+
+    pub fn many<S: Serializer>(hashes: &[Hash], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(hashes.iter().map(Hash::to_hex))
     }
 
     pub fn option<S: Serializer>(hash: &Option<Hash>, serializer: S) -> Result<S::Ok, S::Error> {
