@@ -9,6 +9,7 @@ mod download;
 mod hostile;
 mod library_monitor;
 mod mdns_netns;
+mod party;
 mod peers;
 // Built on the download tests' helpers, which are unix-only.
 #[cfg(unix)]
