@@ -6,7 +6,7 @@ use lanspread_peer::games::GameActionError;
 use lanspread_peer::settings::Settings;
 use lanspread_peer::{AddPeerError, FailureCode, HealthSnapshot, RuntimeStopped};
 use lanspread_proto::Hash;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tauri::ipc::Response;
 use tauri::{AppHandle, Manager, State};
 use tauri_plugin_dialog::DialogExt;
@@ -54,6 +54,16 @@ impl From<RuntimeStopped> for CommandError {
     fn from(e: RuntimeStopped) -> Self {
         Self::new(e.code(), e)
     }
+}
+
+/// One game of the lineup an organizer publishes, in its order.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct LineupDraft {
+    version_id: String,
+    /// When it is played, free text ("21:00"); at most 32 bytes.
+    at: Option<String>,
 }
 
 fn version_id(hex: &str) -> Result<Hash, CommandError> {
