@@ -3,7 +3,7 @@
 /**
  * Everything the runtime tells the outside world.
  */
-export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadWaiting", versionId: string, gameId: string, message: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
+export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadWaiting", versionId: string, gameId: string, message: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "lineupChanged", lineups: Array<Lineup>, } | { "type": "readyBoardChanged", board: ReadyBoard, } | { "type": "readyCheck", check: ReadyCheck, } | { "type": "gameModeChanged", gameMode: GameMode, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
 
 /**
  * Lifecycle state of one supervised service.
@@ -209,7 +209,7 @@ uploadLimit: number,
 /**
  * Only peers with the same key connect; empty: any peer.
  */
-partyKey: string, parallelDownloads: number, };
+partyKey: string, parallelDownloads: number, organizer: boolean, keepReady: boolean, gameModeUploadPercent: number, };
 
 /**
  * What the settings screen shows.
@@ -232,3 +232,16 @@ problem: string | null, };
  * What a failed command gives the UI: it branches on `code`.
  */
 export type CommandError = { code: FailureCode, message: string, };
+
+export type Lineup = { publisher: string, publisherName: string, ours: boolean, organizer: boolean, present: boolean, version: number, entries: Array<LineupEntry>, };
+export type LineupEntry = { versionId: string, gameId: string, title: string, at: string | null, totalSize: number, state: ReadyState, };
+export type ReadyState = "ready" | "downloading" | "outdated" | "missing" | "playing";
+export type ReadyBoard = { publisher: string | null, games: Array<BoardGame>, };
+export type BoardGame = { versionId: string, gameId: string, title: string, at: string | null, ready: number, peers: Array<BoardPeer>, };
+export type BoardPeer = { peerId: string, name: string, us: boolean, state: ReadyState, percent: number | null, etaSecs: number | null, };
+export type ReadyCheck = { publisher: string, publisherName: string, versionId: string, gameId: string, title: string, bytesNeeded: number, etaSecs: number, state: ReadyState, };
+export type GameMode = { active: boolean, games: Array<string>, uploadCap: number, };
+export type LastCopy = { versionId: string, gameId: string, title: string, fetching: number, };
+export type LineupFetch = { queued: Array<string>, already: number, unavailable: Array<string>, failed: Array<string>, };
+export type LineupDraft = { versionId: string, at: string | null, };
+export type QuitRequested = { lastCopies: Array<LastCopy>, };
