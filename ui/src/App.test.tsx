@@ -457,6 +457,22 @@ describe("the party", () => {
     expect(await within(editor).findByText("Lineup cleared.")).toBeInTheDocument();
   });
 
+  it("starts the organizer's draft from the lineup we publish, even when it arrives later", async () => {
+    const organizer = view({ settings: { ...savedSettings, organizer: true } });
+    const { bridge, emit } = fakeBridge([entry()], [], organizer);
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Party" }));
+    const editor = await screen.findByRole("region", { name: "Your lineup" });
+    expect(within(editor).queryByLabelText("Time for Quake 3")).not.toBeInTheDocument();
+    emit({ type: "lineupChanged", lineups: [lineup({ ours: true, version: 7 })] });
+    expect(within(editor).getByLabelText("Time for Quake 3")).toHaveValue("21:00");
+    expect(within(editor).getByLabelText("Time for Unreal Tournament")).toHaveValue("");
+    // Once edited, news of our lineup does not undo the edit.
+    fireEvent.change(within(editor).getByLabelText("Time for Quake 3"), { target: { value: "22:00" } });
+    emit({ type: "lineupChanged", lineups: [lineup({ ours: true, version: 8 })] });
+    expect(within(editor).getByLabelText("Time for Quake 3")).toHaveValue("22:00");
+  });
+
   it("says what an organizer's publish was refused for", async () => {
     const organizer = view({ settings: { ...savedSettings, organizer: true } });
     const { bridge } = fakeBridge([entry()], [], organizer);

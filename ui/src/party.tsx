@@ -168,7 +168,19 @@ export function Party({
 
 /** The organizer's lineup: games from the catalog, in order, each with an optional time. */
 function LineupEditor({ model, bridge, ours }: { model: AppModel; bridge: PeerBridge; ours: Lineup | undefined }) {
-  const [draft, setDraft] = useState<DraftEntry[]>(() => draftOf(ours));
+  const [draft, setDraftState] = useState<DraftEntry[]>(() => draftOf(ours));
+  // Untouched, the draft follows what we published (it may arrive after
+  // the tab opened, or be set by the CLI meanwhile).
+  const [touched, setTouched] = useState(false);
+  const setDraft = (change: (d: DraftEntry[]) => DraftEntry[]) => {
+    setTouched(true);
+    setDraftState(change);
+  };
+  const version = ours?.version;
+  // Only a new version of our lineup resets an untouched draft.
+  useEffect(() => {
+    if (!touched) setDraftState(draftOf(ours));
+  }, [version]);
   const [pick, setPick] = useState("");
   const [status, setStatus] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -192,7 +204,8 @@ function LineupEditor({ model, bridge, ours }: { model: AppModel; bridge: PeerBr
       .publishLineup(draftEntries(entries))
       .then(
         (lineup) => {
-          setDraft(draftOf(lineup));
+          setDraftState(draftOf(lineup));
+          setTouched(false);
           setStatus(entries.length ? "Published." : "Lineup cleared.");
         },
         (e) => setStatus(errorText(e)),
