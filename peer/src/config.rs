@@ -54,6 +54,14 @@ pub struct PeerConfig {
     pub mdns_interfaces: Vec<String>,
     /// Downloads that run at once; more wait in a queue.
     pub parallel_downloads: usize,
+    /// Started as the party's organizer: under a party key only an
+    /// organizer publishes a lineup (docs/PROTOCOL.md "Party").
+    pub organizer: bool,
+    /// Queue the games of the lineup we follow by themselves.
+    pub keep_ready: bool,
+    /// Seeding while a game started from lanspread runs, in percent of the
+    /// upload limit (1-100).
+    pub game_mode_upload_percent: u32,
 }
 
 impl PeerConfig {
@@ -72,6 +80,9 @@ impl PeerConfig {
             lost_after: crate::peers::liveness::DEFAULT_LOST_AFTER,
             mdns_interfaces: Vec::new(),
             parallel_downloads: DEFAULT_PARALLEL_DOWNLOADS,
+            organizer: false,
+            keep_ready: false,
+            game_mode_upload_percent: crate::party::DEFAULT_GAME_MODE_UPLOAD_PERCENT,
         }
     }
 

@@ -301,6 +301,8 @@ pub struct LineupFetch {
     /// Game ids no peer lists yet (queued once one does, with "keep me
     /// ready").
     pub unavailable: Vec<String>,
+    /// Entries that could not be queued, each "title: why".
+    pub failed: Vec<String>,
 }
 
 /// Where the runtime's events go: one bounded broadcast channel that every

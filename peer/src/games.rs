@@ -63,6 +63,13 @@ impl RunningGames {
         self.counts().contains_key(game_id)
     }
 
+    /// The game ids running now, sorted.
+    pub fn running(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.counts().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     fn started(&self, game_id: &str) {
         *self.counts().entry(game_id.to_owned()).or_default() += 1;
     }

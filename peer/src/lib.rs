@@ -21,6 +21,7 @@ pub mod health;
 pub mod library;
 pub mod net;
 pub mod offer;
+pub mod party;
 pub mod peers;
 pub mod runtime;
 pub mod settings;

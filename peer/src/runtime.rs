@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::PeerConfig;
 use crate::download::{DownloadError, Engine, EngineParts};
 use crate::events::{
-    CatalogEntry, Diagnostics, DownloadInfo, EventSink, FailureCode, HealthSnapshot, PeerEvent,
-    PeerInfo, UdpBuffers,
+    CatalogEntry, Diagnostics, DownloadInfo, EventSink, FailureCode, GameMode, HealthSnapshot,
+    LastCopy, Lineup, LineupFetch, PeerEvent, PeerInfo, ReadyBoard, UdpBuffers,
 };
 use crate::games::{self, GameActionError};
 use crate::health::HealthBoard;
@@ -32,6 +32,7 @@ use crate::net::limiter::UploadLimiter;
 use crate::net::server::{self, ServerState};
 use crate::net::{bind_watched_endpoint, tls, BoundEndpoint};
 use crate::offer::Offer;
+use crate::party::{self, LineupDraftEntry, Party, PartyError, PartyParts};
 use crate::peers::diagnostics::{self, FirewallCheck};
 use crate::peers::discovery::{self, Discovery};
 use crate::peers::liveness::{self, Liveness};
@@ -202,6 +203,7 @@ pub struct PeerRuntimeHandle {
     /// Stops a firewall check still running at shutdown.
     firewall_token: CancellationToken,
     thumbnails: Arc<ThumbnailCache>,
+    party: Arc<Party>,
     shutdown_token: CancellationToken,
     shutdown_requested: Arc<AtomicBool>,
     /// Holds the command loop, the runtime's last join point.
@@ -239,9 +241,66 @@ impl PeerRuntimeHandle {
         self.server.bytes_served.load(Ordering::Relaxed)
     }
 
-    /// Change the upload limit (bytes per second, 0 = none) at once.
+    /// Change the upload limit (bytes per second, 0 = none) at once; game
+    /// mode caps seeding below it while a game runs.
     pub fn set_upload_limit(&self, bytes_per_sec: u64) {
-        self.server.limiter.set_rate(bytes_per_sec);
+        self.party.set_upload_limit(bytes_per_sec);
+    }
+
+    /// The rate the upload limiter applies now (bytes per second, 0 =
+    /// none): the upload limit, or game mode's cap.
+    pub fn upload_rate(&self) -> u64 {
+        self.server.limiter.rate()
+    }
+
+    /// Every lineup on the LAN: ours first, then organizers', present
+    /// publishers, newest. More than one publisher: conflicting lineups,
+    /// shown side by side.
+    pub fn lineups(&self) -> Vec<Lineup> {
+        self.party.lineups()
+    }
+
+    /// Publish our lineup (empty: withdraw it). Under a party key only an
+    /// organizer may.
+    pub fn publish_lineup(&self, entries: Vec<LineupDraftEntry>) -> Result<Lineup, PartyError> {
+        self.party.publish(entries)
+    }
+
+    /// Queue every game of a lineup (`publisher`'s, or the one shown
+    /// first) that is neither installed nor downloading.
+    pub async fn get_lineup(&self, publisher: Option<PeerId>) -> Result<LineupFetch, PartyError> {
+        self.party.fetch_lineup(publisher.as_ref()).await
+    }
+
+    /// Every present peer's state for each game of the lineup shown first.
+    pub fn ready_board(&self) -> ReadyBoard {
+        self.party.ready_board()
+    }
+
+    /// Ask every attendee to get a game of our lineup ready.
+    pub fn ready_check(&self, version_id: VersionId) -> Result<(), PartyError> {
+        self.party.ready_check(version_id)
+    }
+
+    /// Games only we have complete while present peers still fetch them:
+    /// what quitting now would take away.
+    pub fn last_copies(&self) -> Vec<LastCopy> {
+        self.party.last_copies()
+    }
+
+    /// Whether a game started from lanspread runs, and the seeding cap.
+    pub fn game_mode(&self) -> GameMode {
+        self.party.game_mode()
+    }
+
+    /// "Keep me ready": queue the followed lineup's games by themselves.
+    pub fn set_keep_ready(&self, keep: bool) {
+        self.party.set_keep_ready(keep);
+    }
+
+    /// Seeding while a game runs, in percent of the upload limit (1-100).
+    pub fn set_game_mode_upload_percent(&self, percent: u32) {
+        self.party.set_game_mode_upload_percent(percent);
     }
 
     /// The games this peer shares (only games with a complete manifest).
@@ -455,6 +514,7 @@ pub(crate) struct Parts {
     server: Arc<ServerState>,
     liveness: Arc<Liveness>,
     discovery: Option<Arc<Discovery>>,
+    party: Arc<Party>,
     tasks: RuntimeTasks,
 }
 
@@ -481,6 +541,12 @@ fn default_services(parts: &Parts) -> Vec<ServiceSpec> {
             move |ctx| monitor::run(ctx, library.clone(), indexing.clone()),
         ),
     ];
+    let party = parts.party.clone();
+    services.push(ServiceSpec::new(
+        "party",
+        SupervisionPolicy::Restart(Backoff::DEFAULT),
+        move |ctx| party::run(ctx, party.clone()),
+    ));
     if let Some(found) = parts.discovery.clone() {
         services.push(ServiceSpec::new(
             "discovery",
@@ -595,12 +661,13 @@ pub(crate) async fn start_with_services(
     })?;
     tracing::info!(peer_id = %identity.peer_id(), %local_addr, "peer starting");
     let party_key = config.party_key.as_deref().map(tls::party_key);
+    let limiter = Arc::new(UploadLimiter::new(config.upload_limit));
     let server_state = Arc::new(ServerState::new(
         identity.clone(),
         config.display_name.clone(),
         offer.clone(),
         party_key,
-        Arc::new(UploadLimiter::new(config.upload_limit)),
+        limiter.clone(),
         directory.clone(),
         local_addr.port(),
     ));
@@ -629,7 +696,7 @@ pub(crate) async fn start_with_services(
         endpoint: endpoint.clone(),
         identity: identity.clone(),
         library: library.clone(),
-        offer,
+        offer: offer.clone(),
         display_name: config.display_name.clone(),
         party_key,
         listen_port: local_addr.port(),
@@ -644,12 +711,26 @@ pub(crate) async fn start_with_services(
             interfaces: config.mdns_interfaces.clone(),
         })
     });
+    let party = Arc::new(Party::new(PartyParts {
+        data_dir: config.data_dir.clone(),
+        organizer: config.organizer,
+        party_key: party_key.is_some(),
+        keep_ready: config.keep_ready,
+        game_mode_upload_percent: config.game_mode_upload_percent,
+        upload_limit: config.upload_limit,
+        limiter,
+        directory: directory.clone(),
+        offer,
+        engine: engine.clone(),
+        events: events.clone(),
+    }));
     let parts = Parts {
         library: library.clone(),
         endpoint: endpoint.clone(),
         server: server_state.clone(),
         liveness,
         discovery,
+        party: party.clone(),
         tasks: tasks.clone(),
     };
     for spec in services(&parts) {
@@ -716,6 +797,7 @@ pub(crate) async fn start_with_services(
         firewall,
         firewall_token,
         thumbnails: Arc::default(),
+        party,
         shutdown_token,
         shutdown_requested,
         root,

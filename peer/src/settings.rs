@@ -35,6 +35,14 @@ pub struct Settings {
     /// Only peers with the same key connect; empty: any peer.
     pub party_key: String,
     pub parallel_downloads: u32,
+    /// This peer publishes the party's lineup and calls ready checks; under
+    /// a party key only an organizer may.
+    pub organizer: bool,
+    /// Queue the games of the lineup by themselves as they are added.
+    pub keep_ready: bool,
+    /// Seeding while a game started from lanspread runs, in percent of the
+    /// upload limit (of 100 MB/s when there is none).
+    pub game_mode_upload_percent: u32,
 }
 
 impl Default for Settings {
@@ -45,6 +53,9 @@ impl Default for Settings {
             upload_limit: 0,
             party_key: String::new(),
             parallel_downloads: DEFAULT_PARALLEL_DOWNLOADS as u32,
+            organizer: false,
+            keep_ready: false,
+            game_mode_upload_percent: crate::party::DEFAULT_GAME_MODE_UPLOAD_PERCENT,
         }
     }
 }
@@ -146,14 +157,21 @@ impl Settings {
                 "parallel downloads must be between 1 and {MAX_PARALLEL_DOWNLOADS}"
             )));
         }
+        if !(1..=100).contains(&self.game_mode_upload_percent) {
+            return Err(SettingsError::Invalid(
+                "seeding while playing must be between 1 and 100 % of the upload limit".into(),
+            ));
+        }
         Ok(())
     }
 
-    /// Whether the runtime must restart to take `other`: only the upload
-    /// limit changes on a running peer.
+    /// Whether the runtime must restart to take `other`: the upload limit,
+    /// "keep me ready" and seeding while playing change on a running peer.
     pub fn needs_restart(&self, other: &Settings) -> bool {
         Settings {
             upload_limit: other.upload_limit,
+            keep_ready: other.keep_ready,
+            game_mode_upload_percent: other.game_mode_upload_percent,
             ..self.clone()
         } != *other
     }
@@ -185,6 +203,9 @@ impl Settings {
         let key = self.party_key.trim();
         config.party_key = (!key.is_empty()).then(|| key.to_owned());
         config.parallel_downloads = self.parallel_downloads as usize;
+        config.organizer = self.organizer;
+        config.keep_ready = self.keep_ready;
+        config.game_mode_upload_percent = self.game_mode_upload_percent;
         problem
     }
 }
@@ -200,6 +221,9 @@ mod tests {
             upload_limit: 50 << 20,
             party_key: "lan-2026".into(),
             parallel_downloads: 3,
+            organizer: true,
+            keep_ready: true,
+            game_mode_upload_percent: 25,
         }
     }
 

@@ -8,7 +8,10 @@
 use std::path::Path;
 
 use lanspread_proto::manifest::{FileEntry, Manifest};
-use lanspread_proto::wire::{ErrorCode, GameSummary, Hello, PeerRecord, Request, Response};
+use lanspread_proto::wire::{
+    DownloadStatus, ErrorCode, GameSummary, Hello, PeerRecord, PeerStatus, Request, Response,
+    WireLineup, WireLineupEntry, WireReadyCheck,
+};
 use lanspread_proto::{Hash, PROTOCOL_VERSION};
 
 fn hello(party: bool) -> Hello {
@@ -74,6 +77,7 @@ fn requests() -> Vec<Request> {
         Request::Ping { nonce: 7 },
         Request::GetPeers { digest: id },
         Request::PartyConfirm { confirmation: id },
+        Request::GetLineup,
     ]
 }
 
@@ -84,6 +88,16 @@ fn record() -> PeerRecord {
         version: 1_795_000_000_000,
         library_digest: Hash([3; 32]),
         gone: false,
+        status: Some(PeerStatus {
+            lineup: 1_795_000_000_001,
+            organizer: true,
+            playing: vec!["arena".into()],
+            downloads: vec![DownloadStatus {
+                version_id: Hash([1; 32]),
+                permille: 450,
+                eta_secs: Some(12),
+            }],
+        }),
     }
 }
 
@@ -125,6 +139,20 @@ fn responses() -> Vec<Response> {
             message: "party key missing or wrong".into(),
         },
         Response::Peers(vec![record()]),
+        Response::Lineup(Some(WireLineup {
+            version: 1_795_000_000_001,
+            organizer: true,
+            entries: vec![WireLineupEntry {
+                version_id: Hash([1; 32]),
+                game_id: "arena".into(),
+                at: Some("21:00".into()),
+            }],
+            ready_check: Some(WireReadyCheck {
+                version_id: Hash([1; 32]),
+                id: 1_795_000_000_002,
+            }),
+        })),
+        Response::Lineup(None),
     ];
     out.extend(
         manifests()

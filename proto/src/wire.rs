@@ -21,6 +21,9 @@ pub const MAX_GAMES_FRAME: u32 = 4 << 20;
 /// A manifest of [`crate::manifest::MAX_FILES`] files at ~100 bytes each
 /// plus 32 bytes per piece.
 pub const MAX_MANIFEST_FRAME: u32 = 32 << 20;
+/// A peer exchange answer: [`MAX_EXCHANGED_PEERS`] records of at most
+/// ~650 bytes each (id, address, version, digest and a full status).
+pub const MAX_PEERS_FRAME: u32 = 256 << 10;
 /// A thumbnail (2 MiB cap) and its header.
 pub const MAX_THUMBNAIL_FRAME: u32 = (2 << 20) + 1024;
 /// Everything else: handshakes, errors, acks, have-sets (32 Ki pieces = two
@@ -119,6 +122,144 @@ pub struct PeerRecord {
     pub library_digest: Hash,
     /// The sender found the subject gone (it left, or stopped answering).
     pub gone: bool,
+    /// What the subject said of its party state at `version`; `None` when
+    /// the sender does not know it (a record heard by mDNS).
+    pub status: Option<PeerStatus>,
+}
+
+/// A peer's party state, carried in its record: what a ready board needs
+/// of it beyond its game list, so that no one has to ask it. Small and
+/// bounded; it changes when a lineup is published, a game starts or exits,
+/// or a lineup download moves a step ([`STATUS_PERMILLE_STEP`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The version of the lineup the subject publishes (0: none); a
+    /// receiver holding an older one asks it with `GetLineup`.
+    pub lineup: u64,
+    /// The subject was started as an organizer.
+    pub organizer: bool,
+    /// Game ids of the games it runs now (started from lanspread), at most
+    /// [`MAX_STATUS_PLAYING`].
+    pub playing: Vec<String>,
+    /// Its downloads of lineup games, at most [`MAX_STATUS_DOWNLOADS`].
+    pub downloads: Vec<DownloadStatus>,
+}
+
+/// How far one download is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadStatus {
+    pub version_id: VersionId,
+    /// 0-1000, in steps of [`STATUS_PERMILLE_STEP`].
+    pub permille: u16,
+    pub eta_secs: Option<u32>,
+}
+
+/// Most running games a status lists: one player plays one game, a host
+/// may run a server beside it.
+pub const MAX_STATUS_PLAYING: usize = 2;
+/// Most downloads a status lists: a lineup's games that download at once.
+pub const MAX_STATUS_DOWNLOADS: usize = 8;
+/// Progress in a status moves in steps of 5 %: every step is one record
+/// told to the whole party, so 20 per download at the most.
+pub const STATUS_PERMILLE_STEP: u16 = 50;
+
+/// Tonight's lineup as its publisher serves it (`GetLineup`). Fetched from
+/// the publisher itself, over a connection whose certificate proves who it
+/// is; never relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLineup {
+    /// The publisher's clock in milliseconds when it published: a newer
+    /// lineup from the same publisher replaces the older, across restarts.
+    pub version: u64,
+    /// The publisher was started as an organizer.
+    pub organizer: bool,
+    pub entries: Vec<WireLineupEntry>,
+    /// The last ready check the publisher called.
+    pub ready_check: Option<WireReadyCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLineupEntry {
+    pub version_id: VersionId,
+    pub game_id: String,
+    /// When it is played, as the organizer wrote it ("21:00"), at most
+    /// [`MAX_LINEUP_AT_BYTES`].
+    pub at: Option<String>,
+}
+
+/// "Get ready for this game": `id` tells one call from the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReadyCheck {
+    pub version_id: VersionId,
+    pub id: u64,
+}
+
+/// Most games in a lineup: a night of play, not a library.
+pub const MAX_LINEUP_ENTRIES: usize = 32;
+/// Longest time text of a lineup entry ("21:00", "after dinner").
+pub const MAX_LINEUP_AT_BYTES: usize = 32;
+
+impl PeerStatus {
+    /// Within its bounds.
+    pub fn check(&self) -> Result<(), String> {
+        if self.playing.len() > MAX_STATUS_PLAYING {
+            return Err(format!(
+                "{} running games (at most {MAX_STATUS_PLAYING})",
+                self.playing.len()
+            ));
+        }
+        if self.downloads.len() > MAX_STATUS_DOWNLOADS {
+            return Err(format!(
+                "{} downloads (at most {MAX_STATUS_DOWNLOADS})",
+                self.downloads.len()
+            ));
+        }
+        if let Some(long) = self
+            .playing
+            .iter()
+            .find(|g| g.len() > crate::path::MAX_GAME_ID_LEN)
+        {
+            return Err(format!("a game id of {} bytes", long.len()));
+        }
+        if self.downloads.iter().any(|d| d.permille > 1000) {
+            return Err("progress over 1000 permille".into());
+        }
+        Ok(())
+    }
+}
+
+impl WireLineup {
+    /// Within its bounds.
+    pub fn check(&self) -> Result<(), String> {
+        if self.entries.len() > MAX_LINEUP_ENTRIES {
+            return Err(format!(
+                "{} games (at most {MAX_LINEUP_ENTRIES})",
+                self.entries.len()
+            ));
+        }
+        for entry in &self.entries {
+            if entry.game_id.len() > crate::path::MAX_GAME_ID_LEN {
+                return Err(format!("a game id of {} bytes", entry.game_id.len()));
+            }
+            if entry
+                .at
+                .as_ref()
+                .is_some_and(|at| at.len() > MAX_LINEUP_AT_BYTES)
+            {
+                return Err(format!("a time over {MAX_LINEUP_AT_BYTES} bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_records(kind: &'static str, records: &[PeerRecord]) -> Result<(), DecodeError> {
+    for status in records.iter().filter_map(|r| r.status.as_ref()) {
+        status
+            .check()
+            .map_err(|reason| DecodeError::Malformed { kind, reason })?;
+    }
+    Ok(())
 }
 
 /// Most records one `Peers` answer lists: far above any LAN party, and a
@@ -298,6 +439,8 @@ pub enum Request {
     PartyConfirm {
         confirmation: Hash,
     },
+    /// The lineup the server publishes; answered `Lineup`.
+    GetLineup,
 }
 
 /// A response frame.
@@ -331,6 +474,8 @@ pub enum Response {
         message: String,
     },
     Peers(Vec<PeerRecord>),
+    /// `None`: the server publishes no lineup.
+    Lineup(Option<WireLineup>),
 }
 
 /// Why bytes are not a valid frame.
@@ -358,6 +503,7 @@ mod kind {
     pub const PING: u8 = 9;
     pub const GET_PEERS: u8 = 10;
     pub const PARTY_CONFIRM: u8 = 11;
+    pub const GET_LINEUP: u8 = 12;
 
     pub const R_HELLO: u8 = 101;
     pub const R_GAMES: u8 = 102;
@@ -369,6 +515,7 @@ mod kind {
     pub const R_PONG: u8 = 108;
     pub const R_ERROR: u8 = 109;
     pub const R_PEERS: u8 = 110;
+    pub const R_LINEUP: u8 = 111;
 }
 
 fn frame<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
@@ -428,7 +575,7 @@ fn body<'a, T: Deserialize<'a>>(kind: &'static str, bytes: &'a [u8]) -> Result<T
 
 /// The size limit of a request frame, `None` for an unknown kind.
 pub fn request_limit(kind: u8) -> Option<u32> {
-    (kind::HELLO..=kind::PARTY_CONFIRM)
+    (kind::HELLO..=kind::GET_LINEUP)
         .contains(&kind)
         .then_some(MAX_REQUEST_FRAME)
 }
@@ -439,13 +586,14 @@ pub fn response_limit(kind: u8) -> Option<u32> {
         kind::R_GAMES => Some(MAX_GAMES_FRAME),
         kind::R_MANIFEST => Some(MAX_MANIFEST_FRAME),
         kind::R_THUMBNAIL => Some(MAX_THUMBNAIL_FRAME),
+        kind::R_PEERS => Some(MAX_PEERS_FRAME),
         kind::R_HELLO
         | kind::R_PIECE
         | kind::R_HAVE_SET
         | kind::R_OK
         | kind::R_PONG
         | kind::R_ERROR
-        | kind::R_PEERS => Some(MAX_SMALL_FRAME),
+        | kind::R_LINEUP => Some(MAX_SMALL_FRAME),
         _ => None,
     }
 }
@@ -487,6 +635,7 @@ impl Request {
             Request::Ping { nonce } => frame(kind::PING, nonce),
             Request::GetPeers { digest } => frame(kind::GET_PEERS, digest),
             Request::PartyConfirm { confirmation } => frame(kind::PARTY_CONFIRM, confirmation),
+            Request::GetLineup => frame(kind::GET_LINEUP, &()),
         }
     }
 
@@ -532,6 +681,7 @@ impl Request {
                         reason: format!("{} records (at most {MAX_GOSSIP_RECORDS})", records.len()),
                     });
                 }
+                check_records("Gossip", &records)?;
                 Request::Gossip(records)
             }
             kind::GOODBYE => {
@@ -547,6 +697,10 @@ impl Request {
             kind::PARTY_CONFIRM => Request::PartyConfirm {
                 confirmation: body("PartyConfirm", bytes)?,
             },
+            kind::GET_LINEUP => {
+                body::<()>("GetLineup", bytes)?;
+                Request::GetLineup
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if let Request::Hello(hello) = &request {
@@ -573,6 +727,7 @@ impl Response {
             Response::Pong { nonce } => frame(kind::R_PONG, nonce),
             Response::Error { code, message } => frame(kind::R_ERROR, &(code, message)),
             Response::Peers(peers) => frame(kind::R_PEERS, peers),
+            Response::Lineup(lineup) => frame(kind::R_LINEUP, lineup),
         }
     }
 
@@ -631,7 +786,18 @@ impl Response {
                         reason: format!("{} peers (at most {MAX_EXCHANGED_PEERS})", peers.len()),
                     });
                 }
+                check_records("Peers", &peers)?;
                 Response::Peers(peers)
+            }
+            kind::R_LINEUP => {
+                let lineup: Option<WireLineup> = body("Lineup", bytes)?;
+                if let Some(reason) = lineup.as_ref().and_then(|l| l.check().err()) {
+                    return Err(DecodeError::Malformed {
+                        kind: "Lineup",
+                        reason,
+                    });
+                }
+                Response::Lineup(lineup)
             }
             other => return Err(DecodeError::UnknownKind(other)),
         };
@@ -688,6 +854,31 @@ mod tests {
             )
     }
 
+    fn status() -> impl Strategy<Value = PeerStatus> {
+        (
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec("[a-z]{1,8}", 0..=MAX_STATUS_PLAYING),
+            proptest::collection::vec(
+                (hash(), 0..=1000u16, proptest::option::of(any::<u32>())),
+                0..=MAX_STATUS_DOWNLOADS,
+            ),
+        )
+            .prop_map(|(lineup, organizer, playing, downloads)| PeerStatus {
+                lineup,
+                organizer,
+                playing,
+                downloads: downloads
+                    .into_iter()
+                    .map(|(version_id, permille, eta_secs)| DownloadStatus {
+                        version_id,
+                        permille,
+                        eta_secs,
+                    })
+                    .collect(),
+            })
+    }
+
     fn record() -> impl Strategy<Value = PeerRecord> {
         (
             "[a-z2-7]{26}",
@@ -696,16 +887,43 @@ mod tests {
             any::<u64>(),
             hash(),
             any::<bool>(),
+            proptest::option::of(status()),
         )
             .prop_map(
-                |(peer_id, ip, port, version, library_digest, gone)| PeerRecord {
+                |(peer_id, ip, port, version, library_digest, gone, status)| PeerRecord {
                     peer_id,
                     addr: std::net::SocketAddr::from((ip, port)),
                     version,
                     library_digest,
                     gone,
+                    status,
                 },
             )
+    }
+
+    fn lineup() -> impl Strategy<Value = WireLineup> {
+        (
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec(
+                (hash(), "[a-z]{1,8}", proptest::option::of("[0-9:]{0,5}")),
+                0..4,
+            ),
+            proptest::option::of((hash(), any::<u64>())),
+        )
+            .prop_map(|(version, organizer, entries, check)| WireLineup {
+                version,
+                organizer,
+                entries: entries
+                    .into_iter()
+                    .map(|(version_id, game_id, at)| WireLineupEntry {
+                        version_id,
+                        game_id,
+                        at,
+                    })
+                    .collect(),
+                ready_check: check.map(|(version_id, id)| WireReadyCheck { version_id, id }),
+            })
     }
 
     fn request() -> impl Strategy<Value = Request> {
@@ -725,6 +943,7 @@ mod tests {
             any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
             hash().prop_map(|digest| Request::GetPeers { digest }),
             hash().prop_map(|confirmation| Request::PartyConfirm { confirmation }),
+            Just(Request::GetLineup),
         ]
     }
 
@@ -785,6 +1004,7 @@ mod tests {
             any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
             (codes, ".{0,20}").prop_map(|(code, message)| Response::Error { code, message }),
             proptest::collection::vec(record(), 0..4).prop_map(Response::Peers),
+            proptest::option::of(lineup()).prop_map(Response::Lineup),
         ]
     }
 

@@ -64,7 +64,28 @@ enum Command {
         /// Do not announce or browse with mDNS (manual peers and exchange only).
         #[arg(long)]
         no_mdns: bool,
+        /// Run as the party's organizer: publish the lineup of `lineup set`
+        /// (under a party key only an organizer's lineup is taken).
+        #[arg(long)]
+        organizer: bool,
+        /// Queue the games of the lineup by themselves ("keep me ready").
+        #[arg(long)]
+        keep_ready: bool,
         /// Print every event as one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tonight's lineup: set the one a `serve` with the same --data
+    /// publishes, or show the LAN's.
+    Lineup {
+        #[command(subcommand)]
+        action: LineupAction,
+    },
+    /// Print the ready board: every peer's state for each lineup game.
+    Ready {
+        #[command(flatten)]
+        look: LookArgs,
+        /// Print the board as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -116,6 +137,34 @@ enum Command {
         #[command(flatten)]
         look: LookArgs,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LineupAction {
+    /// Replace the lineup with these games, in order: `GAME[@TIME]` each, a
+    /// game id or version id and an optional time (`quake3@21:00`). A
+    /// running `serve --organizer` with this --data publishes it within a
+    /// second.
+    Set {
+        #[arg(required = true, value_name = "GAME[@TIME]")]
+        games: Vec<String>,
+        /// The data folder of the peer that publishes it [default: the platform data dir].
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Withdraw the lineup.
+    Clear {
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Print the lineups on the LAN.
+    Show {
+        #[command(flatten)]
+        look: LookArgs,
+        /// Print them as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -210,6 +259,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lineup { action } => lineup(action).await,
+        Command::Ready { look: args, json } => {
+            let board = look(args, |h| h.ready_board()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&board)?);
+            } else {
+                print_board(&board);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             config: file,
             games,
@@ -220,6 +279,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             party_key,
             peers,
             no_mdns,
+            organizer,
+            keep_ready,
             json,
         } => {
             let file = match file {
@@ -240,6 +301,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.party_key = party_key.or(file.party_key);
             config.peers = if peers.is_empty() { file.peers } else { peers };
             config.mdns = !no_mdns && file.mdns.unwrap_or(true);
+            config.organizer = organizer || file.organizer.unwrap_or(false);
+            config.keep_ready = keep_ready || file.keep_ready.unwrap_or(false);
             let (handle, events) = start_peer(config).await?;
             let signals = StopSignals::listen()?;
             // One plain line whatever the log level (`-q` too): scripts wait
@@ -248,6 +311,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("serving on {} as {}", handle.local_addr(), handle.peer_id());
             let printer = json.then(|| print_events(events));
             signals.recv().await?;
+            // Quitting takes these away from peers still fetching them:
+            // said, and the shutdown goes on (a host that stops, stops).
+            for last in handle.last_copies() {
+                let peers = if last.fetching == 1 {
+                    "peer is"
+                } else {
+                    "peers are"
+                };
+                tracing::warn!(
+                    "{} {peers} still fetching {} from us, and no other peer has all of it",
+                    last.fetching,
+                    last.title
+                );
+            }
             tracing::info!("shutting down");
             handle.shutdown();
             let report = handle.wait_stopped().await;
@@ -328,6 +405,107 @@ async fn look<T>(
     handle.wait_stopped().await;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(result)
+}
+
+async fn lineup(action: LineupAction) -> anyhow::Result<ExitCode> {
+    use lanspread_peer::party::{parse_lineup_arg, LineupFile};
+    match action {
+        LineupAction::Set { games, data } => {
+            let data = data_dir(data)?;
+            let games = games.iter().map(|g| parse_lineup_arg(g)).collect();
+            let file = LineupFile::replace(&data, games).map_err(|e| anyhow::anyhow!(e))?;
+            eprintln!(
+                "lineup of {} games saved in {}; a `serve --organizer --data {}` publishes it",
+                file.games.len(),
+                data.display(),
+                data.display()
+            );
+        }
+        LineupAction::Clear { data } => {
+            let data = data_dir(data)?;
+            LineupFile::replace(&data, Vec::new()).map_err(|e| anyhow::anyhow!(e))?;
+            eprintln!("lineup withdrawn");
+        }
+        LineupAction::Show { look: args, json } => {
+            let lineups = look(args, |h| h.lineups()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&lineups)?);
+            } else {
+                print_lineups(&lineups);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_lineups(lineups: &[lanspread_peer::events::Lineup]) {
+    if lineups.is_empty() {
+        println!("No lineup on the LAN.");
+        return;
+    }
+    if lineups.len() > 1 {
+        println!("{} conflicting lineups:", lineups.len());
+    }
+    for lineup in lineups {
+        let role = if lineup.organizer {
+            "organizer"
+        } else {
+            "not an organizer"
+        };
+        let gone = if lineup.present { "" } else { ", gone" };
+        println!(
+            "by {} ({}{gone}) [{}]",
+            lineup.publisher_name, role, lineup.publisher
+        );
+        for (i, entry) in lineup.entries.iter().enumerate() {
+            println!(
+                "  {:>2}. {:<32} {:<8} {:<24} {:>10}",
+                i + 1,
+                entry.title,
+                entry.at.as_deref().unwrap_or(""),
+                entry.game_id,
+                human_size(entry.total_size)
+            );
+        }
+    }
+}
+
+fn print_board(board: &lanspread_peer::events::ReadyBoard) {
+    use lanspread_peer::events::ReadyState;
+    if board.games.is_empty() {
+        println!("No lineup on the LAN.");
+        return;
+    }
+    for game in &board.games {
+        // The looking peer itself is no attendee.
+        let peers: Vec<_> = game.peers.iter().filter(|p| !p.us).collect();
+        let ready = peers
+            .iter()
+            .filter(|p| matches!(p.state, ReadyState::Ready | ReadyState::Playing))
+            .count();
+        let at = game
+            .at
+            .as_deref()
+            .map(|at| format!(" at {at}"))
+            .unwrap_or_default();
+        println!("{}{at}: {ready} / {} ready", game.title, peers.len());
+        for p in peers {
+            let state = match p.state {
+                ReadyState::Ready => "ready".to_owned(),
+                ReadyState::Playing => "playing".to_owned(),
+                ReadyState::Outdated => "outdated".to_owned(),
+                ReadyState::Missing => "missing".to_owned(),
+                ReadyState::Downloading => {
+                    let eta = p
+                        .eta_secs
+                        .map(|s| format!(", {s} s left"))
+                        .unwrap_or_default();
+                    format!("downloading {:.0} %{eta}", p.percent.unwrap_or(0.0))
+                }
+            };
+            println!("  {:<24} {:<26} {state}", p.name, p.peer_id);
+        }
+    }
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -487,6 +665,8 @@ struct ServeFile {
     #[serde(default)]
     peers: Vec<String>,
     mdns: Option<bool>,
+    organizer: Option<bool>,
+    keep_ready: Option<bool>,
 }
 
 impl ServeFile {

@@ -594,6 +594,9 @@ async fn serve_stream(
         Request::GetPeers { digest } => {
             reply(&mut send, Response::Peers(state.directory.members(&digest))).await
         }
+        Request::GetLineup => {
+            reply(&mut send, Response::Lineup(state.directory.own_lineup())).await
+        }
     };
     match outcome {
         Ok(()) => {}

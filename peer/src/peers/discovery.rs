@@ -158,6 +158,7 @@ async fn serve(
     daemon
         .register(describe(record)?)
         .context("cannot announce over mDNS")?;
+    let mut announced = record.digest;
     // Browsing costs every peer on the LAN: each query carries what the
     // asker knows, and cached records are refreshed by more queries, so the
     // traffic each peer hears grows with the party. We browse to find the
@@ -184,9 +185,14 @@ async fn serve(
                 }
                 // Our library changed: announce the new record (the same
                 // name, new TXT); peers still browsing hear it at once, the
-                // others by gossip.
+                // others by gossip. A version raised for anything else (our
+                // party status, an answer to a rumour) goes by gossip only:
+                // a status moves during every download.
                 let record = *own.borrow_and_update();
-                daemon.register(describe(record)?).context("cannot announce over mDNS")?;
+                if record.digest != announced {
+                    announced = record.digest;
+                    daemon.register(describe(record)?).context("cannot announce over mDNS")?;
+                }
             }
             _ = tokio::time::sleep_until(browse_until), if browse.is_some() => {
                 tracing::debug!("mDNS: browsing stops");
@@ -260,6 +266,7 @@ fn found(discovery: &Discovery, our_id: &str, service: &ResolvedService) {
         version,
         library_digest,
         gone: false,
+        status: None,
     };
     tracing::debug!(peer = %peer_id, addr = %record.addr, version, "found by mDNS");
     let name = txt("name").map(lanspread_proto::wire::truncate_display_name);

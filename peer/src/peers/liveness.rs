@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanspread_proto::wire::{games_digest, PeerRecord, Request, Response, MAX_GOSSIP_RECORDS};
+use lanspread_proto::wire::{
+    games_digest, PeerRecord, Request, Response, WireLineup, MAX_GOSSIP_RECORDS,
+};
 use lanspread_proto::{GameSummary, Hash};
 use quinn::Endpoint;
 use tokio::task::JoinSet;
@@ -89,8 +91,16 @@ enum Outcome {
         addr: SocketAddr,
         records: Vec<PeerRecord>,
     },
+    /// Its lineup, as it served it.
+    Lineup {
+        peer: PeerId,
+        lineup: Option<WireLineup>,
+    },
     Told,
 }
+
+/// A lineup that could not be fetched is asked for again after this.
+const LINEUP_RETRY: Duration = Duration::from_secs(2);
 
 pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()> {
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
@@ -298,6 +308,18 @@ impl Liveness {
                 self.handle_dialed(addr, &target, result);
                 // After the table lock above is released: this takes it.
                 drop(in_flight);
+            }
+            Outcome::Lineup { peer, lineup } => {
+                let mut table = self.directory.lock();
+                if let Some(p) = table.peers.get_mut(&peer) {
+                    p.lineup_refresh = false;
+                    let held = p.lineup.as_ref().map_or(0, |l| l.version);
+                    match lineup {
+                        Some(lineup) if lineup.version > held => p.lineup = Some(lineup),
+                        Some(_) => {}
+                        None => p.lineup = None,
+                    }
+                }
             }
             Outcome::Listed { peer, games } => {
                 let Some(games) = games else {
@@ -532,6 +554,34 @@ impl Liveness {
                     .ok()
                     .flatten();
                 Outcome::Listed { peer, games }
+            });
+        }
+        let lineups: Vec<(PeerId, PeerConnection)> = {
+            let mut table = self.directory.lock();
+            table
+                .peers
+                .iter_mut()
+                .filter(|(_, p)| p.lineup_refresh && p.present())
+                .filter(|(_, p)| p.lineup_asked.is_none_or(|at| at.elapsed() >= LINEUP_RETRY))
+                .filter_map(|(id, p)| {
+                    let conn = p.connection.clone()?;
+                    // Cleared by the answer; asked again if none comes.
+                    p.lineup_asked = Some(Instant::now());
+                    p.last_used = Instant::now();
+                    Some((id.clone(), conn))
+                })
+                .collect()
+        };
+        for (peer, conn) in lineups {
+            tasks.spawn(async move {
+                let lineup = match timeout(DIAL_TIMEOUT, conn.request(&Request::GetLineup)).await {
+                    Ok(Ok(Response::Lineup(lineup))) => lineup,
+                    _ => {
+                        tracing::debug!(%peer, "it did not serve its lineup");
+                        return Outcome::Told;
+                    }
+                };
+                Outcome::Lineup { peer, lineup }
             });
         }
     }

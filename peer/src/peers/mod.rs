@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lanspread_proto::wire::{games_digest, members_digest, PeerRecord};
+use lanspread_proto::wire::{games_digest, members_digest, PeerRecord, PeerStatus, WireLineup};
 use lanspread_proto::{GameSummary, Hash};
 use tokio::time::Instant;
 
@@ -109,6 +109,15 @@ pub(crate) struct RemotePeer {
     pub gone_told: Option<u64>,
     /// Lost: when it is dialled again, and the wait after that.
     pub redial: Option<(Instant, Duration)>,
+    /// Its party state (`PeerStatus`), and the record version it came with.
+    pub status: Option<PeerStatus>,
+    pub status_version: u64,
+    /// The lineup it publishes, as it served it to us.
+    pub lineup: Option<WireLineup>,
+    /// Its status names a newer lineup than `lineup`: ask it.
+    pub lineup_refresh: bool,
+    /// When we last asked it for its lineup.
+    pub lineup_asked: Option<Instant>,
 }
 
 impl RemotePeer {
@@ -129,6 +138,11 @@ impl RemotePeer {
             suspect: None,
             gone_told: None,
             redial: None,
+            status: None,
+            status_version: 0,
+            lineup: None,
+            lineup_refresh: false,
+            lineup_asked: None,
         }
     }
 
@@ -143,13 +157,40 @@ impl RemotePeer {
     /// Whether it needs a connection now.
     pub fn needs_connection(&self, now: Instant) -> bool {
         self.present()
-            && (self.watched || self.wanted(now) || self.refresh || self.suspect.is_some())
+            && (self.watched
+                || self.wanted(now)
+                || self.refresh
+                || self.lineup_refresh
+                || self.suspect.is_some())
+    }
+
+    /// Take the status `record` carries when it is newer than the one we
+    /// hold (a version raised by its hello or mDNS carries none, so the
+    /// status is compared by the version it came with). Returns whether
+    /// it changed.
+    fn take_status(&mut self, record: &PeerRecord) -> bool {
+        let Some(status) = &record.status else {
+            return false;
+        };
+        if record.version <= self.status_version && self.status.is_some() {
+            return false;
+        }
+        self.status_version = record.version;
+        let held = self.lineup.as_ref().map_or(0, |l| l.version);
+        self.lineup_refresh = status.lineup > held;
+        if status.lineup == 0 {
+            self.lineup = None;
+        }
+        let changed = self.status.as_ref() != Some(status);
+        self.status = Some(status.clone());
+        changed
     }
 
     /// Take `record` of it if it is newer than ours: returns whether it
     /// goes on to others now. When its digest is not that of the games we
     /// hold, they are listed again first (and it goes on after that).
     fn take_newer(&mut self, record: &PeerRecord) -> bool {
+        self.take_status(record);
         if record.version <= self.version {
             return false;
         }
@@ -167,6 +208,7 @@ impl RemotePeer {
             version: self.version,
             library_digest: self.announced,
             gone: !self.present(),
+            status: self.status.clone(),
         })
     }
 }
@@ -314,6 +356,10 @@ pub struct PeerDirectory {
     events: EventSink,
     our_id: PeerId,
     own: tokio::sync::watch::Sender<OwnRecord>,
+    /// Our party state, told with our record, and the lineup we publish
+    /// (served by `GetLineup`). std Mutexes: a copy under each, no await.
+    own_status: Mutex<PeerStatus>,
+    own_lineup: Mutex<Option<WireLineup>>,
     /// Told when there is work for the liveness loop (news to pass on, a
     /// peer to dial or list), so it does not wait for its next tick.
     wake: tokio::sync::Notify,
@@ -329,8 +375,61 @@ impl PeerDirectory {
                 version: membership::first_version(),
                 digest: games_digest(&[]),
             }),
+            own_status: Mutex::default(),
+            own_lineup: Mutex::default(),
             wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Our party state is `status` now: when it changed, our record gets a
+    /// new version and goes to the peers we watch (and so to the party).
+    pub(crate) fn set_own_status(&self, status: PeerStatus) {
+        {
+            let mut own = self.own_status.lock().unwrap_or_else(|e| e.into_inner());
+            if *own == status {
+                return;
+            }
+            *own = status;
+        }
+        self.own
+            .send_modify(|own| own.version = membership::next_version(own.version));
+        let record = self.own_record(self.own());
+        self.lock().outbox.push((record, None));
+        self.wake.notify_one();
+    }
+
+    /// Our party state as told now.
+    pub fn own_status(&self) -> PeerStatus {
+        self.own_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The lineup we publish: what `GetLineup` answers.
+    pub fn own_lineup(&self) -> Option<WireLineup> {
+        self.own_lineup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_own_lineup(&self, lineup: Option<WireLineup>) {
+        *self.own_lineup.lock().unwrap_or_else(|e| e.into_inner()) = lineup;
+    }
+
+    /// Every peer we know (present or lost) with its name, whether it is
+    /// present, its games, status and lineup, for the party's board.
+    pub(crate) fn party_view<T>(
+        &self,
+        view: impl FnOnce(&mut dyn Iterator<Item = (&PeerId, &RemotePeer)>) -> T,
+    ) -> T {
+        let table = self.lock();
+        let mut peers = table
+            .peers
+            .iter()
+            .filter(|(_, p)| p.info.state != PeerState::Incompatible);
+        view(&mut peers)
     }
 
     /// Wait until there is work for the liveness loop.
@@ -389,6 +488,7 @@ impl PeerDirectory {
             version: own.version,
             library_digest: own.digest,
             gone: false,
+            status: Some(self.own_status()),
         }
     }
 
@@ -857,6 +957,7 @@ mod tests {
             version,
             library_digest: games_digest(games),
             gone,
+            status: None,
         }
     }
 

@@ -295,7 +295,8 @@ async fn shutdown_is_observable_through_wait_stopped() {
         .send(PeerCommand::Health(reply))
         .await
         .unwrap();
-    assert_eq!(answer.await.unwrap().len(), 3);
+    // quic-server, liveness, library-monitor, party (no mDNS here).
+    assert_eq!(answer.await.unwrap().len(), 4);
 
     handle.shutdown();
     let report = handle.wait_stopped().await;

@@ -47,6 +47,7 @@ async fn victim(dir: &std::path::Path, peers: Vec<String>) -> Peer {
 fn lies(round: u8, n: usize) -> Vec<PeerRecord> {
     (0..n)
         .map(|i| PeerRecord {
+            status: None,
             peer_id: Identity::ephemeral().peer_id().to_string(),
             addr: SocketAddr::from(([127, 1 + round, (i >> 2) as u8, 1 + (i & 3) as u8], 9)),
             version: u64::MAX,
@@ -128,6 +129,7 @@ async fn hearsay_cannot_make_an_honest_peer_unreachable() {
     let honest_id = honest.handle.peer_id().clone();
     let hostile = HostileServer::start(move |request| match request {
         Request::GetPeers { .. } => vec![Answer::Frame(Response::Peers(vec![PeerRecord {
+            status: None,
             peer_id: Identity::ephemeral().peer_id().to_string(),
             addr: honest_addr,
             version: 1,
