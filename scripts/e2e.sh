@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test: the real desktop app under Xvfb, driven over WebDriver
 # (tauri-driver + WebKitWebDriver), downloads a game from a real headless
-# `lanspread-peer serve` on 127.0.0.1. Screenshots: out/e2e/.
+# `lanspread-peer serve` on 127.0.0.1, then gets the lineup that host
+# publishes as organizer. Screenshots: out/e2e/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -39,14 +40,22 @@ mkdir -p "$game/data/maps" "$game/saves"
 for i in 1 2 3; do head -c $((i * 1000)) /dev/urandom > "$game/data/maps/map$i.bsp"; done
 printf '#!/bin/sh\necho played > "$1"\n' > "$game/run.sh"
 chmod +x "$game/run.sh"
-make_game neon-racer "Neon Racer" 300 1000000 'genre = "Racing"'
-make_game castle-siege "Castle Siege" 25 1000000 'genre = "Strategy"'
+# Big enough that the lineup's downloads are seen in progress.
+make_game neon-racer "Neon Racer" 300 6000000 'genre = "Racing"'
+make_game castle-siege "Castle Siege" 25 3000000 'genre = "Strategy"'
 
 port=$((20000 + RANDOM % 20000))
+# Tonight's lineup, published by the host as organizer.
+"$peer" lineup set e2e-arena@20:00 neon-racer@21:30 castle-siege --data "$work/host/data"
 # The upload limit makes the download last a few seconds: long enough to
 # see it in progress.
 setsid "$peer" serve -q --no-mdns --listen "127.0.0.1:$port" --games "$games" \
-  --data "$work/host/data" --name "e2e host" --upload-limit 2500000 &
+  --data "$work/host/data" --name "e2e host" --upload-limit 2500000 --organizer &
+pids+=($!)
+# A guest with none of the games: the ready board has a peer that is not ready.
+mkdir -p "$work/guest/games"
+setsid "$peer" serve -q --no-mdns --listen "127.0.0.1:$((port + 1))" --games "$work/guest/games" \
+  --data "$work/guest/data" --name "e2e guest" --peer "127.0.0.1:$port" &
 pids+=($!)
 
 rm -rf out/e2e

@@ -29,5 +29,5 @@ step "Windows: clippy, both binaries built, tests under Wine"
 step "UI tests (vitest)"
 npm run --silent ui:test
 
-step "end to end: the desktop app downloads from a headless peer (WebDriver, Xvfb)"
+step "end to end: the desktop app downloads from a headless peer and gets its lineup (WebDriver, Xvfb)"
 ./scripts/e2e.sh

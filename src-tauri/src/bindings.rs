@@ -6,14 +6,16 @@
 use std::path::Path;
 
 use lanspread_peer::events::{
-    AddressReport, CatalogEntry, Diagnostics, DownloadInfo, DownloadState, FailureCode,
-    FirewallReport, InterfaceReport, NameConflict, NetworkProfile, PeerEvent, PeerInfo, PeerState,
-    ServiceHealth, ServiceState, Source, SourceRate, UdpBuffers,
+    AddressReport, BoardGame, BoardPeer, CatalogEntry, Diagnostics, DownloadInfo, DownloadState,
+    FailureCode, FirewallReport, GameMode, InterfaceReport, LastCopy, Lineup, LineupEntry,
+    LineupFetch, NameConflict, NetworkProfile, PeerEvent, PeerInfo, PeerState, ReadyBoard,
+    ReadyCheck, ReadyState, ServiceHealth, ServiceState, Source, SourceRate, UdpBuffers,
 };
 use lanspread_peer::settings::Settings;
 use ts_rs::{Config, TS};
 
-use crate::commands::CommandError;
+use crate::commands::{CommandError, LineupDraft};
+use crate::events::QuitRequested;
 use crate::state::SettingsView;
 
 fn declaration<T: TS>(cfg: &Config) -> String {
@@ -43,6 +45,18 @@ fn generate() -> String {
         declaration::<UdpBuffers>(&cfg),
         declaration::<NetworkProfile>(&cfg),
         declaration::<FirewallReport>(&cfg),
+        declaration::<Lineup>(&cfg),
+        declaration::<LineupEntry>(&cfg),
+        declaration::<ReadyState>(&cfg),
+        declaration::<ReadyBoard>(&cfg),
+        declaration::<BoardGame>(&cfg),
+        declaration::<BoardPeer>(&cfg),
+        declaration::<ReadyCheck>(&cfg),
+        declaration::<GameMode>(&cfg),
+        declaration::<LastCopy>(&cfg),
+        declaration::<LineupFetch>(&cfg),
+        declaration::<LineupDraft>(&cfg),
+        declaration::<QuitRequested>(&cfg),
         declaration::<Settings>(&cfg),
         declaration::<SettingsView>(&cfg),
         declaration::<CommandError>(&cfg),

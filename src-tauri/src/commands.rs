@@ -1,12 +1,16 @@
 //! Tauri commands: each converts its input, calls the peer and maps the result.
 
 use lanspread_peer::download::DownloadError;
-use lanspread_peer::events::{CatalogEntry, Diagnostics, DownloadInfo, PeerInfo};
+use lanspread_peer::events::{
+    CatalogEntry, Diagnostics, DownloadInfo, GameMode, LastCopy, Lineup, LineupFetch, PeerInfo,
+    ReadyBoard,
+};
 use lanspread_peer::games::GameActionError;
+use lanspread_peer::party::{LineupDraftEntry, PartyError};
 use lanspread_peer::settings::Settings;
 use lanspread_peer::{AddPeerError, FailureCode, HealthSnapshot, RuntimeStopped};
-use lanspread_proto::Hash;
-use serde::Serialize;
+use lanspread_proto::{Hash, PeerId};
+use serde::{Deserialize, Serialize};
 use tauri::ipc::Response;
 use tauri::{AppHandle, Manager, State};
 use tauri_plugin_dialog::DialogExt;
@@ -54,6 +58,28 @@ impl From<RuntimeStopped> for CommandError {
     fn from(e: RuntimeStopped) -> Self {
         Self::new(e.code(), e)
     }
+}
+
+/// One game of the lineup an organizer publishes, in its order.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct LineupDraft {
+    version_id: String,
+    /// When it is played, free text ("21:00"); at most 32 bytes.
+    at: Option<String>,
+}
+
+impl From<PartyError> for CommandError {
+    fn from(e: PartyError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+fn peer_id(text: &str) -> Result<PeerId, CommandError> {
+    PeerId::parse(text).ok_or_else(|| {
+        CommandError::new(FailureCode::BadPeerId, format!("`{text}` is not a peer id"))
+    })
 }
 
 fn version_id(hex: &str) -> Result<Hash, CommandError> {
@@ -201,4 +227,66 @@ pub fn open_log_folder(app: AppHandle) -> Reply<String> {
         .open_path(shown.clone(), None::<&str>)
         .map_err(|e| CommandError::new(FailureCode::Open, e))?;
     Ok(shown)
+}
+
+/// Every lineup on the LAN, ours first.
+#[tauri::command]
+pub fn lineups(state: State<'_, AppState>) -> Vec<Lineup> {
+    state.peer().lineups()
+}
+
+/// Publish our lineup, in order; an empty one withdraws it.
+#[tauri::command]
+pub fn publish_lineup(state: State<'_, AppState>, entries: Vec<LineupDraft>) -> Reply<Lineup> {
+    let entries = entries
+        .into_iter()
+        .map(|entry| {
+            Ok(LineupDraftEntry {
+                version_id: version_id(&entry.version_id)?,
+                at: entry.at,
+            })
+        })
+        .collect::<Reply<Vec<_>>>()?;
+    Ok(state.peer().publish_lineup(entries)?)
+}
+
+/// Queue every game of a lineup that we lack; no publisher: the first shown.
+#[tauri::command]
+pub async fn get_lineup(
+    state: State<'_, AppState>,
+    publisher: Option<String>,
+) -> Reply<LineupFetch> {
+    let publisher = publisher.as_deref().map(peer_id).transpose()?;
+    Ok(state.peer().get_lineup(publisher).await?)
+}
+
+#[tauri::command]
+pub fn ready_board(state: State<'_, AppState>) -> ReadyBoard {
+    state.peer().ready_board()
+}
+
+/// Ask everyone to get a game of our lineup ready.
+#[tauri::command]
+pub fn ready_check(state: State<'_, AppState>, version_id: String) -> Reply<()> {
+    let version_id = self::version_id(&version_id)?;
+    Ok(state.peer().ready_check(version_id)?)
+}
+
+/// Games only we have complete while others fetch them.
+#[tauri::command]
+pub fn last_copies(state: State<'_, AppState>) -> Vec<LastCopy> {
+    state.peer().last_copies()
+}
+
+#[tauri::command]
+pub fn game_mode(state: State<'_, AppState>) -> GameMode {
+    state.peer().game_mode()
+}
+
+/// Quit even while others fetch a last copy from us ("Quit anyway"); the
+/// runtime stops as on any exit.
+#[tauri::command]
+pub fn quit(app: AppHandle, state: State<'_, AppState>) {
+    state.confirm_quit();
+    app.exit(0);
 }

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
+use lanspread_peer::events::LastCopy;
 use lanspread_peer::PeerEvent;
 use lanspread_proto::VersionId;
+use serde::Serialize;
 use tauri::{AppHandle, Emitter};
 use tauri_plugin_notification::NotificationExt;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -13,6 +15,18 @@ use tokio::sync::broadcast::{self, error::RecvError};
 pub const PEER_EVENT: &str = "peer-event";
 /// `RuntimeFailed`, and only it, on the channel the UI contract names for it.
 pub const PEER_RUNTIME_FAILED: &str = "peer-runtime-failed";
+/// The window was asked to close while others still fetch games only we
+/// have complete: the UI asks whether to quit ([`QuitRequested`]).
+pub const QUIT_REQUESTED: &str = "quit-requested";
+
+/// Sent on `quit-requested`: the games others would lose their only
+/// complete source of if the app quit now.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct QuitRequested {
+    pub last_copies: Vec<LastCopy>,
+}
 
 /// Forward events until the runtime drops its event channel.
 pub fn forward(app: AppHandle, mut events: broadcast::Receiver<PeerEvent>) {

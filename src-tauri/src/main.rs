@@ -15,7 +15,7 @@ mod installer;
 
 use std::time::Duration;
 
-use tauri::{Manager, RunEvent};
+use tauri::{Emitter, Manager, RunEvent, WindowEvent};
 use tauri_plugin_log::{RotationStrategy, Target, TargetKind};
 
 use state::AppState;
@@ -41,6 +41,22 @@ fn main() {
             app.manage(state);
             Ok(())
         })
+        .on_window_event(|window, event| {
+            // Closing while others fetch a game only we have complete asks
+            // first; "Quit anyway" (the `quit` command) exits as below.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                let Some(question) = window
+                    .try_state::<AppState>()
+                    .and_then(|state| state.quit_question())
+                else {
+                    return;
+                };
+                api.prevent_close();
+                if let Err(e) = window.emit(events::QUIT_REQUESTED, question) {
+                    tracing::warn!("cannot ask before quitting: {e}");
+                }
+            }
+        })
         .invoke_handler(tauri::generate_handler![
             commands::health,
             commands::catalog,
@@ -58,10 +74,20 @@ fn main() {
             commands::save_settings,
             commands::pick_games_folder,
             commands::open_log_folder,
+            commands::lineups,
+            commands::publish_lineup,
+            commands::get_lineup,
+            commands::ready_board,
+            commands::ready_check,
+            commands::last_copies,
+            commands::game_mode,
+            commands::quit,
         ])
         .build(tauri::generate_context!())
         .expect("the Tauri application could not be built");
 
+    // Every way out (the last window closed, `quit`) passes here:
+    // the runtime stops before the process ends.
     app.run(|app, event| {
         if matches!(event, RunEvent::ExitRequested { .. } | RunEvent::Exit) {
             if let Some(state) = app.try_state::<AppState>() {

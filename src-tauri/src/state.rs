@@ -13,7 +13,7 @@ use serde::Serialize;
 use tauri::{AppHandle, Manager};
 use tokio::sync::broadcast;
 
-use crate::events;
+use crate::events::{self, QuitRequested};
 
 /// What the settings screen shows.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +69,8 @@ pub struct AppState {
     /// One settings change at a time.
     restarting: tokio::sync::Mutex<()>,
     exiting: AtomicBool,
+    /// "Quit anyway": closing no longer asks.
+    quit_confirmed: AtomicBool,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
             launcher,
             restarting: tokio::sync::Mutex::new(()),
             exiting: AtomicBool::new(false),
+            quit_confirmed: AtomicBool::new(false),
         })
     }
 
@@ -133,8 +136,24 @@ impl AppState {
         }
     }
 
-    /// Save `new`; apply the upload limit at once and restart the runtime
-    /// for anything else that changed.
+    /// What to ask before the window closes: the games others would lose
+    /// their only complete source of. `None` once the player chose "Quit
+    /// anyway", or while exiting.
+    pub fn quit_question(&self) -> Option<QuitRequested> {
+        if self.quit_confirmed.load(Ordering::SeqCst) || self.exiting.load(Ordering::SeqCst) {
+            return None;
+        }
+        let last_copies = self.peer().last_copies();
+        (!last_copies.is_empty()).then_some(QuitRequested { last_copies })
+    }
+
+    /// The player chose "Quit anyway".
+    pub fn confirm_quit(&self) {
+        self.quit_confirmed.store(true, Ordering::SeqCst);
+    }
+
+    /// Save `new`; apply the upload limit, "keep me ready" and the game-mode
+    /// share at once, and restart the runtime for anything else that changed.
     pub async fn save_settings(&self, app: &AppHandle, new: Settings) -> anyhow::Result<()> {
         let _one_at_a_time = self.restarting.lock().await;
         if let Some(dir) = &new.games_dir {
@@ -150,7 +169,10 @@ impl AppState {
             new.clone(),
         );
         if !old.needs_restart(&new) {
-            self.peer().set_upload_limit(new.upload_limit);
+            let peer = self.peer();
+            peer.set_upload_limit(new.upload_limit);
+            peer.set_keep_ready(new.keep_ready);
+            peer.set_game_mode_upload_percent(new.game_mode_upload_percent);
             return Ok(());
         }
         let old_peer = self.peer();

@@ -1,9 +1,9 @@
 import { act, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
 import { App } from "./App";
-import type { CatalogEntry, PeerEvent, ServiceHealth, Settings, SettingsView } from "./bindings";
+import type { CatalogEntry, Lineup, LineupDraft, PeerEvent, QuitRequested, ReadyBoard, ServiceHealth, Settings, SettingsView } from "./bindings";
 import type { PeerBridge, RuntimeFailed } from "./bridge";
-import { entry, running } from "./fixtures";
+import { boardGame, boardPeer, entry, lineup, q3, readyCheck, running, ut } from "./fixtures";
 
 const savedSettings: Settings = {
   gamesDir: "/home/ana/games",
@@ -11,15 +11,24 @@ const savedSettings: Settings = {
   uploadLimit: 0,
   partyKey: "",
   parallelDownloads: 2,
+  organizer: false,
+  keepReady: false,
+  gameModeUploadPercent: 10,
 };
 
 function view(over: Partial<SettingsView> = {}): SettingsView {
   return { settings: savedSettings, firstRun: false, gamesDir: "/home/ana/games", problem: null, ...over };
 }
 
-function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], settings = view()) {
+interface Party {
+  lineups?: Lineup[];
+  board?: ReadyBoard;
+}
+
+function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], settings = view(), party: Party = {}) {
   let handler: ((e: PeerEvent) => void) | null = null;
   let failureHandler: ((e: RuntimeFailed) => void) | null = null;
+  let quitHandler: ((e: QuitRequested) => void) | null = null;
   const bridge: PeerBridge = {
     health: async () => health,
     catalog: async () => catalog,
@@ -50,6 +59,27 @@ function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], 
     saveSettings: vi.fn(async (s: Settings) => view({ settings: s })),
     pickGamesFolder: vi.fn(async () => "/mnt/big/games"),
     openLogFolder: vi.fn(async () => "/home/ana/.local/share/lanspread/logs"),
+    lineups: async () => party.lineups ?? [],
+    publishLineup: vi.fn(async (entries: LineupDraft[]) => lineup({
+      ours: true,
+      publisherName: "ana",
+      entries: entries.map((e) => {
+        const game = catalog.find((c) => c.versionId === e.versionId)!;
+        return { versionId: e.versionId, gameId: game.gameId, title: game.title, at: e.at, totalSize: game.totalSize, state: "ready" as const };
+      }),
+    })),
+    getLineup: vi.fn(async () => ({ queued: [q3], already: 1, unavailable: ["doom"], failed: [] })),
+    readyBoard: async () => party.board ?? { publisher: null, games: [] },
+    readyCheck: vi.fn(async () => {}),
+    lastCopies: async () => [],
+    gameMode: async () => ({ active: false, games: [], uploadCap: 0 }),
+    quit: vi.fn(async () => {}),
+    onQuitRequested: async (h) => {
+      quitHandler = h;
+      return () => {
+        quitHandler = null;
+      };
+    },
     onEvent: async (h) => {
       handler = h;
       return () => {
@@ -69,6 +99,8 @@ function fakeBridge(catalog: CatalogEntry[] = [], health: ServiceHealth[] = [], 
     emit: (e: PeerEvent) => act(() => handler!(e)),
     /** An event on `peer-runtime-failed`, as the shell sends failures. */
     fail: (e: RuntimeFailed) => act(() => failureHandler!(e)),
+    /** The shell's `quit-requested`: the window was asked to close. */
+    askQuit: (e: QuitRequested) => act(() => quitHandler!(e)),
   };
 }
 
@@ -309,5 +341,203 @@ describe("App", () => {
       parallelDownloads: 3,
     });
     expect(await screen.findByText("Saved.")).toBeInTheDocument();
+  });
+
+  it("saves the party settings: organizer, keep me ready, seeding while playing", async () => {
+    const { bridge } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Settings" }));
+    fireEvent.click(await screen.findByLabelText("I am the organizer"));
+    fireEvent.click(screen.getByLabelText("Keep me ready (queue new lineup games by themselves)"));
+    const share = screen.getByLabelText("Seeding while playing: 10 % of the upload limit");
+    fireEvent.change(share, { target: { value: "25" } });
+    expect(screen.getByLabelText("Seeding while playing: 25 % of the upload limit")).toBe(share);
+    fireEvent.click(screen.getByRole("button", { name: "Save" }));
+    expect(bridge.saveSettings).toHaveBeenCalledWith({ ...savedSettings, organizer: true, keepReady: true, gameModeUploadPercent: 25 });
+  });
+});
+
+describe("the party", () => {
+  it("shows the lineup above the library with times, our state and its publisher, and gets it", async () => {
+    const { bridge } = fakeBridge([entry()], [], view(), { lineups: [lineup()] });
+    render(<App bridge={bridge} />);
+    const banner = await screen.findByRole("article", { name: /Lineup by LAN host/ });
+    const games = within(banner).getAllByRole("listitem").map((li) => li.textContent);
+    expect(games).toEqual(["Quake 3 · 21:00Missing", "Unreal TournamentReady"]);
+    expect(banner).toHaveTextContent("by LAN host (organizer)");
+    // Above the library.
+    const library = screen.getByRole("heading", { name: "Library" });
+    expect(banner.compareDocumentPosition(library) & Node.DOCUMENT_POSITION_FOLLOWING).toBeTruthy();
+    expect(screen.queryByRole("note")).not.toBeInTheDocument();
+    fireEvent.click(within(banner).getByRole("button", { name: "Get the lineup" }));
+    expect(bridge.getLineup).toHaveBeenCalledWith(lineup().publisher);
+    expect(await within(banner).findByRole("status")).toHaveTextContent(
+      "Queued 1 game; 1 game already here or on the way; no peer has doom yet.",
+    );
+  });
+
+  it("shows every publisher's lineup with a note when they conflict, never merged", async () => {
+    const bob = "bobpeeraaaaaaaaaaaaaaaaaaa";
+    const other = lineup({
+      publisher: bob,
+      publisherName: "bob",
+      organizer: false,
+      entries: [lineup().entries[1]],
+    });
+    const { bridge, emit } = fakeBridge([], [], view(), { lineups: [lineup()] });
+    render(<App bridge={bridge} />);
+    await screen.findByRole("article", { name: /Lineup by LAN host/ });
+    emit({ type: "lineupChanged", lineups: [lineup(), other] });
+    expect(screen.getByRole("note")).toHaveTextContent("Conflicting lineups: 2 peers published one");
+    const bobs = screen.getByRole("article", { name: "Lineup by bob (not an organizer)" });
+    expect(within(bobs).getAllByRole("listitem")).toHaveLength(1);
+    expect(within(screen.getByRole("article", { name: /LAN host/ })).getAllByRole("listitem")).toHaveLength(2);
+    fireEvent.click(within(bobs).getByRole("button", { name: "Get the lineup" }));
+    expect(bridge.getLineup).toHaveBeenCalledWith(bob);
+  });
+
+  it("shows the ready board per lineup game with every peer, live", async () => {
+    const board = { publisher: lineup().publisher, games: [boardGame()] };
+    const { bridge, emit } = fakeBridge([], [], view(), { lineups: [lineup()], board });
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Party" }));
+    const game = await screen.findByRole("listitem", { name: "Ready board: Quake 3" });
+    expect(game).toHaveTextContent("Quake 3 · 21:00");
+    expect(game).toHaveTextContent("1 / 3 ready");
+    const rows = within(game).getAllByRole("row").map((r) => r.textContent);
+    expect(rows).toEqual(["ana (you)Missing", "LAN hostReady", "bobDownloading 42% · 1 min 5 s left"]);
+    expect(screen.getByText("Following the lineup by LAN host (organizer)")).toBeInTheDocument();
+    // Not an organizer: no ready check.
+    expect(within(game).queryByRole("button", { name: "Ready check" })).not.toBeInTheDocument();
+
+    emit({
+      type: "readyBoardChanged",
+      board: { ...board, games: [boardGame({ ready: 2, peers: [boardPeer({ state: "ready" }), ...boardGame().peers.slice(1)] })] },
+    });
+    expect(game).toHaveTextContent("2 / 3 ready");
+    expect(within(game).getAllByRole("row")[0]).toHaveTextContent("ana (you)Ready");
+  });
+
+  it("lets an organizer pick, order, time and publish the lineup, call ready checks and clear it", async () => {
+    const quake = entry({ versionId: q3, gameId: "quake3", title: "Quake 3" });
+    const unreal = entry({ versionId: ut, gameId: "ut99", title: "Unreal Tournament" });
+    const organizer = view({ settings: { ...savedSettings, organizer: true } });
+    const { bridge, emit } = fakeBridge([quake, unreal], [], organizer);
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Party" }));
+    const editor = await screen.findByRole("region", { name: "Your lineup" });
+    const pick = within(editor).getByLabelText("Game to add");
+    await waitFor(() => expect(within(pick).getAllByRole("option")).toHaveLength(2));
+    fireEvent.change(pick, { target: { value: q3 } });
+    fireEvent.click(within(editor).getByRole("button", { name: "Add to lineup" }));
+    // The first one left.
+    fireEvent.click(within(editor).getByRole("button", { name: "Add to lineup" }));
+    fireEvent.change(within(editor).getByLabelText("Time for Quake 3"), { target: { value: "21:00" } });
+    fireEvent.click(within(editor).getByRole("button", { name: "Move Unreal Tournament up" }));
+    fireEvent.click(within(editor).getByRole("button", { name: "Publish" }));
+    expect(bridge.publishLineup).toHaveBeenCalledWith([
+      { versionId: ut, at: null },
+      { versionId: q3, at: "21:00" },
+    ]);
+    expect(await within(editor).findByText("Published.")).toBeInTheDocument();
+
+    const published = await (bridge.publishLineup as ReturnType<typeof vi.fn>).mock.results[0].value;
+    emit({ type: "lineupChanged", lineups: [published] });
+    emit({
+      type: "readyBoardChanged",
+      board: { publisher: published.publisher, games: [boardGame({ versionId: ut, title: "Unreal Tournament", at: null }), boardGame()] },
+    });
+    const game = screen.getByRole("listitem", { name: "Ready board: Quake 3" });
+    fireEvent.click(within(game).getByRole("button", { name: "Ready check" }));
+    expect(bridge.readyCheck).toHaveBeenCalledWith(q3);
+    expect(await screen.findByText("Ready check sent for Quake 3.")).toBeInTheDocument();
+
+    fireEvent.click(within(editor).getByRole("button", { name: "Clear the lineup" }));
+    expect(bridge.publishLineup).toHaveBeenLastCalledWith([]);
+    expect(await within(editor).findByText("Lineup cleared.")).toBeInTheDocument();
+  });
+
+  it("starts the organizer's draft from the lineup we publish, even when it arrives later", async () => {
+    const organizer = view({ settings: { ...savedSettings, organizer: true } });
+    const { bridge, emit } = fakeBridge([entry()], [], organizer);
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Party" }));
+    const editor = await screen.findByRole("region", { name: "Your lineup" });
+    expect(within(editor).queryByLabelText("Time for Quake 3")).not.toBeInTheDocument();
+    emit({ type: "lineupChanged", lineups: [lineup({ ours: true, version: 7 })] });
+    expect(within(editor).getByLabelText("Time for Quake 3")).toHaveValue("21:00");
+    expect(within(editor).getByLabelText("Time for Unreal Tournament")).toHaveValue("");
+    // Once edited, news of our lineup does not undo the edit.
+    fireEvent.change(within(editor).getByLabelText("Time for Quake 3"), { target: { value: "22:00" } });
+    emit({ type: "lineupChanged", lineups: [lineup({ ours: true, version: 8 })] });
+    expect(within(editor).getByLabelText("Time for Quake 3")).toHaveValue("22:00");
+  });
+
+  it("says what an organizer's publish was refused for", async () => {
+    const organizer = view({ settings: { ...savedSettings, organizer: true } });
+    const { bridge } = fakeBridge([entry()], [], organizer);
+    bridge.publishLineup = vi.fn(async () => Promise.reject({ code: "notOrganizer", message: "only an organizer publishes a lineup under a party key" }));
+    render(<App bridge={bridge} />);
+    fireEvent.click(screen.getByRole("button", { name: "Party" }));
+    const editor = await screen.findByRole("region", { name: "Your lineup" });
+    await waitFor(() => expect(within(editor).getByRole("button", { name: "Add to lineup" })).toBeEnabled());
+    fireEvent.click(within(editor).getByRole("button", { name: "Add to lineup" }));
+    fireEvent.click(within(editor).getByRole("button", { name: "Publish" }));
+    expect(await within(editor).findByText(/only an organizer publishes/)).toBeInTheDocument();
+  });
+
+  it("shows a ready check with what it takes and gets the game, unless we are ready", async () => {
+    const { bridge, emit } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    await screen.findByText(/are you on the party network/);
+    emit({ type: "readyCheck", check: readyCheck() });
+    const notice = screen.getByRole("alert", { name: "Ready check: Quake 3" });
+    expect(notice).toHaveTextContent("Get ready for Quake 3: 1.2 GiB, about 40 s");
+    fireEvent.click(within(notice).getByRole("button", { name: "Get it" }));
+    expect(bridge.download).toHaveBeenCalledWith(q3);
+    emit({ type: "downloadQueued", versionId: q3, gameId: "quake3", title: "Quake 3" });
+    expect(notice).toHaveTextContent("Getting ready for Quake 3: downloading");
+    expect(within(notice).queryByRole("button", { name: "Get it" })).not.toBeInTheDocument();
+
+    emit({ type: "readyCheck", check: readyCheck({ versionId: ut, title: "Unreal Tournament", bytesNeeded: 0, etaSecs: 0, state: "ready" }) });
+    const ready = screen.getByRole("alert", { name: "Ready check: Unreal Tournament" });
+    expect(ready).toHaveTextContent("Unreal Tournament is ready");
+    expect(within(ready).queryByRole("button", { name: "Get it" })).not.toBeInTheDocument();
+    fireEvent.click(within(ready).getByRole("button", { name: "Dismiss" }));
+    expect(screen.queryByRole("alert", { name: /Unreal Tournament/ })).not.toBeInTheDocument();
+  });
+
+  it("shows game mode in the header while a game runs", async () => {
+    const { bridge, emit } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    await screen.findByText(/are you on the party network/);
+    expect(screen.queryByText(/Game mode/)).not.toBeInTheDocument();
+    emit({ type: "gameModeChanged", gameMode: { active: true, games: ["quake3"], uploadCap: 1048576 } });
+    expect(within(screen.getByRole("banner")).getByText("Game mode: seeding capped to 1.0 MiB/s")).toBeInTheDocument();
+    emit({ type: "gameModeChanged", gameMode: { active: false, games: [], uploadCap: 0 } });
+    expect(screen.queryByText(/Game mode/)).not.toBeInTheDocument();
+  });
+
+  it("asks before quitting while others fetch a last copy from us", async () => {
+    const { bridge, askQuit } = fakeBridge([]);
+    render(<App bridge={bridge} />);
+    await screen.findByText(/are you on the party network/);
+    askQuit({ lastCopies: [{ versionId: q3, gameId: "quake3", title: "Quake 3", fetching: 3 }] });
+    let dialog = screen.getByRole("alertdialog", { name: "3 peers are still fetching Quake 3 from you" });
+    expect(within(dialog).getByRole("button", { name: "Keep sharing" })).toHaveFocus();
+    fireEvent.click(within(dialog).getByRole("button", { name: "Keep sharing" }));
+    expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument();
+    expect(bridge.quit).not.toHaveBeenCalled();
+
+    askQuit({
+      lastCopies: [
+        { versionId: q3, gameId: "quake3", title: "Quake 3", fetching: 3 },
+        { versionId: ut, gameId: "ut99", title: "Unreal Tournament", fetching: 1 },
+      ],
+    });
+    dialog = screen.getByRole("alertdialog", { name: "Peers are still fetching games from you" });
+    expect(dialog).toHaveTextContent("1 peer is still fetching Unreal Tournament from you");
+    fireEvent.click(within(dialog).getByRole("button", { name: "Quit anyway" }));
+    expect(bridge.quit).toHaveBeenCalled();
   });
 });

@@ -3,17 +3,18 @@ import type { PeerEvent, SettingsView } from "./bindings";
 import type { PeerBridge } from "./bridge";
 import { Downloads } from "./downloads";
 import { Library, type GameActions } from "./library";
+import { LineupBanner, Party, QuitDialog, ReadyCheckNotice } from "./party";
 import { Peers } from "./peers";
 import { Services } from "./services";
 import { FirstRun, SettingsPage } from "./settings";
-import { errorText, initialModel, reconnecting, reduce, type Action, type AppModel } from "./state";
+import { errorText, gameModeText, initialModel, reconnecting, reduce, type Action, type AppModel } from "./state";
 
 const FAILURE_MEANING: Record<string, string> = {
   "quic-server": "This computer can no longer share or serve games. Restart lanspread.",
   "command-loop": "The app lost contact with its background service. Restart lanspread.",
 };
 
-type Tab = "library" | "downloads" | "peers" | "services" | "settings";
+type Tab = "library" | "party" | "downloads" | "peers" | "services" | "settings";
 
 export function App({ bridge }: { bridge: PeerBridge }) {
   const [model, dispatch] = useReducer<AppModel, [Action]>(reduce, initialModel);
@@ -29,6 +30,9 @@ export function App({ bridge }: { bridge: PeerBridge }) {
       bridge.catalog().then((catalog) => live() && dispatch({ kind: "catalogSnapshot", catalog }));
       bridge.peers().then((peers) => live() && dispatch({ kind: "peersSnapshot", peers }));
       bridge.downloads().then((downloads) => live() && dispatch({ kind: "downloadsSnapshot", downloads }));
+      bridge.lineups().then((lineups) => live() && dispatch({ kind: "lineupsSnapshot", lineups }));
+      bridge.readyBoard().then((board) => live() && dispatch({ kind: "boardSnapshot", board }));
+      bridge.gameMode().then((gameMode) => live() && dispatch({ kind: "gameModeSnapshot", gameMode }));
     },
     [bridge],
   );
@@ -45,6 +49,7 @@ export function App({ bridge }: { bridge: PeerBridge }) {
     bridge.onEvent(fold).then(keep);
     // A failure comes on its own channel; it shows as the banner.
     bridge.onRuntimeFailed(fold).then(keep);
+    bridge.onQuitRequested(({ lastCopies }) => dispatch({ kind: "quitRequested", lastCopies })).then(keep);
     resync(live);
     bridge.settings().then((view) => live() && setSettings(view));
     return () => {
@@ -78,8 +83,10 @@ export function App({ bridge }: { bridge: PeerBridge }) {
   const waiting = reconnecting(model);
   const indexing = Object.entries(model.indexing);
   const active = Object.values(model.downloads).filter((d) => d.phase === "running" || d.phase === "queued").length;
+  const gameMode = gameModeText(model.gameMode);
   const tabs: [Tab, string][] = [
     ["library", "Library"],
+    ["party", "Party"],
     ["downloads", active ? `Downloads (${active})` : "Downloads"],
     ["peers", "Peers"],
     ["services", "Services"],
@@ -101,6 +108,11 @@ export function App({ bridge }: { bridge: PeerBridge }) {
             </button>
           ))}
         </nav>
+        {gameMode && (
+          <span className="game-mode" role="status" title={model.gameMode.games.join(", ")}>
+            {gameMode}
+          </span>
+        )}
         {waiting.length > 0 && (
           <span className="reconnecting" role="status">
             Reconnecting {waiting.join(", ")}…
@@ -126,8 +138,19 @@ export function App({ bridge }: { bridge: PeerBridge }) {
           </button>
         </div>
       )}
+      {model.readyChecks.map((check) => (
+        <ReadyCheckNotice
+          key={check.versionId}
+          model={model}
+          check={check}
+          onGet={() => actions.download(check.versionId)}
+          onDismiss={() => dispatch({ kind: "dismissReadyCheck", versionId: check.versionId })}
+        />
+      ))}
       <main>
+        {tab === "library" && <LineupBanner model={model} bridge={bridge} />}
         {tab === "library" && <Library model={model} bridge={bridge} actions={actions} />}
+        {tab === "party" && <Party model={model} bridge={bridge} organizer={settings?.settings.organizer ?? false} />}
         {tab === "downloads" && (
           <Downloads
             model={model}
@@ -141,6 +164,13 @@ export function App({ bridge }: { bridge: PeerBridge }) {
         {tab === "settings" && settings && <SettingsPage view={settings} bridge={bridge} onSaved={settingsSaved} />}
       </main>
       {settings?.firstRun && <FirstRun view={settings} bridge={bridge} onSaved={settingsSaved} />}
+      {model.quitRequest && (
+        <QuitDialog
+          copies={model.quitRequest}
+          onKeep={() => dispatch({ kind: "keepSharing" })}
+          onQuit={() => report(bridge.quit())}
+        />
+      )}
     </div>
   );
 }

@@ -3,7 +3,7 @@
 /**
  * Everything the runtime tells the outside world.
  */
-export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadWaiting", versionId: string, gameId: string, message: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
+export type PeerEvent = { "type": "runtimeFailed", component: string, error: string, } | { "type": "healthChanged", health: ServiceHealth, } | { "type": "indexingProgress", game: string, bytesDone: number, bytesTotal: number, } | { "type": "libraryChanged", added: Array<string>, updated: Array<string>, removed: Array<string>, } | { "type": "peerDiscovered", peer: PeerInfo, } | { "type": "peerLost", peerId: string, reason: string, } | { "type": "catalogChanged", catalog: Array<CatalogEntry>, } | { "type": "downloadQueued", versionId: string, gameId: string, title: string, } | { "type": "downloadStarted", versionId: string, gameId: string, title: string, bytesTotal: number, } | { "type": "downloadProgress", versionId: string, gameId: string, bytesDone: number, bytesTotal: number, bytesPerSec: number, etaSecs: number | null, sources: Array<SourceRate>, } | { "type": "downloadCompleted", versionId: string, gameId: string, } | { "type": "downloadFailed", versionId: string, gameId: string, code: FailureCode, message: string, } | { "type": "downloadCancelled", versionId: string, gameId: string, } | { "type": "downloadWaiting", versionId: string, gameId: string, message: string, } | { "type": "downloadPeersGone", versionId: string, gameId: string, } | { "type": "lineupChanged", lineups: Array<Lineup>, } | { "type": "readyBoardChanged", board: ReadyBoard, } | { "type": "readyCheck", check: ReadyCheck, } | { "type": "gameModeChanged", gameMode: GameMode, } | { "type": "sourceBanned", versionId: string, peerId: string, reason: string, };
 
 /**
  * Lifecycle state of one supervised service.
@@ -107,7 +107,7 @@ export type SourceRate = { peerId: string, bytesPerSec: number, };
  * events and every command's error. The UI branches on these, never on
  * message text.
  */
-export type FailureCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io" | "runtimeStopped" | "notInstalled" | "noExecutable" | "launch" | "delete" | "badPeerId" | "unresolved" | "invalidSettings" | "badVersionId" | "dialog" | "open" | "refused" | "nameConflict" | "gameInUse";
+export type FailureCode = "notFound" | "alreadyInstalled" | "noSpace" | "permissionDenied" | "gamesDirMissing" | "destinationExists" | "badManifest" | "io" | "runtimeStopped" | "notInstalled" | "noExecutable" | "launch" | "delete" | "badPeerId" | "unresolved" | "invalidSettings" | "badVersionId" | "dialog" | "open" | "refused" | "nameConflict" | "gameInUse" | "notOrganizer" | "badLineup";
 
 /**
  * A download as the UI lists it.
@@ -189,6 +189,162 @@ rules: Array<string>,
 error: string | null, };
 
 /**
+ * Tonight's lineup as one peer published it.
+ */
+export type Lineup = { publisher: string, publisherName: string, 
+/**
+ * Published by this peer.
+ */
+ours: boolean, 
+/**
+ * The publisher was started as an organizer.
+ */
+organizer: boolean, 
+/**
+ * The publisher is present now (a lineup stays shown after it left).
+ */
+present: boolean, 
+/**
+ * The lineup's version (the publisher's clock in milliseconds when it
+ * published): a newer one from the same publisher replaces the older.
+ */
+version: number, entries: Array<LineupEntry>, };
+
+/**
+ * One game of a lineup.
+ */
+export type LineupEntry = { versionId: string, gameId: string, 
+/**
+ * From the catalog; the game id while no peer lists the version.
+ */
+title: string, 
+/**
+ * When it is played, as the organizer wrote it ("21:00").
+ */
+at: string | null, 
+/**
+ * Bytes; 0 while no peer lists the version.
+ */
+totalSize: number, 
+/**
+ * Our own state for it.
+ */
+state: ReadyState, };
+
+/**
+ * Where one peer stands with one lineup game.
+ */
+export type ReadyState = "ready" | "downloading" | "outdated" | "missing" | "playing";
+
+/**
+ * Every lineup game with every peer's state: the data of the ready board.
+ */
+export type ReadyBoard = { 
+/**
+ * Whose lineup the board follows (none: no lineup).
+ */
+publisher: string | null, games: Array<BoardGame>, };
+
+/**
+ * One lineup game on the ready board.
+ */
+export type BoardGame = { versionId: string, gameId: string, title: string, at: string | null, 
+/**
+ * Peers ready for it (playing counts as ready), of `peers.len()`.
+ */
+ready: number, peers: Array<BoardPeer>, };
+
+/**
+ * One peer's row for one lineup game.
+ */
+export type BoardPeer = { peerId: string, name: string, 
+/**
+ * This row is us.
+ */
+us: boolean, state: ReadyState, 
+/**
+ * While downloading: how far, 0-100.
+ */
+percent: number | null, 
+/**
+ * While downloading: seconds left, when known.
+ */
+etaSecs: number | null, };
+
+/**
+ * "Get ready for Quake 3: 1.2 GB, about 40 s".
+ */
+export type ReadyCheck = { publisher: string, publisherName: string, versionId: string, gameId: string, title: string, 
+/**
+ * What this peer still has to fetch (0: ready).
+ */
+bytesNeeded: number, 
+/**
+ * About how long that takes, at this peer's recent download rate or a
+ * LAN's typical one.
+ */
+etaSecs: number, state: ReadyState, };
+
+/**
+ * Whether a game started from lanspread runs here, capping our seeding.
+ */
+export type GameMode = { active: boolean, 
+/**
+ * Game ids running now.
+ */
+games: Array<string>, 
+/**
+ * The upload limit while active, bytes per second.
+ */
+uploadCap: number, };
+
+/**
+ * A game only this peer has complete while others still fetch it.
+ */
+export type LastCopy = { versionId: string, gameId: string, title: string, 
+/**
+ * Peers fetching it now.
+ */
+fetching: number, };
+
+/**
+ * What "Get the lineup" did.
+ */
+export type LineupFetch = { 
+/**
+ * Versions queued now.
+ */
+queued: Array<string>, 
+/**
+ * Entries already installed or downloading.
+ */
+already: number, 
+/**
+ * Game ids no peer lists yet (queued once one does, with "keep me
+ * ready").
+ */
+unavailable: Array<string>, 
+/**
+ * Entries that could not be queued, each "title: why".
+ */
+failed: Array<string>, };
+
+/**
+ * One game of the lineup an organizer publishes, in its order.
+ */
+export type LineupDraft = { versionId: string, 
+/**
+ * When it is played, free text ("21:00"); at most 32 bytes.
+ */
+at: string | null, };
+
+/**
+ * Sent on `quit-requested`: the games others would lose their only
+ * complete source of if the app quit now.
+ */
+export type QuitRequested = { lastCopies: Array<LastCopy>, };
+
+/**
  * What the player chose. Absent keys take their defaults, so a file
  * written by an older version still loads.
  */
@@ -209,7 +365,21 @@ uploadLimit: number,
 /**
  * Only peers with the same key connect; empty: any peer.
  */
-partyKey: string, parallelDownloads: number, };
+partyKey: string, parallelDownloads: number, 
+/**
+ * This peer publishes the party's lineup and calls ready checks; under
+ * a party key only an organizer may.
+ */
+organizer: boolean, 
+/**
+ * Queue the games of the lineup by themselves as they are added.
+ */
+keepReady: boolean, 
+/**
+ * Seeding while a game started from lanspread runs, in percent of the
+ * upload limit (of 100 MB/s when there is none).
+ */
+gameModeUploadPercent: number, };
 
 /**
  * What the settings screen shows.

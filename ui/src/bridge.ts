@@ -4,8 +4,15 @@ import type {
   CatalogEntry,
   Diagnostics,
   DownloadInfo,
+  GameMode,
+  LastCopy,
+  Lineup,
+  LineupDraft,
+  LineupFetch,
   PeerEvent,
   PeerInfo,
+  QuitRequested,
+  ReadyBoard,
   ServiceHealth,
   Settings,
   SettingsView,
@@ -32,6 +39,22 @@ export interface PeerBridge {
   pickGamesFolder(): Promise<string | null>;
   /** Opens the log folder; answers its path. */
   openLogFolder(): Promise<string>;
+  /** Every lineup on the LAN, ours first. */
+  lineups(): Promise<Lineup[]>;
+  /** Publish our lineup (organizers); an empty one withdraws it. */
+  publishLineup(entries: LineupDraft[]): Promise<Lineup>;
+  /** Queue every game of a lineup we lack; null: the first one shown. */
+  getLineup(publisher: string | null): Promise<LineupFetch>;
+  readyBoard(): Promise<ReadyBoard>;
+  /** Ask everyone to get a lineup game ready (organizers). */
+  readyCheck(versionId: string): Promise<void>;
+  /** Games only we have complete while others fetch them. */
+  lastCopies(): Promise<LastCopy[]>;
+  gameMode(): Promise<GameMode>;
+  /** Quit now, even while others fetch a last copy from us. */
+  quit(): Promise<void>;
+  /** The window was asked to close while others fetch a last copy from us. */
+  onQuitRequested(handler: (request: QuitRequested) => void): Promise<() => void>;
   /** Every event but `runtimeFailed`, on `peer-event`. */
   onEvent(handler: (event: PeerEvent) => void): Promise<() => void>;
   /** A part of the runtime that cannot go on failed, on `peer-runtime-failed`. */
@@ -59,6 +82,15 @@ export const tauriBridge: PeerBridge = {
   saveSettings: (settings) => invoke("save_settings", { settings }),
   pickGamesFolder: () => invoke("pick_games_folder"),
   openLogFolder: () => invoke("open_log_folder"),
+  lineups: () => invoke("lineups"),
+  publishLineup: (entries) => invoke("publish_lineup", { entries }),
+  getLineup: (publisher) => invoke("get_lineup", { publisher }),
+  readyBoard: () => invoke("ready_board"),
+  readyCheck: (versionId) => invoke("ready_check", { versionId }),
+  lastCopies: () => invoke("last_copies"),
+  gameMode: () => invoke("game_mode"),
+  quit: () => invoke("quit"),
+  onQuitRequested: (handler) => listen<QuitRequested>("quit-requested", (e) => handler(e.payload)),
   onEvent: (handler) => listen<PeerEvent>("peer-event", (e) => handler(e.payload)),
   onRuntimeFailed: (handler) => listen<RuntimeFailed>("peer-runtime-failed", (e) => handler(e.payload)),
 };

@@ -1,4 +1,4 @@
-import type { CatalogEntry, ServiceHealth } from "./bindings";
+import type { BoardGame, BoardPeer, CatalogEntry, Lineup, LineupEntry, ReadyCheck, ServiceHealth } from "./bindings";
 
 // Test data shared by the UI tests.
 
@@ -29,5 +29,65 @@ export const entry = (over: Partial<CatalogEntry> = {}): CatalogEntry => ({
   conflict: null,
   refused: null,
   notes: [],
+  ...over,
+});
+
+export const q3 = "a1".repeat(32);
+export const ut = "b2".repeat(32);
+
+export const lineupEntry = (over: Partial<LineupEntry> = {}): LineupEntry => ({
+  versionId: q3,
+  gameId: "quake3",
+  title: "Quake 3",
+  at: "21:00",
+  totalSize: 1288490189,
+  state: "missing",
+  ...over,
+});
+
+export const lineup = (over: Partial<Lineup> = {}): Lineup => ({
+  publisher: "hostpeeraaaaaaaaaaaaaaaaaa",
+  publisherName: "LAN host",
+  ours: false,
+  organizer: true,
+  present: true,
+  version: 1,
+  entries: [lineupEntry(), lineupEntry({ versionId: ut, gameId: "ut99", title: "Unreal Tournament", at: null, state: "ready" })],
+  ...over,
+});
+
+export const boardPeer = (over: Partial<BoardPeer> = {}): BoardPeer => ({
+  peerId: "anapeeraaaaaaaaaaaaaaaaaaa",
+  name: "ana",
+  us: true,
+  state: "missing",
+  percent: null,
+  etaSecs: null,
+  ...over,
+});
+
+export const boardGame = (over: Partial<BoardGame> = {}): BoardGame => ({
+  versionId: q3,
+  gameId: "quake3",
+  title: "Quake 3",
+  at: "21:00",
+  ready: 1,
+  peers: [
+    boardPeer(),
+    boardPeer({ peerId: "hostpeeraaaaaaaaaaaaaaaaaa", name: "LAN host", us: false, state: "ready" }),
+    boardPeer({ peerId: "bobpeeraaaaaaaaaaaaaaaaaaa", name: "bob", us: false, state: "downloading", percent: 42.5, etaSecs: 65 }),
+  ],
+  ...over,
+});
+
+export const readyCheck = (over: Partial<ReadyCheck> = {}): ReadyCheck => ({
+  publisher: "hostpeeraaaaaaaaaaaaaaaaaa",
+  publisherName: "LAN host",
+  versionId: q3,
+  gameId: "quake3",
+  title: "Quake 3",
+  bytesNeeded: 1288490189,
+  etaSecs: 40,
+  state: "missing",
   ...over,
 });

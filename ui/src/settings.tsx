@@ -102,6 +102,34 @@ export function SettingsPage({
           onChange={(e) => set({ parallelDownloads: Number(e.target.value) })}
         />
 
+        <h3>The party</h3>
+        <label className="check">
+          <input type="checkbox" checked={draft.organizer} onChange={(e) => set({ organizer: e.target.checked })} />
+          I am the organizer
+        </label>
+        <p className="hint">
+          Publish tonight's lineup and call ready checks. Under a party key only an organizer may.
+          Saving restarts the network part of the app.
+        </p>
+        <label className="check">
+          <input type="checkbox" checked={draft.keepReady} onChange={(e) => set({ keepReady: e.target.checked })} />
+          Keep me ready (queue new lineup games by themselves)
+        </label>
+        <p className="hint">Every game the lineup adds is downloaded without asking. Applies at once.</p>
+        <label htmlFor="game-mode-share">Seeding while playing: {draft.gameModeUploadPercent} % of the upload limit</label>
+        <input
+          id="game-mode-share"
+          type="range"
+          min={1}
+          max={100}
+          value={draft.gameModeUploadPercent}
+          onChange={(e) => set({ gameModeUploadPercent: Number(e.target.value) })}
+        />
+        <p className="hint">
+          While a game started from lanspread runs, others get at most this share of your upload, so
+          your game keeps its network; with no upload limit, of about 100 MB/s. Applies at once.
+        </p>
+
         <div className="row">
           <button type="submit" disabled={saving}>
             {saving ? "Saving…" : "Save"}

@@ -1,7 +1,34 @@
 import { describe, expect, it } from "vitest";
 import type { PeerEvent } from "./bindings";
-import { entry, running } from "./fixtures";
-import { downloadTitle, formatEta, gameState, initialModel, libraryEntries, players, reconnecting, reduce, type AppModel } from "./state";
+import { boardGame, boardPeer, entry, lineup, lineupEntry, q3, readyCheck, running, ut } from "./fixtures";
+import {
+  boardPeerText,
+  conflictingLineups,
+  downloadTitle,
+  draftEntries,
+  draftOf,
+  draftProblem,
+  formatAbout,
+  formatEta,
+  gameModeText,
+  gameState,
+  initialModel,
+  lastCopyText,
+  libraryEntries,
+  lineupFetchText,
+  lineupTitle,
+  moveDraft,
+  ownState,
+  players,
+  publisherText,
+  readyCheckState,
+  readyCheckText,
+  readyCount,
+  reconnecting,
+  reduce,
+  shownLineups,
+  type AppModel,
+} from "./state";
 
 const apply = (model: AppModel, ...events: PeerEvent[]) =>
   events.reduce((m, event) => reduce(m, { kind: "event", event }), model);
@@ -140,5 +167,108 @@ describe("library", () => {
     expect(formatEta(42)).toBe("42 s left");
     expect(formatEta(125)).toBe("2 min 5 s left");
     expect(formatEta(3720)).toBe("1 h 2 min left");
+  });
+});
+
+describe("party", () => {
+  it("takes lineups, the board and game mode from events and snapshots", () => {
+    let model = reduce(initialModel, { kind: "lineupsSnapshot", lineups: [lineup()] });
+    expect(shownLineups(model)).toHaveLength(1);
+    model = apply(model, { type: "lineupChanged", lineups: [lineup({ ours: true, entries: [] }), lineup()] });
+    // Our withdrawn (empty) lineup is not shown, so nothing conflicts.
+    expect(shownLineups(model).map((l) => l.publisherName)).toEqual(["LAN host"]);
+    expect(conflictingLineups(model)).toBe(false);
+    model = apply(model, { type: "lineupChanged", lineups: [lineup(), lineup({ publisher: "otherpeeraaaaaaaaaaaaaaaaa", publisherName: "bob", organizer: false })] });
+    expect(conflictingLineups(model)).toBe(true);
+
+    model = apply(model, { type: "readyBoardChanged", board: { publisher: lineup().publisher, games: [boardGame()] } });
+    expect(model.board.games[0].peers).toHaveLength(3);
+    model = reduce(model, { kind: "boardSnapshot", board: { publisher: null, games: [] } });
+    expect(model.board.games).toEqual([]);
+
+    model = apply(model, { type: "gameModeChanged", gameMode: { active: true, games: ["quake3"], uploadCap: 1048576 } });
+    expect(gameModeText(model.gameMode)).toBe("Game mode: seeding capped to 1.0 MiB/s");
+    model = reduce(model, { kind: "gameModeSnapshot", gameMode: { active: false, games: [], uploadCap: 0 } });
+    expect(gameModeText(model.gameMode)).toBe(null);
+  });
+
+  it("keeps one ready check per game, the latest first, until dismissed", () => {
+    let model = apply(initialModel, { type: "readyCheck", check: readyCheck() });
+    model = apply(model, { type: "readyCheck", check: readyCheck({ versionId: ut, title: "Unreal Tournament" }) });
+    model = apply(model, { type: "readyCheck", check: readyCheck({ etaSecs: 12 }) });
+    expect(model.readyChecks.map((c) => [c.title, c.etaSecs])).toEqual([
+      ["Quake 3", 12],
+      ["Unreal Tournament", 40],
+    ]);
+    model = reduce(model, { kind: "dismissReadyCheck", versionId: q3 });
+    expect(model.readyChecks.map((c) => c.title)).toEqual(["Unreal Tournament"]);
+  });
+
+  it("remembers a quit request until the player keeps sharing", () => {
+    const copies = [{ versionId: q3, gameId: "quake3", title: "Quake 3", fetching: 3 }];
+    let model = reduce(initialModel, { kind: "quitRequested", lastCopies: copies });
+    expect(model.quitRequest).toEqual(copies);
+    model = reduce(model, { kind: "keepSharing" });
+    expect(model.quitRequest).toBe(null);
+    expect(lastCopyText(copies[0])).toBe("3 peers are still fetching Quake 3 from you");
+    expect(lastCopyText({ ...copies[0], fetching: 1 })).toBe("1 peer is still fetching Quake 3 from you");
+  });
+
+  it("takes our state from our board row, and a download we just started", () => {
+    const entry = lineupEntry();
+    expect(ownState(initialModel, entry)).toBe("missing");
+    const onBoard = apply(initialModel, {
+      type: "readyBoardChanged",
+      board: { publisher: null, games: [boardGame({ peers: [boardPeer({ state: "ready" })] })] },
+    });
+    expect(ownState(onBoard, entry)).toBe("ready");
+    const queued = apply(initialModel, { type: "downloadQueued", versionId: q3, gameId: "quake3", title: "Quake 3" });
+    expect(ownState(queued, entry)).toBe("downloading");
+    expect(ownState(queued, lineupEntry({ state: "ready" }))).toBe("ready");
+    expect(readyCheckState(queued, readyCheck())).toBe("downloading");
+  });
+
+  it("says lineups, the board and ready checks in words", () => {
+    expect(lineupTitle(lineupEntry())).toBe("Quake 3 · 21:00");
+    expect(lineupTitle(lineupEntry({ at: null }))).toBe("Quake 3");
+    expect(publisherText(lineup())).toBe("by LAN host (organizer)");
+    expect(publisherText(lineup({ organizer: false, present: false }))).toBe("by LAN host (not an organizer, left)");
+    expect(publisherText(lineup({ ours: true, present: false }))).toBe("by you (organizer)");
+    expect(readyCount({ ready: 17, peers: new Array(20) })).toBe("17 / 20 ready");
+    expect(boardPeerText(boardPeer({ state: "downloading", percent: 42.5, etaSecs: 65 }))).toBe("Downloading 42% · 1 min 5 s left");
+    expect(boardPeerText(boardPeer({ state: "downloading" }))).toBe("Downloading");
+    expect(boardPeerText(boardPeer({ state: "outdated" }))).toBe("Outdated");
+    expect(readyCheckText(readyCheck())).toBe("Get ready for Quake 3: 1.2 GiB, about 40 s");
+    expect(readyCheckText(readyCheck(), "ready")).toBe("Quake 3 is ready: LAN host called a ready check");
+    expect(formatAbout(0.4)).toBe("about 1 s");
+    expect(formatAbout(200)).toBe("about 3 min");
+    expect(formatAbout(3900)).toBe("about 1 h 5 min");
+    expect(lineupFetchText({ queued: [q3, ut], already: 1, unavailable: ["doom"], failed: [] })).toBe(
+      "Queued 2 games; 1 game already here or on the way; no peer has doom yet.",
+    );
+    expect(lineupFetchText({ queued: [], already: 2, unavailable: [], failed: [] })).toBe("2 games already here or on the way.");
+    expect(lineupFetchText({ queued: [], already: 0, unavailable: [], failed: ["Quake 3: not enough space"] })).toBe(
+      "Not queued: Quake 3: not enough space.",
+    );
+    expect(lineupFetchText({ queued: [], already: 0, unavailable: [], failed: [] })).toBe("Nothing to get.");
+  });
+
+  it("edits a lineup draft: order, times, bounds", () => {
+    const draft = draftOf(lineup());
+    expect(draft.map((e) => [e.title, e.at])).toEqual([
+      ["Quake 3", "21:00"],
+      ["Unreal Tournament", ""],
+    ]);
+    const moved = moveDraft(draft, 1, -1);
+    expect(moved.map((e) => e.title)).toEqual(["Unreal Tournament", "Quake 3"]);
+    expect(moveDraft(draft, 0, -1)).toBe(draft);
+    expect(moveDraft(draft, 1, 1)).toBe(draft);
+    expect(draftEntries(moved)).toEqual([
+      { versionId: ut, at: null },
+      { versionId: q3, at: "21:00" },
+    ]);
+    expect(draftProblem(draft)).toBe(null);
+    // 11 three-byte characters: 33 bytes.
+    expect(draftProblem([{ ...draft[0], at: "午".repeat(11) }])).toMatch(/too long: at most 32 bytes/);
   });
 });

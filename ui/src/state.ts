@@ -1,8 +1,16 @@
 import type {
+  BoardPeer,
   CatalogEntry,
   DownloadInfo,
+  GameMode,
+  LastCopy,
+  Lineup,
+  LineupFetch,
   PeerEvent,
   PeerInfo,
+  ReadyBoard,
+  ReadyCheck,
+  ReadyState,
   ServiceHealth,
   SourceRate,
 } from "./bindings";
@@ -35,6 +43,14 @@ export interface AppModel {
   downloads: Record<string, DownloadView>;
   /** Games of our own folder being hashed: bytes done and total. */
   indexing: Record<string, { bytesDone: number; bytesTotal: number }>;
+  /** Every lineup on the LAN, ours first; more than one with games: conflicting organizers. */
+  lineups: Lineup[];
+  board: ReadyBoard;
+  /** Ready checks not dismissed yet, one per game, the latest first. */
+  readyChecks: ReadyCheck[];
+  gameMode: GameMode;
+  /** Set while the window waits for "Keep sharing" or "Quit anyway". */
+  quitRequest: LastCopy[] | null;
 }
 
 export const initialModel: AppModel = {
@@ -44,6 +60,11 @@ export const initialModel: AppModel = {
   peers: {},
   downloads: {},
   indexing: {},
+  lineups: [],
+  board: { publisher: null, games: [] },
+  readyChecks: [],
+  gameMode: { active: false, games: [], uploadCap: 0 },
+  quitRequest: null,
 };
 
 export type Action =
@@ -52,7 +73,13 @@ export type Action =
   | { kind: "catalogSnapshot"; catalog: CatalogEntry[] }
   | { kind: "peersSnapshot"; peers: PeerInfo[] }
   | { kind: "downloadsSnapshot"; downloads: DownloadInfo[] }
-  | { kind: "clearDownload"; versionId: string };
+  | { kind: "clearDownload"; versionId: string }
+  | { kind: "lineupsSnapshot"; lineups: Lineup[] }
+  | { kind: "boardSnapshot"; board: ReadyBoard }
+  | { kind: "gameModeSnapshot"; gameMode: GameMode }
+  | { kind: "dismissReadyCheck"; versionId: string }
+  | { kind: "quitRequested"; lastCopies: LastCopy[] }
+  | { kind: "keepSharing" };
 
 /** Folds peer events into what the UI shows. Pure: tested without a window. */
 export function reduce(model: AppModel, action: Action): AppModel {
@@ -78,6 +105,18 @@ export function reduce(model: AppModel, action: Action): AppModel {
       const { [action.versionId]: _, ...rest } = model.downloads;
       return { ...model, downloads: rest };
     }
+    case "lineupsSnapshot":
+      return { ...model, lineups: action.lineups };
+    case "boardSnapshot":
+      return { ...model, board: action.board };
+    case "gameModeSnapshot":
+      return { ...model, gameMode: action.gameMode };
+    case "dismissReadyCheck":
+      return { ...model, readyChecks: model.readyChecks.filter((c) => c.versionId !== action.versionId) };
+    case "quitRequested":
+      return { ...model, quitRequest: action.lastCopies };
+    case "keepSharing":
+      return { ...model, quitRequest: null };
     case "event":
       return reduceEvent(model, action.event);
   }
@@ -196,9 +235,164 @@ function reduceEvent(model: AppModel, event: PeerEvent): AppModel {
         phase: "peersGone",
         message: "Every source left. Resume when one is back.",
       });
+    case "lineupChanged":
+      return { ...model, lineups: event.lineups };
+    case "readyBoardChanged":
+      return { ...model, board: event.board };
+    case "readyCheck": {
+      // A second check for the same game replaces the first.
+      const others = model.readyChecks.filter((c) => c.versionId !== event.check.versionId);
+      return { ...model, readyChecks: [event.check, ...others] };
+    }
+    case "gameModeChanged":
+      return { ...model, gameMode: event.gameMode };
     default:
       return model;
   }
+}
+
+/** Lineups that name at least one game: the ones shown. */
+export function shownLineups(model: AppModel): Lineup[] {
+  return model.lineups.filter((l) => l.entries.length > 0);
+}
+
+/** More than one peer published a lineup: they are shown side by side, never merged. */
+export function conflictingLineups(model: AppModel): boolean {
+  return shownLineups(model).length > 1;
+}
+
+/** "Quake 3 · 21:00", or the title alone when no time is set. */
+export function lineupTitle(entry: { title: string; at: string | null }): string {
+  return entry.at ? `${entry.title} · ${entry.at}` : entry.title;
+}
+
+/** "by LAN host (organizer)"; a publisher that left says so. */
+export function publisherText(lineup: Lineup): string {
+  const name = lineup.ours ? "you" : lineup.publisherName || lineup.publisher.slice(0, 8);
+  const roles = [lineup.organizer ? "organizer" : "not an organizer", ...(lineup.present || lineup.ours ? [] : ["left"])];
+  return `by ${name} (${roles.join(", ")})`;
+}
+
+export const READY_STATE_LABEL: Record<ReadyState, string> = {
+  ready: "Ready",
+  downloading: "Downloading",
+  outdated: "Outdated",
+  missing: "Missing",
+  playing: "Playing",
+};
+
+/**
+ * Our own state for a lineup game: our row on the ready board when the
+ * board has the game (it changes most often), else the lineup's. A download
+ * we just started counts before the peer's next report says so.
+ */
+export function ownState(model: AppModel, entry: { versionId: string; state: ReadyState }): ReadyState {
+  const row = model.board.games.find((g) => g.versionId === entry.versionId)?.peers.find((p) => p.us);
+  const state = row?.state ?? entry.state;
+  const download = model.downloads[entry.versionId];
+  const fetching = download?.phase === "running" || download?.phase === "queued";
+  return (state === "missing" || state === "outdated") && fetching ? "downloading" : state;
+}
+
+/** "17 / 20 ready". */
+export function readyCount(game: { ready: number; peers: unknown[] }): string {
+  return `${game.ready} / ${game.peers.length} ready`;
+}
+
+/** A ready-board row's state in words: "Downloading 42% · 1 min 5 s left". */
+export function boardPeerText(peer: BoardPeer): string {
+  const label = READY_STATE_LABEL[peer.state];
+  if (peer.state !== "downloading") return label;
+  const parts = [label];
+  if (peer.percent != null) parts.push(`${Math.floor(peer.percent)}%`);
+  if (peer.etaSecs != null) parts.push(formatEta(peer.etaSecs));
+  return parts.length > 1 ? `${parts[0]} ${parts.slice(1).join(" · ")}` : label;
+}
+
+/** "about 40 s", "about 3 min", "about 1 h 5 min". */
+export function formatAbout(secs: number): string {
+  if (secs < 60) return `about ${Math.max(1, Math.round(secs))} s`;
+  const minutes = Math.round(secs / 60);
+  if (minutes < 60) return `about ${minutes} min`;
+  return `about ${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+/**
+ * What a ready-check notice says: "Get ready for Quake 3: 1.2 GiB, about
+ * 40 s", or that we are ready. `state` is our state now, which may have
+ * moved on since the check arrived.
+ */
+export function readyCheckText(check: ReadyCheck, state: ReadyState = check.state): string {
+  if (state === "ready" || state === "playing") return `${check.title} is ready: ${check.publisherName || "the organizer"} called a ready check`;
+  if (state === "downloading") return `Getting ready for ${check.title}: downloading`;
+  return `Get ready for ${check.title}: ${formatBytes(check.bytesNeeded)}, ${formatAbout(check.etaSecs)}`;
+}
+
+/** Our state now for the game of a ready check. */
+export function readyCheckState(model: AppModel, check: ReadyCheck): ReadyState {
+  const entry = model.lineups.flatMap((l) => l.entries).find((e) => e.versionId === check.versionId);
+  return ownState(model, entry ?? check);
+}
+
+/** The header's game-mode indicator; null when no game runs. */
+export function gameModeText(gameMode: GameMode): string | null {
+  if (!gameMode.active) return null;
+  return `Game mode: seeding capped to ${formatBytes(gameMode.uploadCap)}/s`;
+}
+
+/** "3 peers are still fetching Quake 3 from you". */
+export function lastCopyText(copy: LastCopy): string {
+  const who = copy.fetching === 1 ? "1 peer is" : `${copy.fetching} peers are`;
+  return `${who} still fetching ${copy.title} from you`;
+}
+
+/** What "Get the lineup" did, in words. */
+export function lineupFetchText(fetch: LineupFetch): string {
+  const parts: string[] = [];
+  const games = (n: number) => (n === 1 ? "1 game" : `${n} games`);
+  if (fetch.queued.length > 0) parts.push(`Queued ${games(fetch.queued.length)}`);
+  if (fetch.already > 0) parts.push(`${games(fetch.already)} already here or on the way`);
+  if (fetch.unavailable.length > 0) parts.push(`no peer has ${fetch.unavailable.join(", ")} yet`);
+  if (fetch.failed.length > 0) parts.push(`not queued: ${fetch.failed.join("; ")}`);
+  if (parts.length === 0) return "Nothing to get.";
+  const text = parts.join("; ");
+  return `${text[0].toUpperCase()}${text.slice(1)}.`;
+}
+
+/** One row of the lineup an organizer edits. */
+export interface DraftEntry {
+  versionId: string;
+  title: string;
+  at: string;
+}
+
+/** The longest time text a lineup entry takes, in bytes (UTF-8). */
+export const MAX_AT_BYTES = 32;
+
+/** The draft an organizer starts from: the lineup they published, if any. */
+export function draftOf(lineup: Lineup | undefined): DraftEntry[] {
+  return (lineup?.entries ?? []).map((e) => ({ versionId: e.versionId, title: e.title, at: e.at ?? "" }));
+}
+
+/** The entry at `index` moved by `delta` places (within bounds). */
+export function moveDraft(draft: DraftEntry[], index: number, delta: number): DraftEntry[] {
+  const to = index + delta;
+  if (to < 0 || to >= draft.length) return draft;
+  const moved = [...draft];
+  [moved[index], moved[to]] = [moved[to], moved[index]];
+  return moved;
+}
+
+/** Why the draft cannot be published, or null. */
+export function draftProblem(draft: DraftEntry[]): string | null {
+  const long = draft.find((e) => new TextEncoder().encode(e.at.trim()).length > MAX_AT_BYTES);
+  if (long) return `The time of ${long.title} is too long: at most ${MAX_AT_BYTES} bytes.`;
+  return null;
+}
+
+/** The draft as the publish command takes it; an empty time is none. */
+export function draftEntries(draft: DraftEntry[]): { versionId: string; at: string | null }[] {
+  return draft.map((e) => ({ versionId: e.versionId, at: e.at.trim() || null }));
 }
 
 /**
