@@ -621,7 +621,7 @@ impl Liveness {
         let Some((from, conn)) = watched.get(turn % watched.len().max(1)).cloned() else {
             return false;
         };
-        let digest = self.directory.members_digest();
+        let digest = self.directory.digest_to_ask();
         tasks.spawn(async move {
             let request = Request::GetPeers { digest };
             match timeout(DIAL_TIMEOUT, conn.request(&request)).await {

@@ -810,6 +810,23 @@ impl PeerDirectory {
         )
     }
 
+    /// The digest to send in a peer exchange: [`Self::members_digest`],
+    /// or none that can match while the status of a present peer is
+    /// unknown (it was heard by mDNS or a hello, which carry none, and an
+    /// exchange in sync would never bring it).
+    pub(crate) fn digest_to_ask(&self) -> Hash {
+        let unknown = self
+            .lock()
+            .peers
+            .values()
+            .any(|p| p.present() && p.status.is_none());
+        if unknown {
+            Hash([0; 32])
+        } else {
+            self.members_digest()
+        }
+    }
+
     /// Take the records waiting to be told.
     pub(crate) fn take_outbox(&self) -> Vec<(PeerRecord, Option<PeerId>)> {
         std::mem::take(&mut self.lock().outbox)
