@@ -508,17 +508,7 @@ impl Party {
         let ours = self.ours();
         let our_id = self.directory.our_id().clone();
         self.directory.party_view(|peers| {
-            let peers: Vec<_> = peers.filter(|(_, p)| p.present()).collect();
-            let mut facts: Vec<PeerFacts<'_>> = peers
-                .iter()
-                .map(|(id, p)| PeerFacts {
-                    peer_id: id,
-                    name: &p.info.display_name,
-                    us: false,
-                    games: &p.games,
-                    status: p.status.as_ref(),
-                })
-                .collect();
+            let mut facts = present_facts(peers);
             facts.push(PeerFacts {
                 peer_id: &our_id,
                 name: "",
@@ -533,19 +523,8 @@ impl Party {
     /// Our complete games that only we have while present peers fetch them.
     pub fn last_copies(&self) -> Vec<LastCopy> {
         let ours = self.offer.summaries();
-        self.directory.party_view(|peers| {
-            let facts: Vec<PeerFacts<'_>> = peers
-                .filter(|(_, p)| p.present())
-                .map(|(id, p)| PeerFacts {
-                    peer_id: id,
-                    name: &p.info.display_name,
-                    us: false,
-                    games: &p.games,
-                    status: p.status.as_ref(),
-                })
-                .collect();
-            board::last_copies(&ours, &facts)
-        })
+        self.directory
+            .party_view(|peers| board::last_copies(&ours, &present_facts(peers)))
     }
 
     pub fn game_mode(&self) -> GameMode {
@@ -943,6 +922,22 @@ impl Party {
             }
         }
     }
+}
+
+/// What the board needs of each present peer.
+fn present_facts<'c, 'a: 'c, 'b: 'c>(
+    peers: &mut dyn Iterator<Item = (&'a PeerId, &'b crate::peers::RemotePeer)>,
+) -> Vec<PeerFacts<'c>> {
+    peers
+        .filter(|(_, p)| p.present())
+        .map(|(id, p)| PeerFacts {
+            peer_id: id,
+            name: &p.info.display_name,
+            us: false,
+            games: &p.games,
+            status: p.status.as_ref(),
+        })
+        .collect()
 }
 
 /// The game id of `version_id`: ours, or as the LAN lists it.
