@@ -713,6 +713,7 @@ pub(crate) async fn start_with_services(
     });
     let party = Arc::new(Party::new(PartyParts {
         data_dir: config.data_dir.clone(),
+        display_name: config.display_name.clone(),
         organizer: config.organizer,
         party_key: party_key.is_some(),
         keep_ready: config.keep_ready,

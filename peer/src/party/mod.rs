@@ -197,6 +197,7 @@ pub fn parse_lineup_arg(arg: &str) -> LineupFileEntry {
 /// What the party is built from; the runtime wires it.
 pub(crate) struct PartyParts {
     pub data_dir: PathBuf,
+    pub display_name: String,
     pub organizer: bool,
     pub party_key: bool,
     pub keep_ready: bool,
@@ -212,6 +213,8 @@ pub(crate) struct PartyParts {
 /// The party's state, shared by the service and the handle.
 pub struct Party {
     data_dir: PathBuf,
+    /// Our name on our own lineup and our row of the board.
+    display_name: String,
     organizer: bool,
     party_key: bool,
     keep_ready: AtomicBool,
@@ -261,6 +264,7 @@ impl Party {
     pub(crate) fn new(parts: PartyParts) -> Self {
         Self {
             data_dir: parts.data_dir,
+            display_name: parts.display_name,
             organizer: parts.organizer,
             party_key: parts.party_key,
             keep_ready: AtomicBool::new(parts.keep_ready),
@@ -378,7 +382,7 @@ impl Party {
     fn empty_own_lineup(&self) -> Lineup {
         Lineup {
             publisher: self.directory.our_id().clone(),
-            publisher_name: String::new(),
+            publisher_name: self.display_name.clone(),
             ours: true,
             organizer: self.organizer,
             present: true,
@@ -421,12 +425,11 @@ impl Party {
     pub fn lineups(&self) -> Vec<Lineup> {
         let catalog = self.directory.catalog();
         let ours = self.ours();
-        let own_name = String::new();
         let mut wire: Vec<(PeerId, String, bool, bool, WireLineup)> = Vec::new();
         if let Some(published) = self.state().published.clone() {
             wire.push((
                 self.directory.our_id().clone(),
-                own_name,
+                self.display_name.clone(),
                 true,
                 true,
                 published,
@@ -511,7 +514,7 @@ impl Party {
             let mut facts = present_facts(peers);
             facts.push(PeerFacts {
                 peer_id: &our_id,
-                name: "",
+                name: &self.display_name,
                 us: true,
                 games: &ours.games,
                 status: Some(&ours.status),

@@ -107,6 +107,7 @@ async fn a_lineup_published_on_one_peer_reaches_all_and_a_newer_one_replaces_it(
     let dir = tempfile::tempdir().unwrap();
     let (org, lineup) = organizer(dir.path(), 0).await;
     assert!(lineup.ours && lineup.organizer);
+    assert_eq!(lineup.publisher_name, "organizer");
     assert_eq!(lineup.entries.len(), 2);
     assert_eq!(lineup.entries[0].at.as_deref(), Some("21:00"));
     assert_eq!(lineup.entries[0].state, ReadyState::Ready);
@@ -225,6 +226,7 @@ async fn the_board_follows_downloads_installs_ready_checks_and_a_peer_leaving() 
     assert_eq!((row.game_id.as_str(), row.ready), ("q3", 1), "{row:?}");
     assert_eq!(row.peers.len(), 3);
     assert!(row.peers[0].us, "our own row first");
+    assert_eq!(row.peers[0].name, "organizer");
 
     // A ready check reaches the attendees with what they still need.
     org.handle.ready_check(q3).unwrap();
