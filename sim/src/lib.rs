@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use lab::{Lab, Shape};
 pub use scenario::{
-    churn, convergence, idle, rush, ConvergenceReport, IdleReport, RushConfig, RushReport,
+    churn, convergence, idle, lineup, rush, ConvergenceReport, IdleReport, LineupConfig,
+    LineupReport, RushConfig, RushReport,
 };
 
 /// Set by SIGINT/SIGTERM; every wait of the simulator checks it and returns

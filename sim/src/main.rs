@@ -59,6 +59,21 @@ mod cli {
         Rush(RushArgs),
         /// The rush with the seed and some downloaders killed and restarted.
         Churn(RushArgs),
+        /// A lineup of 3 games set on the organizer, every attendee keeping
+        /// ready: until the organizer's board shows everyone ready.
+        Lineup {
+            #[arg(long, default_value_t = 8)]
+            peers: usize,
+            /// F: each game's size in MiB.
+            #[arg(long, default_value_t = 16)]
+            size_mib: u64,
+            /// R: every link's upload rate (a tc rate).
+            #[arg(long, default_value = "100mbit")]
+            rate: String,
+            /// Bound on the wait for everyone ready in seconds [default: 60 + 2·(N−1)·3F/R].
+            #[arg(long)]
+            timeout: Option<u64>,
+        },
     }
 
     #[derive(Debug, clap::Args)]
@@ -143,6 +158,22 @@ mod cli {
             }
             Scenario::Churn(args) => {
                 let r = lanspread_sim::churn(&bin, &args.config(&cli.delay))?;
+                println!("{r}");
+                Ok(r.complete())
+            }
+            Scenario::Lineup {
+                peers,
+                size_mib,
+                rate,
+                timeout,
+            } => {
+                let config = lanspread_sim::LineupConfig {
+                    n: peers,
+                    size: size_mib << 20,
+                    shape: shape(&rate),
+                    timeout: timeout.map(Duration::from_secs),
+                };
+                let r = lanspread_sim::lineup(&bin, &config, warmup)?;
                 println!("{r}");
                 Ok(r.complete())
             }

@@ -29,6 +29,11 @@ pub struct View {
     pub completed_at: Option<Instant>,
     /// The last download failure or "every source left".
     pub failed: Option<String>,
+    /// When it first showed a lineup of this many games.
+    pub lineup_at: HashMap<usize, Instant>,
+    /// When its ready board first showed this many peers all ready for
+    /// every lineup game.
+    pub board_ready_at: HashMap<usize, Instant>,
     pub events: u64,
     /// Its output closed: the process ended.
     pub ended: bool,
@@ -257,6 +262,32 @@ fn read_events(out: impl std::io::Read, view: &Mutex<View>, on_completed: Option
                     f(now);
                 }
                 continue;
+            }
+            "lineupChanged" => {
+                let games = event["lineups"][0]["entries"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                if games > 0 {
+                    v.lineup_at.entry(games).or_insert(now);
+                }
+            }
+            "readyBoardChanged" => {
+                let games = event["board"]["games"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let peers = games
+                    .iter()
+                    .map(|g| g["peers"].as_array().map_or(0, Vec::len))
+                    .min()
+                    .unwrap_or(0);
+                let all_ready = !games.is_empty()
+                    && games
+                        .iter()
+                        .all(|g| g["ready"].as_u64() == Some(peers as u64));
+                if all_ready {
+                    v.board_ready_at.entry(peers).or_insert(now);
+                }
             }
             "downloadFailed" => v.failed = str_of(&event["message"]),
             "downloadPeersGone" => v.failed = Some("every source left".into()),

@@ -975,3 +975,195 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
     }
     Ok(report)
 }
+
+// ---------------------------------------------------------------------------
+// lineup
+
+/// Games of the lineup scenario, in order.
+const LINEUP_GAMES: [&str; 3] = ["lineup-a", "lineup-b", "lineup-c"];
+
+#[derive(Debug, Clone)]
+pub struct LineupConfig {
+    /// Peers in all: the organizer (who has the games) and `n − 1`
+    /// attendees with "keep me ready" on.
+    pub n: usize,
+    /// The size of each of the three games, in bytes.
+    pub size: u64,
+    /// R (a tc rate) and the delay of every link.
+    pub shape: Shape,
+    /// Bound on the wait for everyone ready; `None`: 60 s + 2·(n−1)·3F/R.
+    pub timeout: Option<Duration>,
+}
+
+impl LineupConfig {
+    /// 3F/R in seconds: each attendee fetches three games at its link's
+    /// rate, which a perfect swarm sustains.
+    fn ideal(&self) -> anyhow::Result<f64> {
+        Ok(3.0 * self.size as f64 * 8.0 / stats::parse_rate(&self.shape.rate)?)
+    }
+}
+
+pub struct LineupReport {
+    pub config: LineupConfig,
+    /// Seconds from `lineup set` until each attendee showed the lineup.
+    pub lineup_seen: Vec<f64>,
+    /// Seconds from `lineup set` until the organizer's board showed all
+    /// `n` peers ready for every game.
+    pub all_ready: Option<f64>,
+    /// Attendees whose three games match the organizer's.
+    pub verified: usize,
+    pub failures: Vec<String>,
+}
+
+impl LineupReport {
+    pub fn complete(&self) -> bool {
+        self.all_ready.is_some()
+            && self.lineup_seen.len() == self.config.n - 1
+            && self.verified == self.config.n - 1
+    }
+}
+
+impl std::fmt::Display for LineupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.config;
+        let ideal = c.ideal().unwrap_or(f64::NAN);
+        let mut table = Table::new(&[
+            "peers",
+            "games",
+            "R",
+            "lineup on every peer p50 / last",
+            "board: everyone ready",
+            "ideal 3F/R",
+            "ready / ideal",
+            "verified",
+        ]);
+        let ready = self.all_ready.map_or_else(
+            || "not within the bound".to_owned(),
+            |s| format!("{s:.1} s"),
+        );
+        let ratio = self
+            .all_ready
+            .map_or_else(|| "-".to_owned(), |s| format!("{:.2}", s / ideal));
+        table.row(vec![
+            c.n.to_string(),
+            format!("3 × {}", bytes(c.size as f64)),
+            c.shape.rate.clone(),
+            format!(
+                "{} / {}",
+                secs(percentile(&self.lineup_seen, 50.0)),
+                secs(percentile(&self.lineup_seen, 100.0))
+            ),
+            ready,
+            format!("{ideal:.1} s"),
+            ratio,
+            format!("{} / {}", self.verified, c.n - 1),
+        ]);
+        write!(f, "{table}")?;
+        writeln!(
+            f,
+            "\nLineup of 3 games set on the organizer (`lineup set`) once all {} peers see each \
+             other; every attendee runs `serve --keep-ready`; load {}.{}",
+            c.n,
+            load_average(),
+            delay_note()
+        )?;
+        for failure in &self.failures {
+            writeln!(f, "- {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An organizer with three games and `n − 1` attendees with "keep me
+/// ready": the lineup is set once the party has formed; until every
+/// attendee shows it, and until the organizer's board shows everyone ready.
+pub fn lineup(bin: &Path, config: &LineupConfig, warmup: Duration) -> anyhow::Result<LineupReport> {
+    let n = config.n;
+    anyhow::ensure!(n >= 2, "a lineup needs an organizer and an attendee");
+    let ideal = config.ideal()?;
+    let timeout = config
+        .timeout
+        .unwrap_or_else(|| Duration::from_secs_f64(60.0 + 2.0 * (n - 1) as f64 * ideal));
+    let mut lab = Lab::new(n, &config.shape)?;
+    for game in LINEUP_GAMES {
+        write_game(&lab.nodes[0].games(), game, config.size, 2)?;
+    }
+    for i in 0..n {
+        crate::check_stop()?;
+        let mut args = serve_args(&lab, i);
+        args.push(
+            if i == 0 {
+                "--organizer"
+            } else {
+                "--keep-ready"
+            }
+            .into(),
+        );
+        lab.procs[i] = Some(PeerProc::spawn(bin, &lab.nodes[i].ns, &args, None)?);
+    }
+    for p in lab.procs.iter().flatten() {
+        p.wait_serving(SERVING_WITHIN)?;
+    }
+    let (formed, fewest) = wait_mesh(&lab, warmup)?;
+    if formed.is_none() {
+        bail!("the party did not form within {warmup:?}: a peer saw only {fewest} others");
+    }
+    let organizer = lab.procs[0].as_ref().expect("started");
+    let indexed_by = Instant::now() + Duration::from_secs(120);
+    while !LINEUP_GAMES
+        .iter()
+        .all(|g| organizer.view().listed.contains_key(*g))
+    {
+        crate::check_stop()?;
+        if Instant::now() >= indexed_by {
+            bail!("the organizer did not index its games within 120 s");
+        }
+        std::thread::sleep(POLL);
+    }
+
+    let t0 = Instant::now();
+    let data = lab.nodes[0].data().display().to_string();
+    let mut set = vec!["lineup", "set", "--data", data.as_str(), "-q"];
+    set.extend(LINEUP_GAMES);
+    crate::lab::run(&bin.display().to_string(), &set)?;
+    let attendees: Vec<usize> = (1..n).collect();
+    let lineup_seen = wait_all(&lab, &attendees, t0, timeout, |v| {
+        v.lineup_at.get(&LINEUP_GAMES.len()).copied()
+    })?;
+    let organizer = lab.procs[0].as_ref().expect("started");
+    let all_ready = loop {
+        crate::check_stop()?;
+        if let Some(at) = organizer.view().board_ready_at.get(&n) {
+            break Some(since(*at, t0));
+        }
+        if t0.elapsed() >= timeout {
+            break None;
+        }
+        std::thread::sleep(POLL);
+    };
+    let mut report = LineupReport {
+        config: config.clone(),
+        lineup_seen,
+        all_ready,
+        verified: 0,
+        failures: Vec::new(),
+    };
+    let want: Vec<_> = LINEUP_GAMES
+        .iter()
+        .map(|g| hash_tree(&lab.nodes[0].games().join(g)))
+        .collect::<anyhow::Result<_>>()?;
+    for i in 1..n {
+        let got: anyhow::Result<Vec<_>> = LINEUP_GAMES
+            .iter()
+            .map(|g| hash_tree(&lab.nodes[i].games().join(g)))
+            .collect();
+        match got {
+            Ok(got) if got == want => report.verified += 1,
+            Ok(_) => report
+                .failures
+                .push(format!("p{i}: a game differs from the organizer's")),
+            Err(e) => report.failures.push(format!("p{i}: {e:#}")),
+        }
+    }
+    Ok(report)
+}

@@ -1,5 +1,6 @@
 //! A small party (8 peers) through every scenario: everyone converges, every
-//! download completes and matches the seed, nothing is left behind. It
+//! download completes and matches the seed, a lineup makes everyone ready,
+//! nothing is left behind. It
 //! asserts correctness only, never speed; the figures are for
 //! `lanspread-sim` runs (docs/BENCHMARKS.md).
 //!
@@ -88,6 +89,22 @@ fn small_party() {
         "not every download completed and matched"
     );
     assert!(report.killed_seed == 1 && report.killed_downloaders > 0);
+
+    let lineup = lanspread_sim::LineupConfig {
+        n: PEERS,
+        size: 2 << 20,
+        shape: Shape {
+            rate: "50mbit".into(),
+            ..Shape::default()
+        },
+        timeout: Some(Duration::from_secs(90)),
+    };
+    let report = lanspread_sim::lineup(&bin, &lineup, warmup).expect("lineup");
+    println!("{report}");
+    assert!(
+        report.complete(),
+        "not every attendee got the lineup's games, or the board did not show it"
+    );
 
     assert!(lab::own_namespaces().is_empty(), "namespaces left behind");
 }
