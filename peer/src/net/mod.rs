@@ -14,17 +14,27 @@ pub use crate::events::UdpBuffers;
 
 /// QUIC application close codes, named so both ends can tell why.
 pub mod close_code {
-    pub const SHUTDOWN: u32 = 0;
+    /// Closed because nothing needs it any more: idle, a duplicate, found
+    /// silent.
+    pub const UNNEEDED: u32 = 0;
     pub const PROTOCOL_VIOLATION: u32 = 1;
     pub const HANDSHAKE_FAILED: u32 = 2;
     pub const PARTY_KEY: u32 = 3;
     pub const TOO_MANY_CONNECTIONS: u32 = 4;
+    /// The peer is leaving: after its `Goodbye`, and on every connection
+    /// its endpoint still holds when it shuts down.
     pub const GOODBYE: u32 = 5;
     pub const INCOMPATIBLE_VERSION: u32 = 6;
     pub const REQUEST_TIMEOUT: u32 = 7;
     /// A stream reset because its reader took nothing for
     /// `server::WRITE_TIMEOUT`.
     pub const WRITE_TIMEOUT: u32 = 8;
+
+    /// Whether the peer closed this connection because it is leaving.
+    pub fn said_goodbye(error: &quinn::ConnectionError) -> bool {
+        matches!(error, quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code.into_inner() == u64::from(GOODBYE))
+    }
 }
 
 /// UDP buffer asked of the OS. The default (~208 KiB on Linux, 64 KiB on

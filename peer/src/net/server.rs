@@ -279,7 +279,7 @@ pub async fn run(
             },
         }
     };
-    endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"shutting down");
+    endpoint.close(VarInt::from_u32(close_code::GOODBYE), b"shutting down");
     tasks.close();
     tasks.wait().await;
     result

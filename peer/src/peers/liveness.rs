@@ -24,6 +24,7 @@ use super::{PeerDirectory, RemotePeer, LOST_REDIAL_FOR, REDIAL_MAX};
 use crate::events::{PeerEvent, PeerInfo, PeerState, Source};
 use crate::library::monitor::Library;
 use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
+use crate::net::close_code;
 use crate::net::identity::{Identity, PeerId};
 use crate::offer::Offer;
 use crate::supervisor::ServiceContext;
@@ -367,7 +368,8 @@ impl Liveness {
             if let Some(candidate) = table.candidates.get_mut(&addr) {
                 candidate.is_self = true;
             }
-            conn.connection.close(0u32.into(), b"that is us");
+            conn.connection
+                .close(close_code::UNNEEDED.into(), b"that is us");
             return;
         }
         if let Some(candidate) = table.candidates.get_mut(&addr) {
@@ -394,7 +396,8 @@ impl Liveness {
         });
         if entry.present() && entry.connection.is_some() {
             // Already connected by another address: keep the first.
-            conn.connection.close(0u32.into(), b"duplicate");
+            conn.connection
+                .close(close_code::UNNEEDED.into(), b"duplicate");
             return;
         }
         let discovered = !entry.present();
@@ -469,11 +472,13 @@ impl Liveness {
     }
 
     /// Find dead connections (closed, or silent too long) and make their
-    /// peers suspect; close connections nothing needs any more.
+    /// peers suspect; a peer that closed ours because it is leaving is lost
+    /// at once; close connections nothing needs any more.
     fn check_connections(&self) {
         let now = Instant::now();
+        let mut left = Vec::new();
         let mut table = self.directory.lock();
-        for peer in table.peers.values_mut() {
+        for (id, peer) in table.peers.iter_mut() {
             if !peer.present() {
                 continue;
             }
@@ -491,6 +496,10 @@ impl Liveness {
                 WATCH_LOST_AFTER.max(self.lost_after)
             };
             let closed = conn.connection.close_reason();
+            if closed.as_ref().is_some_and(close_code::said_goodbye) {
+                left.push(id.clone());
+                continue;
+            }
             let silent = now.duration_since(peer.last_ok) > limit;
             if closed.is_some() || silent {
                 let reason = match closed {
@@ -498,7 +507,8 @@ impl Liveness {
                     None => format!("no answer for {limit:?}"),
                 };
                 tracing::debug!(peer = %peer.info.peer_id, %reason, "checking whether it is still there");
-                conn.connection.close(0u32.into(), b"silent");
+                conn.connection
+                    .close(close_code::UNNEEDED.into(), b"silent");
                 peer.connection = None;
                 peer.suspect = Some(reason);
                 continue;
@@ -511,9 +521,13 @@ impl Liveness {
                 && !peer.refresh
                 && now.duration_since(peer.last_used) > super::IDLE_CLOSE;
             if idle {
-                conn.connection.close(0u32.into(), b"idle");
+                conn.connection.close(close_code::UNNEEDED.into(), b"idle");
                 peer.connection = None;
             }
+        }
+        drop(table);
+        for id in left {
+            self.directory.goodbye_from(&id);
         }
     }
 

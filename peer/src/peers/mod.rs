@@ -565,7 +565,8 @@ impl PeerDirectory {
             // dial it back at once.
             p.redial = redial.then(|| (Instant::now() + jitter(REDIAL_FIRST), REDIAL_FIRST));
             if let Some(conn) = p.connection.take() {
-                conn.connection.close(0u32.into(), b"lost");
+                conn.connection
+                    .close(crate::net::close_code::UNNEEDED.into(), b"lost");
             }
             let tell = (p.gone_told != Some(p.version)).then(|| {
                 p.gone_told = Some(p.version);

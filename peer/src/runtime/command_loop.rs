@@ -146,7 +146,7 @@ impl CommandLoop {
         //    close the endpoint, and wait until quinn has closed the socket.
         self.directory.forget_connections();
         self.endpoint.close(
-            quinn::VarInt::from_u32(close_code::SHUTDOWN),
+            quinn::VarInt::from_u32(close_code::GOODBYE),
             b"shutting down",
         );
         let release_by = deadline.max(tokio::time::Instant::now() + SOCKET_RELEASE);

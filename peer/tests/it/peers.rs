@@ -149,6 +149,32 @@ async fn one_address_and_peer_exchange_find_the_party() {
     stop([&alpha.handle, &bravo.handle]).await;
 }
 
+/// A peer's endpoint closing the connections it still holds when it shuts
+/// down is its goodbye too: the peers that dialled it lose it at once, they
+/// neither wait for silence nor dial it again to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_a_leaving_peer_is_its_goodbye() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaving = crate::hostile::HostileServer::start(|_| Vec::new()).await;
+    let mut peer = in_process(dir.path(), "alpha", vec![leaving.as_peer()]).await;
+    let id = leaving.peer_id.to_string();
+    wait_event(
+        &mut peer.events,
+        "the scripted peer found",
+        Duration::from_secs(10),
+        |event| {
+            matches!(event, PeerEvent::PeerDiscovered { peer } if peer.peer_id == leaving.peer_id)
+                .then_some(())
+        },
+    )
+    .await;
+    leaving.leave();
+    let (why, took) = lost(&mut peer.events, &id, Duration::from_secs(10)).await;
+    println!("lost after {took:?} ({why})");
+    assert_eq!(why, "said goodbye");
+    stop([&peer.handle]).await;
+}
+
 /// Also pins a race: a peer that listed another's games just before that one
 /// finished indexing never heard of the change and kept an empty list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use lanspread_peer::net::client::{connect, ClientHello, ConnectError, PeerConnection};
 use lanspread_peer::net::identity::{Identity, PeerId};
-use lanspread_peer::net::{bind_endpoint, framing::read_frame, tls};
+use lanspread_peer::net::{bind_endpoint, close_code, framing::read_frame, tls};
 use lanspread_proto::manifest::{piece_count, piece_size_for, FileEntry, Manifest};
 use lanspread_proto::wire::{ErrorCode, GameSummary, Hello, Request, Response};
 use lanspread_proto::{Hash, PROTOCOL_VERSION};
@@ -92,6 +92,13 @@ impl HostileServer {
             endpoint,
             task,
         }
+    }
+
+    /// Leave the way a peer's endpoint does when it shuts down: every
+    /// connection closed with the goodbye code, nothing else said.
+    pub fn leave(&self) {
+        self.endpoint
+            .close(close_code::GOODBYE.into(), b"shutting down");
     }
 
     /// How a victim is told to dial it: `peer-id@addr`.
