@@ -13,7 +13,7 @@ use super::{parse_peer_address, AddPeerError, PeerCommand, StopReport};
 use crate::download::Engine;
 use crate::events::{EventSink, PeerEvent, Source};
 use crate::health::HealthBoard;
-use crate::net::close_code;
+use crate::net::{close_code, tls};
 use crate::net::SocketClosed;
 use crate::peers::PeerDirectory;
 use crate::store::Store;
@@ -23,10 +23,13 @@ use crate::tasks::RuntimeTasks;
 /// How long shutdown waits for peers to acknowledge our Goodbye.
 const GOODBYE_WAIT: Duration = Duration::from_millis(300);
 /// Time allowed to release the UDP port after the tasks ended, even when
-/// they took the whole deadline: closed connections drain (three probe
-/// timeouts, ~0.2 s with [`crate::net::tls::INITIAL_RTT`]), then quinn closes
-/// the socket from its driver task.
-const SOCKET_RELEASE: Duration = Duration::from_millis(500);
+/// they took the whole deadline: closed connections drain for three probe
+/// timeouts, then quinn closes the socket from its driver task. On a LAN that
+/// is ~0.2 s ([`tls::INITIAL_RTT`]); on a starved machine a round trip
+/// measured while the handshake waited for a core stretches it, up to the
+/// idle timeout, where draining ends anyway (seen at 5 s under load, past
+/// the 0.5 s this once allowed). Shutdown waits only as long as it takes.
+const SOCKET_RELEASE: Duration = Duration::from_secs(tls::IDLE_TIMEOUT.as_secs() + 1);
 
 pub(super) struct CommandLoop {
     pub commands: mpsc::Receiver<PeerCommand>,

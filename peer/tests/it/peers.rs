@@ -344,10 +344,5 @@ async fn a_stopped_runtime_frees_its_port_while_its_handle_is_still_held() {
     // Cleanup only (what this test is about was checked above): the new
     // runtime, dialled back by bravo, can still hold its socket at its own
     // deadline (an open issue), so its report is not asserted here.
-    for handle in [&new, &client.handle] {
-        handle.shutdown();
-    }
-    for handle in [&new, &client.handle] {
-        let _ = tokio::time::timeout(Duration::from_secs(10), handle.wait_stopped()).await;
-    }
+    stop([&new, &client.handle]).await;
 }
