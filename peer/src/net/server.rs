@@ -13,6 +13,7 @@ use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::close_code;
@@ -269,8 +270,9 @@ pub async fn run(
                     let name = format!("connection from {}", incoming.remote_address());
                     let (state, inner, blocking) = (state.clone(), tasks.clone(), runtime_tasks.clone());
                     let serve = tasks.track_future(async move {
+                        let leaving = token.clone();
                         token
-                            .run_until_cancelled(serve_connection(incoming, state, inner, blocking))
+                            .run_until_cancelled(serve_connection(incoming, state, inner, blocking, leaving))
                             .await;
                     });
                     runtime_tasks.spawn(name, serve);
@@ -290,6 +292,7 @@ async fn serve_connection(
     state: Arc<ServerState>,
     tasks: TaskTracker,
     blocking: RuntimeTasks,
+    leaving: CancellationToken,
 ) {
     let remote = incoming.remote_address();
     let Some(_source) = state.source_slot(remote.ip().to_canonical()) else {
@@ -303,6 +306,10 @@ async fn serve_connection(
             tracing::debug!(%remote, "incoming connection failed: {e}");
             return;
         }
+    };
+    let _goodbye = GoodbyeOnShutdown {
+        connection: connection.clone(),
+        leaving,
     };
     let close = |code: u32, reason: &str| {
         tracing::info!(%remote, code, "closing connection: {reason}");
@@ -355,6 +362,24 @@ async fn serve_connection(
             state,
             blocking.clone(),
         ));
+    }
+}
+
+/// Closes a served connection with the goodbye code when the server stops
+/// serving it because we are shutting down. Dropped without that, the last
+/// handle would close it with code 0, which the client takes for a dead
+/// link to check, not for our goodbye (the endpoint's own close comes later).
+struct GoodbyeOnShutdown {
+    connection: Connection,
+    leaving: CancellationToken,
+}
+
+impl Drop for GoodbyeOnShutdown {
+    fn drop(&mut self) {
+        if self.leaving.is_cancelled() {
+            self.connection
+                .close(VarInt::from_u32(close_code::GOODBYE), b"shutting down");
+        }
     }
 }
 
