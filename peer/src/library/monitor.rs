@@ -24,9 +24,12 @@ use crate::events::{EventSink, PeerEvent};
 use crate::supervisor::ServiceContext;
 use crate::tasks::RuntimeTasks;
 
-/// How often the monitor takes the games the watcher saw change, and checks
-/// which changed games have gone quiet.
-const QUIET_CHECK: Duration = Duration::from_millis(250);
+/// The monitor takes what the watcher saw, and looks for changed games gone
+/// quiet, at most this often (a folder being copied in sends thousands of
+/// events a second); an idle library never wakes it.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// A sign of life on the health board this often, with nothing to do.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Full rescan (stat only for unchanged games) as a safety net for missed
 /// events, and the only way to notice changes when watching is impossible.
 const RESCAN_WATCHING: Duration = Duration::from_secs(600);
@@ -312,18 +315,25 @@ pub async fn run(
         }
     };
 
+    // Changed games, and when each last changed: indexed once quiet.
     let mut pending: HashMap<String, Instant> = HashMap::new();
     for game in rescan(&library, &tasks, None, &token).await? {
         pending.insert(game, Instant::now());
     }
-    let mut quiet_check = tokio::time::interval(QUIET_CHECK);
+    let news = watcher.as_ref().ok().map(|w| w.news.clone());
+    let (mut next_take, mut next_quiet) = (Instant::now(), Instant::now());
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut full_rescan = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
     loop {
+        let quiet_at = pending
+            .values()
+            .min()
+            .map(|at| (*at + library.quiet_period).max(next_quiet));
         tokio::select! {
             biased;
             _ = token.cancelled() => return Ok(()),
-            _ = quiet_check.tick() => {
-                ctx.heartbeat();
+            () = seen_news(news.as_deref(), next_take) => {
+                next_take = Instant::now() + CHECK_EVERY;
                 if let Ok(watcher) = &mut watcher {
                     let seen = watcher.take_seen();
                     if seen.overflowed {
@@ -334,14 +344,14 @@ pub async fn run(
                         pending.insert(game, Instant::now());
                     }
                 }
+            }
+            () = tokio::time::sleep_until(quiet_at.unwrap_or_else(Instant::now)), if quiet_at.is_some() => {
+                next_quiet = Instant::now() + CHECK_EVERY;
                 let quiet: Vec<String> = pending
                     .iter()
                     .filter(|(_, at)| at.elapsed() >= library.quiet_period)
                     .map(|(game, _)| game.clone())
                     .collect();
-                if quiet.is_empty() {
-                    continue;
-                }
                 for game in &quiet {
                     pending.remove(game);
                 }
@@ -349,6 +359,7 @@ pub async fn run(
                     pending.insert(game, Instant::now());
                 }
             }
+            _ = heartbeat.tick() => ctx.heartbeat(),
             _ = full_rescan.tick() => {
                 for game in rescan(&library, &tasks, None, &token).await? {
                     pending.insert(game, Instant::now());
@@ -356,6 +367,17 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Returns once the watcher has seen something, and not before `not_before`;
+/// never without a watcher. Cancel-safe: news that came meanwhile is kept
+/// (`Notify` holds one permit).
+async fn seen_news(news: Option<&tokio::sync::Notify>, not_before: Instant) {
+    let Some(news) = news else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(not_before).await;
+    news.notified().await;
 }
 
 /// Run a rescan on a blocking thread (tracked) and wait for it; it stops
@@ -396,12 +418,15 @@ struct GamesWatcher {
     // A std Mutex: the watcher's thread inserts, the monitor takes the set;
     // no await under it.
     seen: Arc<Mutex<Seen>>,
+    /// Woken by the watcher's thread when it saw something.
+    news: Arc<tokio::sync::Notify>,
 }
 
 impl GamesWatcher {
     fn start(games_dir: &Path) -> anyhow::Result<Self> {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let (dir, sink) = (games_dir.to_path_buf(), seen.clone());
+        let news = Arc::new(tokio::sync::Notify::new());
+        let (dir, sink, wake) = (games_dir.to_path_buf(), seen.clone(), news.clone());
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,11 +434,13 @@ impl GamesWatcher {
                     Ok(event) if !event.need_rescan() => event,
                     Ok(_) => {
                         seen.overflowed = true;
+                        wake.notify_one();
                         return;
                     }
                     Err(e) => {
                         tracing::warn!("watch error: {e}; rescanning");
                         seen.overflowed = true;
+                        wake.notify_one();
                         return;
                     }
                 };
@@ -426,6 +453,7 @@ impl GamesWatcher {
                             seen.roots.insert(game.clone());
                         }
                         seen.games.insert(game);
+                        wake.notify_one();
                     }
                 }
             })
@@ -448,6 +476,7 @@ impl GamesWatcher {
             games_dir: games_dir.to_path_buf(),
             watcher,
             seen,
+            news,
         })
     }
 
