@@ -43,12 +43,19 @@ mod bench {
             return;
         }
         if args.get(1).map(String::as_str) == Some("--fetch-bare") {
-            // A bare quinn client as its own process: fetch one stream, then
-            // print the bytes and this process's CPU seconds.
+            // A bare quinn client as its own process: fetch one stream, or
+            // with `CONNECTIONS LEN` the file split over that many
+            // connections, then print the bytes and this process's CPU
+            // seconds.
             let addr: SocketAddr = args[2].parse().unwrap();
             let got = runtime.block_on(async {
-                let conn = common::bare_connection(addr).await;
-                common::bare_fetch(&conn).await
+                match (args.get(3), args.get(4)) {
+                    (Some(n), Some(len)) => {
+                        let conns = common::bare_connections(addr, n.parse().unwrap()).await;
+                        common::bare_fetch_split(&conns, len.parse().unwrap()).await
+                    }
+                    _ => common::bare_fetch(&common::bare_connection(addr).await).await,
+                }
             });
             println!("{got} {}", own_cpu_secs());
             return;
@@ -503,7 +510,11 @@ mod bench {
         server: f64,
         /// The bare client's process, start to exit (like curl's).
         bare: f64,
+        /// The same with the file split over two connections.
+        bare_two: f64,
         ours: f64,
+        /// Ours with one connection per source.
+        ours_one: f64,
         curl: Option<f64>,
     }
 
@@ -567,11 +578,21 @@ mod bench {
                 .unwrap();
             let bare = bare_started.elapsed().as_secs_f64();
             let bare_server = cpu_secs(bare_proc.0.id()) - server_before;
-            drop(bare_proc);
             let out = String::from_utf8_lossy(&out.stdout);
             let (got, bare_client) = out.trim().split_once(' ').unwrap();
             assert_eq!(got.parse::<usize>().unwrap(), MIB << 20);
             let bare_client: f64 = bare_client.parse().unwrap();
+            let bare_started = Instant::now();
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--fetch-bare", &bare_addr.to_string(), "2"])
+                .arg((MIB << 20).to_string())
+                .output()
+                .unwrap();
+            let bare_two = bare_started.elapsed().as_secs_f64();
+            drop(bare_proc);
+            let out = String::from_utf8_lossy(&out.stdout);
+            let (got, _) = out.trim().split_once(' ').unwrap();
+            assert_eq!(got.parse::<usize>().unwrap(), MIB << 20);
 
             let dir = root.join("gib/dst");
             let _ = std::fs::remove_dir_all(&dir);
@@ -580,6 +601,12 @@ mod bench {
             let run = follow(&proc, &mut out);
             let downloader = cpu_secs(proc.0.id());
             let server = cpu_secs(seed.0.id()) - server_before;
+            drop(proc);
+            let _ = std::fs::remove_dir_all(&dir);
+            // The same download kept to one connection per source.
+            let (proc, mut out) =
+                start_download("gib", &dir, &peers, &["--one-connection-per-source"]);
+            let ours_one = follow(&proc, &mut out).took.as_secs_f64();
             drop(proc);
             let _ = std::fs::remove_dir_all(&dir);
 
@@ -605,15 +632,17 @@ mod bench {
                 downloader: downloader / gb,
                 server: server / gb,
                 bare,
+                bare_two,
                 ours: run.took.as_secs_f64(),
+                ours_one,
                 curl,
             });
         }
-        println!("| 1 GiB, round | bare client CPU-s/GB | downloader CPU-s/GB | downloader/bare | bare server CPU-s/GB | server CPU-s/GB | server/bare | bare quinn s | ours s | curl + fsync s | curl/ours | curl/bare quinn |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| 1 GiB, round | bare client CPU-s/GB | downloader CPU-s/GB | downloader/bare | bare server CPU-s/GB | server CPU-s/GB | server/bare | bare quinn s | bare quinn, 2 connections s | ours s | ours, 1 connection s | curl + fsync s | curl/ours | curl/ours, 1 connection | curl/bare quinn |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for (i, r) in rounds.iter().enumerate() {
             println!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
                 i + 1,
                 r.bare_client,
                 r.downloader,
@@ -622,9 +651,12 @@ mod bench {
                 r.server,
                 r.server / r.bare_server,
                 r.bare,
+                r.bare_two,
                 r.ours,
+                r.ours_one,
                 r.curl.map_or("-".into(), |c| format!("{c:.2}")),
                 r.curl.map_or("-".into(), |c| format!("{:.2}", c / r.ours)),
+                r.curl.map_or("-".into(), |c| format!("{:.2}", c / r.ours_one)),
                 r.curl.map_or("-".into(), |c| format!("{:.2}", c / r.bare)),
             );
         }
@@ -634,7 +666,7 @@ mod bench {
                 .map_or("-".to_owned(), |_| format!("{:.2}", m(f)))
         };
         println!(
-            "| median | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            "| median | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
             m(&|r| r.bare_client),
             m(&|r| r.downloader),
             m(&|r| r.downloader / r.bare_client),
@@ -642,9 +674,12 @@ mod bench {
             m(&|r| r.server),
             m(&|r| r.server / r.bare_server),
             m(&|r| r.bare),
+            m(&|r| r.bare_two),
             m(&|r| r.ours),
+            m(&|r| r.ours_one),
             curl(&|r| r.curl.unwrap_or(0.0)),
             curl(&|r| r.curl.unwrap_or(0.0) / r.ours),
+            curl(&|r| r.curl.unwrap_or(0.0) / r.ours_one),
             curl(&|r| r.curl.unwrap_or(0.0) / r.bare),
         );
         if http.is_none() {

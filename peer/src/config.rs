@@ -23,6 +23,14 @@ pub const DEFAULT_PORT: u16 = 27_600;
 /// Downloads that run at once unless configured otherwise.
 pub const DEFAULT_PARALLEL_DOWNLOADS: usize = 2;
 
+/// A download gives a source measured faster than this (bytes per second,
+/// above what a gigabit link carries) a second connection of its own with
+/// two more streams: each side drives one QUIC connection on one task, so
+/// one connection is bound by one core's encryption and packet work on
+/// either end, and a second puts another core to work (docs/BENCHMARKS.md,
+/// "CPU per GB against bare quinn").
+pub const DEFAULT_SECOND_CONNECTION_AT: u64 = 160 << 20;
+
 /// Everything a peer runtime needs to start.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -54,6 +62,8 @@ pub struct PeerConfig {
     pub mdns_interfaces: Vec<String>,
     /// Downloads that run at once; more wait in a queue.
     pub parallel_downloads: usize,
+    /// See [`DEFAULT_SECOND_CONNECTION_AT`]; `u64::MAX`: never.
+    pub second_connection_at: u64,
     /// Started as the party's organizer: under a party key only an
     /// organizer publishes a lineup (docs/PROTOCOL.md "Party").
     pub organizer: bool,
@@ -80,6 +90,7 @@ impl PeerConfig {
             lost_after: crate::peers::liveness::DEFAULT_LOST_AFTER,
             mdns_interfaces: Vec::new(),
             parallel_downloads: DEFAULT_PARALLEL_DOWNLOADS,
+            second_connection_at: DEFAULT_SECOND_CONNECTION_AT,
             organizer: false,
             keep_ready: false,
             game_mode_upload_percent: crate::party::DEFAULT_GAME_MODE_UPLOAD_PERCENT,

@@ -34,6 +34,7 @@ use crate::net::{bind_watched_endpoint, tls, BoundEndpoint};
 use crate::offer::Offer;
 use crate::party::{self, LineupDraftEntry, Party, PartyError, PartyParts};
 use crate::peers::diagnostics::{self, FirewallCheck};
+use crate::peers::dialer::Dialer;
 use crate::peers::discovery::{self, Discovery};
 use crate::peers::liveness::{self, Liveness};
 use crate::peers::thumbnails::{self, ThumbnailCache};
@@ -239,6 +240,11 @@ impl PeerRuntimeHandle {
     /// Piece bytes this peer has sent to others since start.
     pub fn bytes_served(&self) -> u64 {
         self.server.bytes_served.load(Ordering::Relaxed)
+    }
+
+    /// Connections `peer` holds to our server now.
+    pub fn connections_from(&self, peer: &PeerId) -> usize {
+        self.server.connections_from(peer)
     }
 
     /// Change the upload limit (bytes per second, 0 = none) at once; game
@@ -679,6 +685,14 @@ pub(crate) async fn start_with_services(
         health.clone(),
         events.clone(),
     );
+    let dialer = Arc::new(Dialer {
+        directory: directory.clone(),
+        endpoint: endpoint.clone(),
+        identity: identity.clone(),
+        display_name: config.display_name.clone(),
+        party_key,
+        listen_port: local_addr.port(),
+    });
     let engine = Arc::new(Engine::new(EngineParts {
         games_dir: config.games_dir.clone(),
         store: store.clone(),
@@ -689,17 +703,15 @@ pub(crate) async fn start_with_services(
         tasks: tasks.clone(),
         token: runtime_token.clone(),
         parallel: config.parallel_downloads,
+        second_connection_at: config.second_connection_at,
         running: Arc::default(),
+        dialer: Some(dialer.clone()),
     }));
     let liveness = Arc::new(Liveness {
         directory: directory.clone(),
-        endpoint: endpoint.clone(),
-        identity: identity.clone(),
+        dialer,
         library: library.clone(),
         offer: offer.clone(),
-        display_name: config.display_name.clone(),
-        party_key,
-        listen_port: local_addr.port(),
         lost_after: config.lost_after,
     });
     let discovery = config.mdns.then(|| {

@@ -42,8 +42,19 @@ pub async fn serve_bare(source: String) {
             tokio::spawn(async move {
                 let conn = incoming.await.unwrap();
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let _ = recv.read_to_end(64).await;
-                    if let Some(bytes) = source.strip_prefix("memory:") {
+                    let asked = recv.read_to_end(64).await.unwrap_or_default();
+                    if let Some((start, len)) = range(&asked) {
+                        let path = source.strip_prefix("file:").unwrap();
+                        let mut file = std::fs::File::open(path).unwrap();
+                        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).unwrap();
+                        let mut left = len;
+                        while left > 0 {
+                            let mut chunk = bytes::BytesMut::zeroed((1 << 20).min(left as usize));
+                            std::io::Read::read_exact(&mut file, &mut chunk).unwrap();
+                            left -= chunk.len() as u64;
+                            send.write_chunk(chunk.freeze()).await.unwrap();
+                        }
+                    } else if let Some(bytes) = source.strip_prefix("memory:") {
                         let data = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
                         let mut left: usize = bytes.parse().unwrap();
                         while left > 0 {
@@ -70,6 +81,47 @@ pub async fn serve_bare(source: String) {
         }
     });
     let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+}
+
+/// A request for part of the file: `START LEN` in decimal.
+fn range(asked: &[u8]) -> Option<(u64, u64)> {
+    let (start, len) = std::str::from_utf8(asked).ok()?.split_once(' ')?;
+    Some((start.parse().ok()?, len.parse().ok()?))
+}
+
+/// `n` connections to a bare server from one endpoint (as a peer's extra
+/// connections to a fast source are).
+pub async fn bare_connections(addr: SocketAddr, n: usize) -> Vec<quinn::Connection> {
+    let identity = Identity::ephemeral();
+    let endpoint = bind_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let mut connections = Vec::new();
+    for _ in 0..n {
+        let config = tls::client_config(&identity, None, Default::default()).unwrap();
+        let connecting = endpoint
+            .connect_with(config, addr, tls::SERVER_NAME)
+            .unwrap();
+        connections.push(connecting.await.unwrap());
+    }
+    connections
+}
+
+/// Read `len` bytes of a bare server's file from `start`, on one stream of
+/// each connection in turn (the file split evenly between them, all at once).
+pub async fn bare_fetch_split(connections: &[quinn::Connection], len: u64) -> usize {
+    let part = len.div_ceil(connections.len() as u64);
+    let fetches = connections.iter().enumerate().map(|(i, conn)| async move {
+        let start = i as u64 * part;
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let asked = format!("{start} {}", part.min(len.saturating_sub(start)));
+        send.write_all(asked.as_bytes()).await.unwrap();
+        send.finish().unwrap();
+        let mut got = 0usize;
+        while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+            got += chunk.bytes.len();
+        }
+        got
+    });
+    futures::future::join_all(fetches).await.into_iter().sum()
 }
 
 /// Connect to a bare server with the same settings.

@@ -120,6 +120,10 @@ enum Command {
         /// Upload limit in bytes per second for what we serve meanwhile (0 = none).
         #[arg(long, default_value_t = 0)]
         upload_limit: u64,
+        /// One connection per source, however fast (by default a source
+        /// faster than a gigabit link gets a second one).
+        #[arg(long)]
+        one_connection_per_source: bool,
         /// Print every event as one JSON object per line on stdout.
         #[arg(long)]
         json: bool,
@@ -231,11 +235,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             party_key,
             upload_limit,
+            one_connection_per_source,
             json,
         } => {
             let mut config = PeerConfig::new(games, data_dir(data)?);
             config.listen = listen;
             config.upload_limit = upload_limit;
+            if one_connection_per_source {
+                config.second_connection_at = u64::MAX;
+            }
             config.peers = peers;
             config.mdns = !no_mdns;
             config.party_key = party_key;

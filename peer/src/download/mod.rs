@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{EventSink, FailureCode, PeerEvent};
 use crate::library::monitor::Library;
 use crate::offer::Offer;
+use crate::peers::dialer::Dialer;
 use crate::peers::PeerDirectory;
 use crate::store::Store;
 use crate::tasks::RuntimeTasks;
@@ -102,8 +103,12 @@ pub(crate) struct EngineParts {
     pub token: CancellationToken,
     /// Downloads that run at once; more wait in the queue.
     pub parallel: usize,
+    /// A source measured faster (bytes per second) gets a second connection.
+    pub second_connection_at: u64,
     /// Games lanspread started that still run: their updates wait.
     pub running: Arc<crate::games::RunningGames>,
+    /// Opens extra connections to fast sources; moved into the engine.
+    pub dialer: Option<Arc<Dialer>>,
 }
 
 /// The download engine, shared by the runtime.
@@ -111,6 +116,9 @@ pub struct Engine {
     parts: EngineParts,
     // A std Mutex: queue bookkeeping only, never held across an await.
     queue: Mutex<Queue>,
+    /// Taken away at shutdown ([`Engine::release_endpoint`]): the handle
+    /// outlives the runtime and must not hold its endpoint.
+    dialer: Mutex<Option<Arc<Dialer>>>,
     /// Queue snapshots are written one at a time, each taken inside it, so
     /// the last write is always the latest queue. A tokio Mutex: held across
     /// the store write.
@@ -121,6 +129,7 @@ impl Engine {
     pub(crate) fn new(mut parts: EngineParts) -> Self {
         parts.parallel = parts.parallel.max(1);
         Self {
+            dialer: Mutex::new(parts.dialer.take()),
             parts,
             queue: Mutex::default(),
             queue_writes: tokio::sync::Mutex::new(()),
@@ -130,6 +139,20 @@ impl Engine {
     /// The games lanspread started that still run.
     pub fn running(&self) -> &Arc<crate::games::RunningGames> {
         &self.parts.running
+    }
+
+    /// Drop our hold on the endpoint (shutdown, once every download has
+    /// stopped): no more extra connections.
+    pub(crate) fn release_endpoint(&self) {
+        self.dialer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// What opens extra connections, while the runtime runs.
+    fn dialer(&self) -> Option<Arc<Dialer>> {
+        self.dialer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {

@@ -3,7 +3,8 @@
 //! [`Swarm`] is the loop's state; each `handle_*` method is one arm of its
 //! `select!`. Sources are the connected peers that list the version,
 //! complete or partial (for partial ones, their have-set, refreshed every
-//! [`REFRESH_EVERY`]). Each source gets one [`Worker`] (two for a fast one)
+//! [`REFRESH_EVERY`]). Each source gets one [`Worker`] (two for a fast one,
+//! and two more on a second connection for one faster than a gigabit link)
 //! asking for batches of pieces. Pieces arrive into a bounded channel, are
 //! verified and written on blocking threads, and only then count.
 
@@ -35,6 +36,11 @@ use crate::offer::PieceStatus;
 /// swarms faster when each piece finishes sooner.
 const MAX_STREAMS_PER_SOURCE: usize = 2;
 const FAST_SOURCE: f64 = 32.0 * 1024.0 * 1024.0;
+/// Time allowed to open a second connection to a fast source
+/// (`PeerConfig::second_connection_at`). One attempt per source while it
+/// stays a source; it carries [`MAX_STREAMS_PER_SOURCE`] more streams and is
+/// closed when the download ends.
+const SECOND_CONNECTION_DIAL: Duration = Duration::from_secs(2);
 /// Pieces per request: about half a second of data at the source's measured
 /// rate, within these bounds. The first request to a source asks for one:
 /// at a rush every downloader asks the seed before it knows what the others
@@ -146,6 +152,60 @@ struct Availability {
 /// A source ready to get workers: complete (`None`) or with its have-set.
 type ReadySource = (PeerId, PeerConnection, Option<Availability>);
 
+/// The workers fetching from one source.
+#[derive(Default)]
+struct SourceWorkers {
+    /// On the directory's connection to it.
+    primary: Vec<AbortHandle>,
+    second: Second,
+}
+
+/// A download's own second connection to a fast source.
+#[derive(Default)]
+enum Second {
+    #[default]
+    None,
+    Dialing,
+    Open {
+        conn: PeerConnection,
+        workers: Vec<AbortHandle>,
+    },
+    /// The dial failed, or every worker on it ended: not tried again while
+    /// the source stays.
+    Given,
+}
+
+impl SourceWorkers {
+    fn retain_running(&mut self) {
+        self.primary.retain(|h| !h.is_finished());
+        if let Second::Open { workers, .. } = &mut self.second {
+            workers.retain(|h| !h.is_finished());
+            if workers.is_empty() {
+                self.close_second();
+            }
+        }
+    }
+
+    fn close_second(&mut self) {
+        if let Second::Open { conn, workers } = std::mem::replace(&mut self.second, Second::Given) {
+            for handle in workers {
+                handle.abort();
+            }
+            conn.connection.close(
+                quinn::VarInt::from_u32(crate::net::close_code::UNNEEDED),
+                b"download over",
+            );
+        }
+    }
+
+    fn stop(mut self) {
+        self.close_second();
+        for handle in self.primary {
+            handle.abort();
+        }
+    }
+}
+
 /// When the download last had a source, to end it once every source is
 /// gone for longer than the grace period.
 struct SourceWatch {
@@ -174,7 +234,9 @@ pub(super) struct Swarm {
     /// second copy).
     verified: watch::Sender<usize>,
     workers: JoinSet<()>,
-    worker_handles: HashMap<PeerId, Vec<AbortHandle>>,
+    worker_handles: HashMap<PeerId, SourceWorkers>,
+    /// Second connections being opened.
+    seconds: JoinSet<(PeerId, Option<PeerConnection>)>,
     /// Verify-and-write jobs on the blocking pool (tracked by the runtime).
     writes: FuturesUnordered<JoinHandle<WriteResult>>,
     haves: JoinSet<ReadySource>,
@@ -230,6 +292,7 @@ impl Swarm {
             verified: watch::Sender::new(0),
             workers: JoinSet::new(),
             worker_handles: HashMap::new(),
+            seconds: JoinSet::new(),
             writes: FuturesUnordered::new(),
             haves: JoinSet::new(),
             haves_in_flight: HashSet::new(),
@@ -270,6 +333,9 @@ impl Swarm {
                     self.handle_arrival(arrival);
                 }
                 Some(_) = self.workers.join_next() => {}
+                Some(Ok((peer, conn))) = self.seconds.join_next() => {
+                    self.handle_second_connection(peer, conn);
+                }
                 _ = flush.tick() => self.handle_flush_tick(),
                 Some(Ok(source)) = self.haves.join_next() => {
                     self.haves_in_flight.remove(&source.0);
@@ -396,13 +462,13 @@ impl Swarm {
         let current: HashSet<PeerId> = sources.iter().map(|(id, _, _)| id.clone()).collect();
         // Sources gone, and sources whose workers all ended (their stream
         // failed): drop now; still-present ones come back below.
-        for handles in self.worker_handles.values_mut() {
-            handles.retain(|h| !h.is_finished());
+        for workers in self.worker_handles.values_mut() {
+            workers.retain_running();
         }
         let gone: Vec<PeerId> = self
             .worker_handles
             .iter()
-            .filter(|(id, handles)| !current.contains(*id) || handles.is_empty())
+            .filter(|(id, workers)| !current.contains(*id) || workers.primary.is_empty())
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -478,38 +544,108 @@ impl Swarm {
             } else {
                 1
             };
-            let running = self.worker_handles.get(&id).map_or(0, Vec::len);
-            if running >= wanted {
-                continue;
+            let running = self.worker_handles.get(&id).map_or(0, |w| w.primary.len());
+            if running < wanted {
+                let handles: Vec<AbortHandle> = (running..wanted)
+                    .map(|_| self.spawn_worker(&id, &conn, rate))
+                    .collect();
+                self.worker_handles
+                    .entry(id.clone())
+                    .or_default()
+                    .primary
+                    .extend(handles);
             }
-            let piece_size = self.manifest.piece_size as f64;
-            // Until a source is measured, start small: a slow source then
-            // holds few pieces, a fast one grows within a request or two.
-            let batch = ((rate * 0.5 / piece_size) as usize).clamp(START_BATCH, MAX_BATCH);
-            let handles: Vec<AbortHandle> = (running..wanted)
-                .map(|_| {
-                    let worker = Worker {
-                        conn: conn.clone(),
-                        peer: id.clone(),
-                        vid: self.vid,
-                        scheduler: self.scheduler.clone(),
-                        arrivals: self.arrivals_tx.clone(),
-                        verified: self.verified.subscribe(),
-                        buffers: self.buffers.clone(),
-                        batch,
-                        piece_size: self.manifest.piece_size as u64,
-                        layout: self.layout.clone(),
-                    };
-                    self.workers.spawn(worker.run())
-                })
-                .collect();
-            self.worker_handles.entry(id).or_default().extend(handles);
+            if rate > self.engine.parts.second_connection_at as f64 {
+                self.dial_second(&id, &conn);
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, id: &PeerId, conn: &PeerConnection, rate: f64) -> AbortHandle {
+        let piece_size = self.manifest.piece_size as f64;
+        // Until a source is measured, start small: a slow source then
+        // holds few pieces, a fast one grows within a request or two.
+        let batch = ((rate * 0.5 / piece_size) as usize).clamp(START_BATCH, MAX_BATCH);
+        let worker = Worker {
+            conn: conn.clone(),
+            peer: id.clone(),
+            vid: self.vid,
+            scheduler: self.scheduler.clone(),
+            arrivals: self.arrivals_tx.clone(),
+            verified: self.verified.subscribe(),
+            buffers: self.buffers.clone(),
+            batch,
+            piece_size: self.manifest.piece_size as u64,
+            layout: self.layout.clone(),
+        };
+        self.workers.spawn(worker.run())
+    }
+
+    /// Open a second connection to a fast source, off the loop, once.
+    fn dial_second(&mut self, id: &PeerId, conn: &PeerConnection) {
+        let Some(workers) = self.worker_handles.get_mut(id) else {
+            return;
+        };
+        if !matches!(workers.second, Second::None) {
+            return;
+        }
+        let Some(dialer) = self.engine.dialer() else {
+            workers.second = Second::Given;
+            return;
+        };
+        workers.second = Second::Dialing;
+        let (id, addr) = (id.clone(), conn.connection.remote_address());
+        self.seconds.spawn(async move {
+            let dial = dialer.connect(addr, Some(id.clone()));
+            let conn = match tokio::time::timeout(SECOND_CONNECTION_DIAL, dial).await {
+                Ok(Ok(conn)) => Some(conn),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %id, "no second connection: {e}");
+                    None
+                }
+                Err(_) => None,
+            };
+            (id, conn)
+        });
+    }
+
+    /// A second connection opened (or not): its workers start while the
+    /// source is still one of ours; otherwise it is closed at once.
+    fn handle_second_connection(&mut self, id: PeerId, conn: Option<PeerConnection>) {
+        let rate = self.rates.of(&id);
+        let banned = self.scheduler.lock().is_banned(&id);
+        let wanted = self
+            .worker_handles
+            .get(&id)
+            .is_some_and(|w| matches!(w.second, Second::Dialing));
+        let Some(conn) = conn else {
+            if let Some(workers) = self.worker_handles.get_mut(&id) {
+                workers.second = Second::Given;
+            }
+            return;
+        };
+        if !wanted || banned {
+            conn.connection.close(
+                quinn::VarInt::from_u32(crate::net::close_code::UNNEEDED),
+                b"not needed",
+            );
+            return;
+        }
+        tracing::debug!(peer = %id, "second connection open");
+        let handles = (0..MAX_STREAMS_PER_SOURCE)
+            .map(|_| self.spawn_worker(&id, &conn, rate))
+            .collect();
+        if let Some(workers) = self.worker_handles.get_mut(&id) {
+            workers.second = Second::Open {
+                conn,
+                workers: handles,
+            };
         }
     }
 
     fn stop_workers_of(&mut self, peer: &PeerId) {
-        for handle in self.worker_handles.remove(peer).unwrap_or_default() {
-            handle.abort();
+        if let Some(workers) = self.worker_handles.remove(peer) {
+            workers.stop();
         }
     }
 
@@ -526,6 +662,10 @@ impl Swarm {
             "pieces received"
         );
         self.workers.abort_all();
+        self.seconds.abort_all();
+        for (_, workers) in self.worker_handles.drain() {
+            workers.stop();
+        }
         self.arrivals.close();
         if let Some(flushing) = self.flushing.take() {
             let _ = flushing.await;

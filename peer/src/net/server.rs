@@ -29,8 +29,8 @@ use crate::peers::PeerDirectory;
 use crate::supervisor::ServiceContext;
 use crate::tasks::RuntimeTasks;
 
-/// Connections one peer may hold to us at once (a downloader needs one; a
-/// few more tolerate reconnect races).
+/// Connections one peer may hold to us at once (a downloader needs one, two
+/// when we are a fast source; the rest tolerate reconnect races).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
 /// Connections (handshaking or open) from one IP address, whatever ids they
 /// claim: ids cost nothing, a machine is one source. One peer per machine
@@ -126,6 +126,12 @@ impl ServerState {
             listen_port: self.listen_port,
             record_version: self.directory.own().version,
         }
+    }
+
+    /// Connections `peer` holds to us now (handshaking or open).
+    pub fn connections_from(&self, peer: &PeerId) -> usize {
+        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.get(peer).copied().unwrap_or(0)
     }
 
     /// The same state, announcing `port` as our listen port in `Hello`.

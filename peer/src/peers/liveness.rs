@@ -14,18 +14,18 @@ use lanspread_proto::wire::{
     games_digest, PeerRecord, Request, Response, WireLineup, MAX_GOSSIP_RECORDS,
 };
 use lanspread_proto::{GameSummary, Hash};
-use quinn::Endpoint;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
 use super::catalog::build_catalog;
+use super::dialer::Dialer;
 use super::membership::watch_targets;
 use super::{PeerDirectory, RemotePeer, LOST_REDIAL_FOR, REDIAL_MAX};
 use crate::events::{PeerEvent, PeerInfo, PeerState, Source};
 use crate::library::monitor::Library;
-use crate::net::client::{connect, ClientHello, ConnectError, PeerConnection};
+use crate::net::client::{ConnectError, PeerConnection};
 use crate::net::close_code;
-use crate::net::identity::{Identity, PeerId};
+use crate::net::identity::PeerId;
 use crate::offer::Offer;
 use crate::supervisor::ServiceContext;
 
@@ -54,14 +54,10 @@ pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(3);
 /// What the liveness loop needs.
 pub struct Liveness {
     pub directory: Arc<PeerDirectory>,
-    pub endpoint: Endpoint,
-    pub identity: Arc<Identity>,
+    pub dialer: Arc<Dialer>,
     pub library: Arc<Library>,
     /// What we offer: its digest is our record's.
     pub offer: Arc<Offer>,
-    pub display_name: String,
-    pub party_key: Option<[u8; 32]>,
-    pub listen_port: u16,
     pub lost_after: Duration,
 }
 
@@ -151,18 +147,6 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
 }
 
 impl Liveness {
-    fn hello(&self) -> ClientHello<'_> {
-        let own = self.directory.own();
-        ClientHello {
-            identity: &self.identity,
-            display_name: self.display_name.clone(),
-            library_digest: own.digest,
-            record_version: own.version,
-            party_key: self.party_key,
-            listen_port: self.listen_port,
-        }
-    }
-
     /// What news calls for at once: dials, listings, gossip, the catalog.
     /// (Finding dead connections and peer exchange wait for the tick.)
     fn act(self: &Arc<Self>, tasks: &mut JoinSet<Outcome>) {
@@ -281,7 +265,7 @@ impl Liveness {
     ) -> Result<(PeerConnection, Option<Vec<GameSummary>>), ConnectError> {
         let addr = dial.addr;
         let attempt = async {
-            let conn = connect(&self.endpoint, addr, dial.expected.clone(), self.hello()).await?;
+            let conn = self.dialer.connect(addr, dial.expected.clone()).await?;
             // A list that fails is asked for once more by `refresh_flagged`.
             let games = if conn.hello.library_digest == dial.held {
                 None
@@ -730,6 +714,7 @@ mod tests {
     use super::*;
     use crate::health::HealthBoard;
     use crate::library::Indexer;
+    use crate::net::identity::Identity;
     use crate::store::Store;
     use crate::supervisor::{Backoff, SupervisionPolicy, Supervisor};
 
@@ -759,15 +744,19 @@ mod tests {
         let offer = Arc::new(crate::offer::Offer::new(library.clone()));
         let endpoint =
             crate::net::bind_endpoint("127.0.0.1:0".parse().unwrap(), None).expect("bind");
-        let live = Arc::new(Liveness {
-            directory,
+        let dialer = Arc::new(Dialer {
+            directory: directory.clone(),
             endpoint,
             identity,
-            library,
-            offer,
             display_name: "tester".into(),
             party_key: None,
             listen_port: 0,
+        });
+        let live = Arc::new(Liveness {
+            directory,
+            dialer,
+            library,
+            offer,
             lost_after: DEFAULT_LOST_AFTER,
         });
         Rig {
@@ -870,7 +859,7 @@ mod tests {
         let second = Run::start(&rig);
         next_dial(&hole, &[first_dial]).await;
         second.stop().await;
-        rig.live.endpoint.close(0u32.into(), b"test over");
+        rig.live.dialer.endpoint.close(0u32.into(), b"test over");
     }
 
     /// A dial task that panics clears its mark too (the task is dropped

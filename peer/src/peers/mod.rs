@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod diagnostics;
+pub mod dialer;
 pub mod discovery;
 pub mod liveness;
 pub mod membership;

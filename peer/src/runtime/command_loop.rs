@@ -148,6 +148,7 @@ impl CommandLoop {
         //    change): drop the connections and the endpoint handle we hold,
         //    close the endpoint, and wait until quinn has closed the socket.
         self.directory.forget_connections();
+        self.engine.release_endpoint();
         self.endpoint.close(
             quinn::VarInt::from_u32(close_code::GOODBYE),
             b"shutting down",

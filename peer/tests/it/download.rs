@@ -290,6 +290,60 @@ async fn a_killed_downloader_resumes_and_refetches_only_what_was_in_flight() {
 
 /// Also pins a race: downloading again right after `DownloadCancelled` was
 /// ignored while the cancelled run was still letting go of its slot.
+/// `connections_from` polled until it is `want`, for `what`.
+async fn connections_become(
+    source: &PeerRuntimeHandle,
+    from: &PeerRuntimeHandle,
+    want: usize,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while source.connections_from(from.peer_id()) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} connections, not {want}",
+            source.connections_from(from.peer_id())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_source_gets_a_second_connection_closed_when_the_download_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Peer::named(dir.path(), "source", vec![], 8 * MIB as u64).await;
+    make_game(&source.games, "arena", 24 * MIB);
+    source.indexed("arena").await;
+    let games = dir.path().join("down/games");
+    fs::create_dir_all(&games).unwrap();
+    let mut config = local_config(&games, &dir.path().join("down/data"));
+    config.peers = vec![source.addr()];
+    // Any measured source is "fast" here: the rule, not the rate, is tested.
+    config.second_connection_at = 1;
+    let mut down = Peer::start(config).await;
+    let handle = &down.handle;
+    until(&mut down.events, "sources", Duration::from_secs(10), || {
+        sources(handle, "arena") == 1
+    })
+    .await;
+    connections_become(&source.handle, &down.handle, 1, "before the download").await;
+
+    down.handle.download("arena").await.unwrap();
+    let (source_handle, down_id) = (&source.handle, down.handle.peer_id().clone());
+    until(
+        &mut down.events,
+        "a second connection",
+        Duration::from_secs(20),
+        || source_handle.connections_from(&down_id) == 2,
+    )
+    .await;
+    let end = outcome(&mut down.events, "arena", Duration::from_secs(30)).await;
+    assert_completed(&end);
+    assert_identical(&source.games.join("arena"), &down.games.join("arena"));
+    connections_become(&source.handle, &down.handle, 1, "after the download").await;
+    stop([&source.handle, &down.handle]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_download_then_resume() {
     let dir = tempfile::tempdir().unwrap();
