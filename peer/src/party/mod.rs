@@ -12,7 +12,8 @@
 //! by the app or by `lanspread-peer lineup set`, and read again within a
 //! tick after it changes, so a running `serve` publishes what the CLI set.
 //! The `party` service (policy `Restart`: it keeps nothing the directory
-//! and that file do not hold) runs [`Party::step`] every [`TICK`].
+//! and that file do not hold) runs [`Party::step`] every [`TICK`] after
+//! news, every [`IDLE_TICK`] without.
 
 pub mod board;
 
@@ -47,6 +48,10 @@ use crate::supervisor::ServiceContext;
 pub const LINEUP_FILE: &str = "lineup.toml";
 /// How often the party looks at its news: at most two boards a second.
 pub const TICK: Duration = Duration::from_millis(500);
+/// How often it looks with no news (no event since the last look): for
+/// `lineup.toml` written by another process and a game's process that
+/// ended. Each look is a wake-up, and an idle peer's CPU is mostly those.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
 /// A status change that is only progress waits this long after the last
 /// one told: every change is one record to the whole party.
 pub const STATUS_MIN_GAP: Duration = Duration::from_secs(2);
@@ -1003,23 +1008,27 @@ fn own_state(ours: &Ours, our_id: &PeerId, entry: &BoardEntry) -> ReadyState {
     board::state_of(&facts, entry).0
 }
 
-/// The party service: a step every [`TICK`], and events folded in between.
+/// The party service: a step every [`TICK`] after news (every
+/// [`IDLE_TICK`] without), and events folded in between.
 pub async fn run(ctx: ServiceContext, party: Arc<Party>) -> anyhow::Result<()> {
     let mut events = party.events.subscribe();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_step = Instant::now();
     loop {
         tokio::select! {
             biased;
             _ = ctx.token().cancelled() => return Ok(()),
-            event = events.recv() => match event {
-                Ok(event) => party.handle_event(&event),
-                Err(RecvError::Lagged(_)) => party.state().fetch_due = true,
-                Err(RecvError::Closed) => anyhow::bail!("the event channel closed"),
-            },
-            _ = tick.tick() => {
+            event = events.recv() => {
+                match event {
+                    Ok(event) => party.handle_event(&event),
+                    Err(RecvError::Lagged(_)) => party.state().fetch_due = true,
+                    Err(RecvError::Closed) => anyhow::bail!("the event channel closed"),
+                }
+                next_step = next_step.min(Instant::now() + TICK);
+            }
+            () = tokio::time::sleep_until(next_step) => {
                 ctx.heartbeat();
                 party.step(Instant::now()).await;
+                next_step = Instant::now() + IDLE_TICK;
             }
         }
     }

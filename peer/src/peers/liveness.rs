@@ -29,8 +29,15 @@ use crate::net::identity::PeerId;
 use crate::offer::Offer;
 use crate::supervisor::ServiceContext;
 
-/// How often the loop looks at the table.
+/// How often the loop looks at the table while anything is going on: a
+/// download's source (silent for `lost_after` is dead), a dial, a peer to
+/// check, news to pass on.
 const TICK: Duration = Duration::from_millis(250);
+/// How often it looks when nothing is: a watched peer is dead after
+/// [`WATCH_LOST_AFTER`] of silence, which this granularity hardly changes,
+/// and a closed connection wakes the loop by itself. Each look is a wake-up
+/// of the runtime, and an idle peer's CPU is mostly wake-ups.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// An address we were told of is dialled again after this.
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// Time allowed for one dial (QUIC + Hello + game list).
@@ -101,9 +108,10 @@ const LINEUP_RETRY: Duration = Duration::from_secs(2);
 
 pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()> {
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut closes = Closes::default();
     let mut library = live.library.subscribe();
     library.mark_changed();
-    let mut tick = tokio::time::interval(TICK);
+    let mut next_tick = Instant::now();
     let mut last_sync: Option<Instant> = None;
     let mut synced = 0usize;
     loop {
@@ -114,6 +122,16 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
                 if let Ok(outcome) = done {
                     live.handle_outcome(outcome);
                 }
+                live.act(&mut tasks);
+                closes.watch_new(&live.directory);
+            }
+            Some(closed) = closes.waiting.join_next() => {
+                if let Ok(id) = closed {
+                    closes.held.remove(&id);
+                }
+                // A goodbye (close code 5) is taken at once, not at the next
+                // look; any other close makes its peer one to check.
+                live.check_connections();
                 live.act(&mut tasks);
             }
             _ = live.directory.woken() => live.act(&mut tasks),
@@ -127,7 +145,7 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
                 live.directory.set_own_digest(live.offer.digest());
                 live.directory.lock().catalog_dirty = true;
             }
-            _ = tick.tick() => {
+            () = tokio::time::sleep_until(next_tick) => {
                 ctx.heartbeat();
                 live.check_connections();
                 live.update_watch();
@@ -141,12 +159,73 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
                     synced += 1;
                 }
                 live.publish_catalog();
+                closes.watch_new(&live.directory);
+                let every = if live.busy(&tasks) { TICK } else { IDLE_TICK };
+                next_tick = Instant::now() + every;
+            }
+        }
+        // News may have made the loop busy: look again within a busy tick.
+        if live.busy(&tasks) {
+            next_tick = next_tick.min(Instant::now() + TICK);
+        }
+    }
+}
+
+/// A task per connection the directory holds, returning when it closes
+/// (by its stable id), so a peer's goodbye or a closed link is seen at once.
+/// Every place that drops a held connection closes it, so a waiting task
+/// never keeps one open.
+#[derive(Default)]
+struct Closes {
+    waiting: JoinSet<usize>,
+    held: std::collections::HashSet<usize>,
+}
+
+impl Closes {
+    fn watch_new(&mut self, directory: &PeerDirectory) {
+        let table = directory.lock();
+        for peer in table.peers.values() {
+            let Some(conn) = &peer.connection else {
+                continue;
+            };
+            let id = conn.connection.stable_id();
+            if self.held.insert(id) {
+                let connection = conn.connection.clone();
+                self.waiting.spawn(async move {
+                    connection.closed().await;
+                    id
+                });
             }
         }
     }
 }
 
 impl Liveness {
+    /// Whether anything is going on that wants the busy tick: tasks in
+    /// flight, a peer a download or a picture wants, a peer to check, a
+    /// dial due or in flight, gossip to send, an address to try.
+    fn busy(&self, tasks: &JoinSet<Outcome>) -> bool {
+        if !tasks.is_empty() {
+            return true;
+        }
+        let now = Instant::now();
+        let table = self.directory.lock();
+        !table.outbox.is_empty()
+            || !table.dialing.is_empty()
+            || table
+                .candidates
+                .values()
+                .any(|c| !c.is_self && (c.last_attempt.is_none() || c.failures > 0))
+            || table.peers.values().any(|p| {
+                p.wanted(now)
+                    || p.suspect.is_some()
+                    || p.redial.is_some()
+                    || p.refresh
+                    || p.lineup_refresh
+                    || p.needs_connection(now) && p.connection.is_none()
+            })
+    }
+
     /// What news calls for at once: dials, listings, gossip, the catalog.
     /// (Finding dead connections and peer exchange wait for the tick.)
     fn act(self: &Arc<Self>, tasks: &mut JoinSet<Outcome>) {
