@@ -538,7 +538,7 @@ impl Swarm {
                     None => scheduler.handle_source(id.clone(), None),
                 }
             }
-            let rate = self.rates.of(&id);
+            let rate = self.rates.capacity(&id);
             let wanted = if rate >= FAST_SOURCE {
                 MAX_STREAMS_PER_SOURCE
             } else {
@@ -612,7 +612,7 @@ impl Swarm {
     /// A second connection opened (or not): its workers start while the
     /// source is still one of ours; otherwise it is closed at once.
     fn handle_second_connection(&mut self, id: PeerId, conn: Option<PeerConnection>) {
-        let rate = self.rates.of(&id);
+        let rate = self.rates.capacity(&id);
         let banned = self.scheduler.lock().is_banned(&id);
         let wanted = self
             .worker_handles
