@@ -27,6 +27,7 @@ use super::scheduler::{self, PieceScheduler, Verdict};
 use super::{staging, DownloadError, End, Engine};
 use crate::events::PeerEvent;
 use crate::net::client::{PeerConnection, RequestError};
+use crate::net::close_code;
 use crate::offer::PieceStatus;
 
 /// Request streams per source: one, and a second for a source measured
@@ -191,10 +192,8 @@ impl SourceWorkers {
             for handle in workers {
                 handle.abort();
             }
-            conn.connection.close(
-                quinn::VarInt::from_u32(crate::net::close_code::UNNEEDED),
-                b"download over",
-            );
+            conn.connection
+                .close(close_code::UNNEEDED.into(), b"download over");
         }
     }
 
@@ -625,10 +624,8 @@ impl Swarm {
             return;
         };
         if !wanted || banned {
-            conn.connection.close(
-                quinn::VarInt::from_u32(crate::net::close_code::UNNEEDED),
-                b"not needed",
-            );
+            conn.connection
+                .close(close_code::UNNEEDED.into(), b"not needed");
             return;
         }
         tracing::debug!(peer = %id, "second connection open");

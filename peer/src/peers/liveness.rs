@@ -160,11 +160,11 @@ pub async fn run(ctx: ServiceContext, live: Arc<Liveness>) -> anyhow::Result<()>
                 }
                 live.publish_catalog();
                 closes.watch_new(&live.directory);
-                let every = if live.busy(&tasks) { TICK } else { IDLE_TICK };
-                next_tick = Instant::now() + every;
+                next_tick = Instant::now() + IDLE_TICK;
             }
         }
-        // News may have made the loop busy: look again within a busy tick.
+        // While anything is going on (news may have started it), look again
+        // within a busy tick.
         if live.busy(&tasks) {
             next_tick = next_tick.min(Instant::now() + TICK);
         }

@@ -11,8 +11,8 @@ use lanspread_peer::{PeerEvent, PeerRuntimeHandle};
 use tokio::sync::broadcast;
 
 use crate::support::{
-    assert_identical, json_lines, local_config, make_game, outcome, output_within, peer_command,
-    stop, until, wait_event, wait_json, ChildGuard, Peer, ServeChild, MIB,
+    assert_identical, json_lines, local_config, make_game, named_config, outcome, output_within,
+    peer_command, stop, until, wait_event, wait_json, ChildGuard, Peer, ServeChild, MIB,
 };
 
 /// Sources (complete or partial) of the not-installed `game` in the catalog.
@@ -314,10 +314,7 @@ async fn a_fast_source_gets_a_second_connection_closed_when_the_download_ends() 
     let mut source = Peer::named(dir.path(), "source", vec![], 8 * MIB as u64).await;
     make_game(&source.games, "arena", 24 * MIB);
     source.indexed("arena").await;
-    let games = dir.path().join("down/games");
-    fs::create_dir_all(&games).unwrap();
-    let mut config = local_config(&games, &dir.path().join("down/data"));
-    config.peers = vec![source.addr()];
+    let mut config = named_config(dir.path(), "down", vec![source.addr()], 0);
     // Any measured source is "fast" here: the rule, not the rate, is tested.
     config.second_connection_at = 1;
     let mut down = Peer::start(config).await;

@@ -120,6 +120,19 @@ pub struct Peer {
     pub games: PathBuf,
 }
 
+/// The config of [`Peer::named`]: folders under `root/name`, dialling
+/// `peers`, uploads capped at `upload_limit`.
+pub fn named_config(root: &Path, name: &str, peers: Vec<String>, upload_limit: u64) -> PeerConfig {
+    let games = root.join(name).join("games");
+    fs::create_dir_all(&games).unwrap();
+    let mut config = local_config(&games, &root.join(name).join("data"));
+    config.display_name = name.into();
+    config.peers = peers;
+    config.upload_limit = upload_limit;
+    config.library_quiet_period = Duration::from_millis(300);
+    config
+}
+
 impl Peer {
     pub async fn start(config: PeerConfig) -> Self {
         let games = config.games_dir.clone();
@@ -134,14 +147,7 @@ impl Peer {
     /// `root/name/games` (created) and `root/name/data`, a short quiet
     /// period, the display name `name`, `peers` to dial.
     pub async fn named(root: &Path, name: &str, peers: Vec<String>, upload_limit: u64) -> Self {
-        let games = root.join(name).join("games");
-        fs::create_dir_all(&games).unwrap();
-        let mut config = local_config(&games, &root.join(name).join("data"));
-        config.display_name = name.into();
-        config.peers = peers;
-        config.upload_limit = upload_limit;
-        config.library_quiet_period = Duration::from_millis(300);
-        Self::start(config).await
+        Self::start(named_config(root, name, peers, upload_limit)).await
     }
 
     /// Wait until this peer shares `game` (its library announces it).
