@@ -367,6 +367,7 @@ impl Swarm {
                     self.bytes_done += done.len;
                     self.rates.handle_bytes(&done.peer, done.len);
                     self.unrecorded.push(done.piece);
+                    tracing::trace!(piece = done.piece, peer = %done.peer, "piece verified");
                     if scheduler.is_complete_source(&done.peer) {
                         self.tally.from_complete += 1;
                     } else {
@@ -544,6 +545,10 @@ impl Swarm {
                 1
             };
             let running = self.worker_handles.get(&id).map_or(0, |w| w.primary.len());
+            if !self.worker_handles.contains_key(&id) {
+                let complete = self.scheduler.lock().is_complete_source(&id);
+                tracing::debug!(game = %self.game_id, peer = %id, complete, "new source");
+            }
             if running < wanted {
                 let handles: Vec<AbortHandle> = (running..wanted)
                     .map(|_| self.spawn_worker(&id, &conn, rate))

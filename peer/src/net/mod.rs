@@ -6,6 +6,7 @@ pub mod identity;
 pub mod limiter;
 pub mod server;
 pub mod tls;
+pub mod turns;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +20,7 @@ use super::framing::{read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::limiter::{UploadLimiter, CHUNK};
 use super::tls::{party_confirmation_accepted, remote_peer_id, PartyExchange, Role};
+use super::turns::{Turns, TURN_WAIT};
 use crate::events::Source;
 use crate::fsx;
 use crate::library::LocalGame;
@@ -41,9 +41,9 @@ pub const MAX_CONNECTIONS_PER_IP: usize = 32;
 /// party, with room to spare. Beyond it new connections are refused before
 /// their handshake.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// `GetPieces` streams of one machine (IP address) served at once; more
-/// wait their turn, so one machine cannot take every upload slot of a host,
-/// however many ids or connections it uses.
+/// `GetPieces` streams of one machine (IP address) served at once, so one
+/// machine cannot take every upload of a host, however many ids or
+/// connections it uses. Which machines are served: [`super::turns`].
 pub const MAX_UPLOADS_PER_IP: usize = 4;
 /// `GetPieces` streams served at once in all. Each holds at most two pieces
 /// (one on the wire, the next being read), so piece memory is bounded by
@@ -79,9 +79,8 @@ pub struct ServerState {
     /// Connections per source IP, entries removed at zero; their sum is all
     /// connections.
     sources: Mutex<HashMap<IpAddr, usize>>,
-    /// Upload slots per source IP, entries removed when no slot is taken.
-    uploads: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
-    all_uploads: Arc<Semaphore>,
+    /// Whose pieces are sent now.
+    turns: Arc<Turns>,
     buffers: Arc<BufferPool>,
     frames: FrameCache,
 }
@@ -107,8 +106,7 @@ impl ServerState {
             bytes_served: Default::default(),
             connections: Mutex::default(),
             sources: Mutex::default(),
-            uploads: Mutex::default(),
-            all_uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
+            turns: Arc::new(Turns::new(MAX_UPLOADS_PER_IP, MAX_UPLOADS)),
             buffers: Arc::default(),
             frames: FrameCache::default(),
         }
@@ -168,28 +166,6 @@ impl ServerState {
             ip,
         })
     }
-
-    /// Wait for an upload slot of `ip` and one of all; cancel-safe.
-    async fn upload_slot(self: &Arc<Self>, ip: IpAddr) -> Option<UploadSlot> {
-        let slots = {
-            let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-            uploads
-                .entry(ip)
-                .or_insert_with(|| Arc::new(Semaphore::new(MAX_UPLOADS_PER_IP)))
-                .clone()
-        };
-        // Made before the waits: its drop removes the entry if unused.
-        let mut slot = UploadSlot {
-            state: self.clone(),
-            ip,
-            slots,
-            permits: None,
-        };
-        let own = slot.slots.clone().acquire_owned().await.ok()?;
-        let all = self.all_uploads.clone().acquire_owned().await.ok()?;
-        slot.permits = Some((own, all));
-        Some(slot)
-    }
 }
 
 /// Frees a source's connection place on every exit path.
@@ -206,29 +182,6 @@ impl Drop for SourceSlot {
             if *count == 0 {
                 sources.remove(&self.ip);
             }
-        }
-    }
-}
-
-/// An upload slot of a source (or a wait for one); its drop frees the slot
-/// and removes the source's entry once nobody holds or waits for one.
-struct UploadSlot {
-    state: Arc<ServerState>,
-    ip: IpAddr,
-    slots: Arc<Semaphore>,
-    permits: Option<(
-        tokio::sync::OwnedSemaphorePermit,
-        tokio::sync::OwnedSemaphorePermit,
-    )>,
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        drop(self.permits.take());
-        let mut uploads = self.state.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        // Two references: the map's and ours; nobody else waits or holds.
-        if Arc::strong_count(&self.slots) == 2 {
-            uploads.remove(&self.ip);
         }
     }
 }
@@ -718,8 +671,16 @@ async fn send_pieces(
         return reply_error(send, ErrorCode::NotFound, message).await;
     }
     let game = Arc::new(served.game().clone());
-    let Some(_slot) = state.upload_slot(source.ip).await else {
-        return Ok(());
+    // Wait for a turn (see `turns`); a stream given up by its reader
+    // meanwhile takes none.
+    let turn = tokio::select! {
+        turn = state.turns.take(source.ip, TURN_WAIT) => turn,
+        _ = send.stopped() => return Ok(()),
+    };
+    tracing::trace!(ip = %source.ip, pieces = pieces.len(), served = turn.is_some(), "upload turn");
+    let Some(_turn) = turn else {
+        let message = "every upload turn is taken: ask again or elsewhere".to_owned();
+        return reply_error(send, ErrorCode::Busy, message).await;
     };
     let layout = Arc::new(game.manifest.layout());
     // Read the next piece on a blocking thread while this one is sent.
@@ -775,6 +736,11 @@ async fn send_pieces(
         }
     }
     let _ = send.finish();
+    // The turn lasts until the reader has the bytes, not only until quinn
+    // took them: a connection buffers up to `tls::SEND_WINDOW`, so every
+    // requester's piece would be written at once and shared the link alike.
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, send.stopped()).await;
+    tracing::trace!(ip = %source.ip, "upload done");
     Ok(())
 }
 

@@ -1,0 +1,367 @@
+//! Whose pieces the server sends now: a few machines at a time, in the
+//! order they asked.
+//!
+//! Shared alike between every requester, an upload finishes every piece
+//! late: at a rush of 31 downloaders on one seed, each first piece took 31
+//! pieces' time, and for that long nobody had anything to pass on (the
+//! party's upload ran at 7-22 % for the first 24 s). Served a few at a time,
+//! the first pieces are done in one or two pieces' time and their
+//! downloaders serve them on. A machine being served takes its further
+//! streams along (a fast downloader pipelines), unless others are waiting:
+//! then its turn ends with its last stream, and the next in line gets it.
+//! A turn counts against [`AT_ONCE`] for at most [`TURN_SPAN`], so a
+//! requester reading slowly (or not at all) holds up the others for no
+//! longer than that. A request that gets no turn within its wait is told
+//! `Busy` and asks elsewhere: its pieces are free for another source.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Machines served at once (beyond those whose turn outlasted
+/// [`TURN_SPAN`]). Two, not one: a slow reader then leaves the upload half
+/// used, not idle.
+pub const AT_ONCE: usize = 2;
+/// A turn counts against [`AT_ONCE`] this long at most; its streams go on.
+pub const TURN_SPAN: Duration = Duration::from_secs(2);
+/// How long a request waits for a turn before it is told `Busy`.
+pub const TURN_WAIT: Duration = Duration::from_secs(1);
+/// A waiting request looks again this often (a turn may have outlasted its
+/// span meanwhile).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// The server's turns; one per server.
+pub struct Turns {
+    state: Mutex<State>,
+    per_machine: usize,
+    streams: usize,
+}
+
+#[derive(Default)]
+struct State {
+    serving: HashMap<IpAddr, Serving>,
+    /// Streams being served, every machine's.
+    streams: usize,
+    queue: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+struct Serving {
+    streams: usize,
+    since: Instant,
+}
+
+struct Waiter {
+    id: u64,
+    ip: IpAddr,
+    admit: oneshot::Sender<()>,
+}
+
+/// A stream's place among those served; dropping it ends it.
+pub struct Turn {
+    turns: Arc<Turns>,
+    ip: IpAddr,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.turns.release(self.ip);
+    }
+}
+
+impl Turns {
+    /// At most `per_machine` streams of one machine and `streams` in all
+    /// are served at once.
+    pub fn new(per_machine: usize, streams: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            per_machine,
+            streams,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Streams being served now and requests waiting (tests, diagnostics).
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.streams, state.queue.len())
+    }
+
+    /// Wait up to `wait` for a turn for a stream of `ip`; `None`: none came
+    /// (the caller answers `Busy`). Cancel-safe.
+    pub async fn take(self: &Arc<Self>, ip: IpAddr, wait: Duration) -> Option<Turn> {
+        let (tx, mut rx) = oneshot::channel();
+        let id = {
+            let mut state = self.lock();
+            if state.queue.is_empty() && self.admissible(&state, ip, Instant::now()) {
+                state.admit(ip, Instant::now());
+                return Some(self.turn(ip));
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            state.queue.push_back(Waiter { id, ip, admit: tx });
+            id
+        };
+        let mut queued = Queued {
+            turns: self.clone(),
+            id,
+            ip,
+            admitted: false,
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let next = (Instant::now() + RECHECK).min(deadline);
+            if tokio::time::timeout_at(next, &mut rx).await.is_ok() {
+                queued.admitted = true;
+                break;
+            }
+            let mut state = self.lock();
+            self.admit_waiting(&mut state);
+            if rx.try_recv().is_ok() {
+                queued.admitted = true;
+                break;
+            }
+            if Instant::now() >= deadline {
+                return None; // `queued` leaves the queue as it drops
+            }
+        }
+        drop(queued);
+        Some(self.turn(ip))
+    }
+
+    fn turn(self: &Arc<Self>, ip: IpAddr) -> Turn {
+        Turn {
+            turns: self.clone(),
+            ip,
+        }
+    }
+
+    /// Whether a stream of `ip` may be served now (queue order aside).
+    fn admissible(&self, state: &State, ip: IpAddr, now: Instant) -> bool {
+        if state.streams >= self.streams {
+            return false;
+        }
+        match state.serving.get(&ip) {
+            Some(s) if s.streams >= self.per_machine => false,
+            Some(s) if now.duration_since(s.since) < TURN_SPAN => true,
+            _ => state.current_turns(now) < AT_ONCE,
+        }
+    }
+
+    /// Admit waiting requests in their order: each that fits; one that
+    /// needs a new turn and cannot get one stops the rest (no one overtakes
+    /// it), one held back only by its own machine's streams does not.
+    fn admit_waiting(&self, state: &mut State) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < state.queue.len() {
+            let ip = state.queue[i].ip;
+            if self.admissible(state, ip, now) {
+                let waiter = state.queue.remove(i).expect("in range");
+                state.admit(ip, now);
+                if waiter.admit.send(()).is_err() {
+                    state.release(ip); // its request is gone
+                }
+                continue;
+            }
+            let own_limit = state
+                .serving
+                .get(&ip)
+                .is_some_and(|s| s.streams >= self.per_machine);
+            if !own_limit {
+                break;
+            }
+            i += 1;
+        }
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut state = self.lock();
+        state.release(ip);
+        self.admit_waiting(&mut state);
+    }
+}
+
+impl State {
+    /// Turns that still count: begun within [`TURN_SPAN`].
+    fn current_turns(&self, now: Instant) -> usize {
+        self.serving
+            .values()
+            .filter(|s| now.duration_since(s.since) < TURN_SPAN)
+            .count()
+    }
+
+    fn admit(&mut self, ip: IpAddr, now: Instant) {
+        self.streams += 1;
+        let serving = self.serving.entry(ip).or_insert(Serving {
+            streams: 0,
+            since: now,
+        });
+        if now.duration_since(serving.since) >= TURN_SPAN {
+            serving.since = now; // a new turn
+        }
+        serving.streams += 1;
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        self.streams -= 1;
+        if let Some(serving) = self.serving.get_mut(&ip) {
+            serving.streams -= 1;
+            if serving.streams == 0 {
+                self.serving.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A request in the queue: leaves it on every exit path, and gives back a
+/// turn it was handed just as it stopped waiting.
+struct Queued {
+    turns: Arc<Turns>,
+    id: u64,
+    ip: IpAddr,
+    admitted: bool,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut state = self.turns.lock();
+        let before = state.queue.len();
+        state.queue.retain(|w| w.id != self.id);
+        if state.queue.len() == before && !self.admitted {
+            // Admitted after its last look: the turn is its to give back.
+            state.release(self.ip);
+        }
+        self.turns.admit_waiting(&mut state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    fn turns() -> Arc<Turns> {
+        Arc::new(Turns::new(4, 32))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_few_machines_at_a_time_in_the_order_they_asked() {
+        let t = turns();
+        let a = t.take(ip(1), TURN_WAIT).await.expect("free");
+        let b = t.take(ip(2), TURN_WAIT).await.expect("free");
+        let (c, d) = (t.clone(), t.clone());
+        let third = tokio::spawn(async move { c.take(ip(3), TURN_WAIT).await.is_some() });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let fourth = tokio::spawn(async move { d.take(ip(4), TURN_WAIT).await.is_some() });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(t.counts(), (2, 2), "two served, two waiting");
+        drop(a);
+        assert!(third.await.unwrap(), "the first in line gets the turn");
+        drop(b);
+        assert!(fourth.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_with_no_turn_within_its_wait_is_turned_away_and_leaves_the_queue() {
+        let t = turns();
+        let _a = t.take(ip(1), TURN_WAIT).await.unwrap();
+        let _b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let started = Instant::now();
+        assert!(t.take(ip(3), Duration::from_millis(600)).await.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        assert_eq!(t.counts(), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_machine_being_served_takes_more_streams_only_while_nobody_waits() {
+        let t = turns();
+        let a1 = t.take(ip(1), TURN_WAIT).await.unwrap();
+        let _a2 = t.take(ip(1), TURN_WAIT).await.expect("joins its turn");
+        let _b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let c = t.clone();
+        let third = tokio::spawn(async move { c.take(ip(3), TURN_WAIT).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let e = t.clone();
+        let more = tokio::spawn(async move { e.take(ip(1), TURN_WAIT).await.is_some() });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            t.counts(),
+            (3, 2),
+            "the third machine waits, and so does A's next"
+        );
+        drop(a1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(t.counts(), (2, 2), "A still streams; its next waits behind");
+        assert!(third.await.unwrap().is_none(), "A and B kept theirs");
+        assert!(more.await.unwrap(), "A's next joins once nobody is ahead");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_outlasts_its_span_lets_the_next_in() {
+        let t = turns();
+        let _slow_a = t.take(ip(1), TURN_WAIT).await.unwrap();
+        let _slow_b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        tokio::time::sleep(TURN_SPAN - Duration::from_millis(500)).await;
+        let waited = Instant::now();
+        let _c = t.take(ip(3), TURN_WAIT).await.expect("a turn");
+        let took = waited.elapsed();
+        assert!(
+            took >= Duration::from_millis(500) && took <= Duration::from_millis(500) + RECHECK,
+            "admitted once the old turns stopped counting: {took:?}"
+        );
+        assert_eq!(t.counts(), (3, 0), "the slow ones still stream");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bounds_per_machine_and_in_all_hold_and_leave_no_entries() {
+        let t = Arc::new(Turns::new(2, 3));
+        let a: Vec<Turn> = vec![
+            t.take(ip(1), TURN_WAIT).await.unwrap(),
+            t.take(ip(1), TURN_WAIT).await.unwrap(),
+        ];
+        assert!(t.take(ip(1), Duration::from_millis(300)).await.is_none());
+        let b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let later = t.clone();
+        let long = 2 * TURN_SPAN;
+        let waiting = tokio::spawn(async move { later.take(ip(3), long).await.is_some() });
+        tokio::time::sleep(TURN_SPAN).await;
+        assert_eq!(t.counts(), (3, 1), "three in all, however old the turns");
+        drop(b);
+        assert!(waiting.await.unwrap());
+        drop(a);
+        let state = t.lock();
+        assert_eq!(
+            (state.streams, state.serving.len(), state.queue.len()),
+            (0, 0, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_waiting_frees_its_place() {
+        let t = turns();
+        let a = t.take(ip(1), TURN_WAIT).await.unwrap();
+        let _b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let c = t.clone();
+        let gone = tokio::spawn(async move { c.take(ip(3), TURN_WAIT).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(t.counts(), (2, 0));
+        drop(a);
+        assert!(
+            t.take(ip(4), TURN_WAIT).await.is_some(),
+            "nobody left ahead"
+        );
+    }
+}
