@@ -525,6 +525,7 @@ impl Swarm {
     /// Sources ready to use: update what they have, start their workers.
     fn start_ready_workers(&mut self) {
         for (id, conn, have) in std::mem::take(&mut self.ready) {
+            let complete = have.is_none();
             {
                 let mut scheduler = self.scheduler.lock();
                 if scheduler.is_banned(&id) {
@@ -544,11 +545,10 @@ impl Swarm {
             } else {
                 1
             };
-            let running = self.worker_handles.get(&id).map_or(0, |w| w.primary.len());
             if !self.worker_handles.contains_key(&id) {
-                let complete = self.scheduler.lock().is_complete_source(&id);
                 tracing::debug!(game = %self.game_id, peer = %id, complete, "new source");
             }
+            let running = self.worker_handles.get(&id).map_or(0, |w| w.primary.len());
             if running < wanted {
                 let handles: Vec<AbortHandle> = (running..wanted)
                     .map(|_| self.spawn_worker(&id, &conn, rate))

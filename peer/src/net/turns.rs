@@ -88,8 +88,9 @@ impl Turns {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Streams being served now and requests waiting (tests, diagnostics).
-    pub fn counts(&self) -> (usize, usize) {
+    /// Streams being served now and requests waiting.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
         let state = self.lock();
         (state.streams, state.queue.len())
     }
@@ -100,8 +101,9 @@ impl Turns {
         let (tx, mut rx) = oneshot::channel();
         let id = {
             let mut state = self.lock();
-            if state.queue.is_empty() && self.admissible(&state, ip, Instant::now()) {
-                state.admit(ip, Instant::now());
+            let now = Instant::now();
+            if state.queue.is_empty() && self.admissible(&state, ip, now) {
+                state.admit(ip, now);
                 return Some(self.turn(ip));
             }
             let id = state.next_id;
@@ -235,11 +237,14 @@ impl Drop for Queued {
         let mut state = self.turns.lock();
         let before = state.queue.len();
         state.queue.retain(|w| w.id != self.id);
-        if state.queue.len() == before && !self.admitted {
+        let left_queue = state.queue.len() < before;
+        if !left_queue && !self.admitted {
             // Admitted after its last look: the turn is its to give back.
             state.release(self.ip);
         }
-        self.turns.admit_waiting(&mut state);
+        if left_queue || !self.admitted {
+            self.turns.admit_waiting(&mut state);
+        }
     }
 }
 
