@@ -189,9 +189,9 @@ impl RemotePeer {
 
     /// Take `record` of it if it is newer than ours: returns whether it
     /// goes on to others now. When its digest is not that of the games we
-    /// hold, they are listed again first (and it goes on after that).
+    /// hold, they are listed again first (and it goes on after that). Its
+    /// status is taken by [`Self::take_status`], not here.
     fn take_newer(&mut self, record: &PeerRecord) -> bool {
-        self.take_status(record);
         if record.version <= self.version {
             return false;
         }
@@ -683,8 +683,16 @@ impl PeerDirectory {
                             p.gone_told = Some(record.version);
                             gone.push(id.clone());
                             table.outbox.push((record, sender));
-                        } else if p.take_newer(&record) {
-                            table.outbox.push((record, sender));
+                        } else {
+                            // A status we lacked goes on too, even with a
+                            // version we had: mDNS tells every peer the new
+                            // version first, without the status, and the
+                            // status would then cross only by peer exchange
+                            // (each asking for every record meanwhile).
+                            let status_news = p.take_status(&record);
+                            if p.take_newer(&record) || status_news {
+                                table.outbox.push((record, sender));
+                            }
                         }
                     }
                     known => {
@@ -1187,5 +1195,37 @@ mod tests {
         let all = directory.members(&Hash([0; 32]));
         assert_eq!(all.len(), 2);
         assert!(all.iter().any(|r| r.peer_id == directory.our_id().as_str()));
+    }
+
+    /// A peer announced by mDNS is known at its new version without its
+    /// status; the record that brings the status goes on to the peers we
+    /// watch, so statuses spread with the gossip. Cut at the first hop,
+    /// every peer asked for every record in its peer exchanges until one
+    /// reached it, and an idle party of 100 sent ~250 B/s per peer more.
+    #[test]
+    fn a_status_heard_after_the_version_goes_on() {
+        let (events, _) = EventSink::new(16);
+        let directory = PeerDirectory::new(id(), events);
+        let (peer, sender) = (id(), id());
+        directory.announced(record(&peer, 5, &[], false), Some("peer"));
+        assert_eq!(directory.digest_to_ask(), Hash([0; 32]), "status unknown");
+        let mut with_status = record(&peer, 5, &[], false);
+        with_status.status = Some(PeerStatus {
+            lineup: 3,
+            ..PeerStatus::default()
+        });
+        let from = Some((&sender, addr([10, 0, 0, 7], 27600)));
+        directory.observe(vec![with_status.clone()], from, Source::Exchange);
+        let outbox = directory.take_outbox();
+        assert_eq!(outbox.len(), 1, "the status goes on");
+        assert_eq!(
+            outbox[0].1.as_ref(),
+            Some(&sender),
+            "not back to its sender"
+        );
+        assert_eq!(directory.digest_to_ask(), directory.members_digest());
+        // Heard again: nothing new, nothing passed on (the flood ends).
+        directory.observe(vec![with_status], from, Source::Exchange);
+        assert!(directory.take_outbox().is_empty());
     }
 }
