@@ -250,18 +250,31 @@ async fn a_killed_downloader_resumes_and_refetches_only_what_was_in_flight() {
             .arg(&data_dir);
         command
     };
-    let mut first = ChildGuard::spawn(command().stdout(Stdio::piped()).stderr(Stdio::null()));
+    let first_log = dir.path().join("first.log");
+    let mut first = ChildGuard::spawn(
+        command()
+            .env("RUST_LOG", "lanspread_peer=debug")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&first_log).unwrap()),
+    );
     let events = json_lines(first.0.stdout.take().unwrap());
     // Once about half is verified and written, kill -9.
-    wait_json(
-        &events,
-        "half downloaded",
-        Duration::from_secs(30),
-        |event| {
-            let done = event["bytesDone"].as_u64()?;
-            (event["type"] == "downloadProgress" && done >= (SIZE / 2) as u64).then_some(())
-        },
-    );
+    let half = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_json(
+            &events,
+            "half downloaded",
+            Duration::from_secs(30),
+            |event| {
+                let done = event["bytesDone"].as_u64()?;
+                (event["type"] == "downloadProgress" && done >= (SIZE / 2) as u64).then_some(())
+            },
+        )
+    }));
+    if let Err(panic) = half {
+        let log = fs::read_to_string(&first_log).unwrap_or_default();
+        eprintln!("the first run's log:\n{log}");
+        std::panic::resume_unwind(panic);
+    }
     first.kill();
     let served_before = source.handle.bytes_served();
 
