@@ -957,10 +957,15 @@ mod tests {
         }
     }
 
+    /// A directory of no peer but us.
+    fn empty_directory() -> PeerDirectory {
+        let (events, _) = EventSink::new(16);
+        PeerDirectory::new(id(), events)
+    }
+
     /// A directory holding one peer, connected, whose games we listed.
     fn directory_with(peer: &PeerId, games: Vec<GameSummary>) -> PeerDirectory {
-        let (events, _) = EventSink::new(16);
-        let directory = PeerDirectory::new(Identity::ephemeral().peer_id().clone(), events);
+        let directory = empty_directory();
         let info = PeerInfo {
             peer_id: peer.clone(),
             display_name: "host".into(),
@@ -1094,8 +1099,7 @@ mod tests {
     /// to check, not listed and not passed on.
     #[test]
     fn an_unknown_peer_is_checked_before_it_is_believed() {
-        let (events, _) = EventSink::new(16);
-        let directory = PeerDirectory::new(Identity::ephemeral().peer_id().clone(), events);
+        let directory = empty_directory();
         let stranger = Identity::ephemeral().peer_id().clone();
         let told = record(&stranger, 5, &[game("quake", 1)], false);
         directory.observe(vec![told.clone()], None, Source::Exchange);
@@ -1165,8 +1169,7 @@ mod tests {
     /// a newer announcement brings it back.
     #[test]
     fn an_mdns_announcement_is_presence_and_games_are_listed_only_when_there_are_some() {
-        let (events, _) = EventSink::new(16);
-        let directory = PeerDirectory::new(id(), events);
+        let directory = empty_directory();
         let (idle, host) = (id(), id());
         directory.announced(record(&idle, 5, &[], false), Some("idle"));
         directory.announced(record(&host, 5, &[game("quake", 1)], false), Some("host"));
@@ -1204,8 +1207,7 @@ mod tests {
     /// reached it, and an idle party of 100 sent ~250 B/s per peer more.
     #[test]
     fn a_status_heard_after_the_version_goes_on() {
-        let (events, _) = EventSink::new(16);
-        let directory = PeerDirectory::new(id(), events);
+        let directory = empty_directory();
         let (peer, sender) = (id(), id());
         directory.announced(record(&peer, 5, &[], false), Some("peer"));
         assert_eq!(directory.digest_to_ask(), Hash([0; 32]), "status unknown");
