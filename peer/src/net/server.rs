@@ -322,6 +322,21 @@ async fn serve_connection(
             blocking.clone(),
         ));
     }
+    // What the path did over the connection's life: the MTU the sender
+    // ended at, loss and black holes (docs/BENCHMARKS.md, "The path MTU,
+    // measured").
+    let stats = connection.stats();
+    tracing::debug!(
+        %remote,
+        mtu = stats.path.current_mtu,
+        black_holes = stats.path.black_holes_detected,
+        sent_packets = stats.path.sent_packets,
+        lost_packets = stats.path.lost_packets,
+        congestion_events = stats.path.congestion_events,
+        probes = stats.path.sent_plpmtud_probes,
+        lost_probes = stats.path.lost_plpmtud_probes,
+        "connection ended"
+    );
 }
 
 /// Closes a served connection with the goodbye code when the server stops

@@ -66,9 +66,12 @@ pub fn transport_config(keep_alive: bool) -> quinn::TransportConfig {
     transport.keep_alive_interval(keep_alive.then_some(KEEP_ALIVE));
     transport.initial_rtt(INITIAL_RTT);
     // MTU discovery up to 1452 bytes: a 1500-byte Ethernet frame minus IPv6
-    // and UDP headers. Jumbo-frame LANs are rare at parties and a larger
-    // probe that is lost costs more than it gains. GSO (segmentation
-    // offload) is on by default in quinn and batches these into few syscalls.
+    // and UDP headers. A higher bound (jumbo frames, loopback) lengthens the
+    // search into the bulk transfer, where quinn's black-hole detector takes
+    // its congestion losses for an MTU drop and falls back to 1200 bytes for
+    // a minute (docs/BENCHMARKS.md, "The path MTU, measured"). GSO
+    // (segmentation offload) is on by default in quinn and batches these
+    // into few syscalls.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(1452);
     transport.mtu_discovery_config(Some(mtu));
