@@ -27,6 +27,8 @@ pub struct View {
     /// When each game last left the catalog.
     pub unlisted_at: HashMap<String, Instant>,
     pub completed_at: Option<Instant>,
+    /// Bytes its download had verified at its last progress event.
+    pub bytes_done: u64,
     /// The last download failure or "every source left".
     pub failed: Option<String>,
     /// When it first showed a lineup of this many games.
@@ -253,6 +255,11 @@ fn read_events(out: impl std::io::Read, view: &Mutex<View>, on_completed: Option
                 }
                 for game in listed {
                     v.listed.entry(game).or_insert(now);
+                }
+            }
+            "downloadProgress" => {
+                if let Some(done) = event["bytesDone"].as_u64() {
+                    v.bytes_done = done;
                 }
             }
             "downloadCompleted" => {

@@ -512,6 +512,9 @@ pub struct RushReport {
     /// Per [`CAP_WINDOW`] from the start: the share of the party's upload
     /// capacity (N × R) used, and of the seed's (R).
     pub upload_used: Vec<(f64, f64)>,
+    /// Per [`CAP_WINDOW`] from the start: the downloaders' progress (share
+    /// of F verified; a finished one counts whole), least, median and most.
+    pub progress: Vec<[f64; 3]>,
     /// Share of the machine's CPU time that was busy over the same span:
     /// near 1, the lab was bound by the machine, not by its links.
     pub machine_busy: Option<f64>,
@@ -620,6 +623,18 @@ impl std::fmt::Display for RushReport {
             CAP_WINDOW.as_secs(),
             used(|u| u.0),
             used(|u| u.1)
+        )?;
+        let progress = self
+            .progress
+            .iter()
+            .map(|p| p.map(|x| format!("{:.0}", x * 100.0)).join("/"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        writeln!(
+            f,
+            "
+Downloaders' progress, % of F at each {} s, least/median/most: {progress}",
+            CAP_WINDOW.as_secs()
         )?;
         for failure in &self.failures {
             writeln!(f, "\n{failure}")?;
@@ -798,6 +813,7 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         over_cap: Vec::new(),
         peers_cpu: 0.0,
         upload_used: Vec::new(),
+        progress: Vec::new(),
         machine_busy: None,
         killed_seed: 0,
         killed_downloaders: 0,
@@ -826,6 +842,16 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
             report
                 .upload_used
                 .push((all / (rate * n as f64), bps[0] / rate));
+            let done: Vec<f64> = (1..n)
+                .map(|i| match (&finished[i], lab.procs[i].as_ref()) {
+                    (Some(_), _) => 1.0,
+                    (None, Some(p)) => p.view().bytes_done as f64 / config.size as f64,
+                    (None, None) => 0.0,
+                })
+                .collect();
+            report
+                .progress
+                .push([0.0, 50.0, 100.0].map(|p| percentile(&done, p).unwrap_or(0.0)));
             last_sample = (now, counters);
         }
         while plan.peek().is_some_and(|(when, _)| *when <= now) {
