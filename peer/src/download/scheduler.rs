@@ -1,7 +1,8 @@
 //! Piece scheduling for one download: which piece to ask which source for.
 //! Pure: no IO, no clock. Rarest first among the pieces a source has (a
 //! piece another downloader is fetching counts as held by it); a complete
-//! source is asked only for pieces no partial source has (super-seeding);
+//! source is asked only for pieces no partial source has while it is the
+//! only one (super-seeding);
 //! once every missing piece is in flight and at most [`ENDGAME_PIECES`] are
 //! missing, those are asked of a second source too (endgame), so one slow
 //! source cannot hold the finish; the copy that arrives second is cut off
@@ -162,6 +163,14 @@ impl PieceScheduler {
             .filter(|s| !s.banned && s.have.is_some())
     }
 
+    /// Sources known to have every piece, banned ones left out.
+    fn complete_sources(&self) -> usize {
+        self.sources
+            .values()
+            .filter(|s| !s.banned && s.have.is_none())
+            .count()
+    }
+
     /// Whether `source` is known to have every piece.
     pub fn is_complete_source(&self, source: &PeerId) -> bool {
         self.sources.get(source).is_some_and(|s| s.have.is_none())
@@ -193,13 +202,16 @@ impl PieceScheduler {
             .filter(|p| !self.in_flight.contains_key(p))
             .collect();
         let any_fresh = !fresh.is_empty();
-        let super_seeding = src.have.is_none() && self.partial_sources().next().is_some();
+        let super_seeding = src.have.is_none()
+            && self.partial_sources().next().is_some()
+            && self.complete_sources() == 1;
         if super_seeding {
-            // Super-seeding: once other downloaders serve pieces, a
+            // Super-seeding: once other downloaders serve pieces, the only
             // complete source (the seed) is asked only for pieces none of
             // them has or is fetching, so its upload makes new copies for
             // the party, not more of what it already spreads. Pieces they
-            // have are theirs to give; the seed waits meanwhile.
+            // have are theirs to give; the seed waits meanwhile. Once a
+            // second complete copy exists, every upload counts alike.
             let in_swarm = |p: usize| self.partial_sources().any(|s| s.has(p) || s.fetches(p));
             fresh.retain(|&p| !in_swarm(p));
         }
@@ -281,6 +293,30 @@ mod tests {
         (0..n)
             .map(|_| Identity::ephemeral().peer_id().clone())
             .collect()
+    }
+
+    /// Super-seeding is for a lone seed: with a second complete source (a
+    /// downloader that finished, or two seeds), complete sources are asked
+    /// for any piece, so their upload is not left idle at the end.
+    #[test]
+    fn complete_sources_serve_anything_once_there_are_two() {
+        let [seed, finished, partial] = <[PeerId; 3]>::try_from(ids(3)).unwrap();
+        let mut s = PieceScheduler::new(PieceSet::empty(4));
+        s.handle_source(seed.clone(), None);
+        let mut half = PieceSet::empty(4);
+        half.insert(0);
+        half.insert(1);
+        s.handle_source(partial, Some(half));
+        let mut alone = s.poll_request(&seed, 4);
+        alone.sort();
+        assert_eq!(alone, vec![2, 3], "a lone seed super-seeds");
+        for p in alone {
+            s.handle_piece_dropped(p, &seed);
+        }
+        s.handle_source(finished.clone(), None);
+        let mut asked = s.poll_request(&finished, 4);
+        asked.sort();
+        assert_eq!(asked, vec![0, 1, 2, 3], "two complete sources: anything");
     }
 
     /// Once partial sources serve pieces, the seed is asked only for
