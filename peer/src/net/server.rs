@@ -20,7 +20,7 @@ use super::framing::{read_frame, FrameError};
 use super::identity::{Identity, PeerId};
 use super::limiter::{UploadLimiter, CHUNK};
 use super::tls::{party_confirmation_accepted, remote_peer_id, PartyExchange, Role};
-use super::turns::{Turns, TURN_WAIT};
+use super::turns::{Size, Turns, TURN_WAIT};
 use crate::events::Source;
 use crate::fsx;
 use crate::library::LocalGame;
@@ -686,18 +686,23 @@ async fn send_pieces(
         return reply_error(send, ErrorCode::NotFound, message).await;
     }
     let game = Arc::new(served.game().clone());
+    let layout = Arc::new(game.manifest.layout());
+    let lens = pieces.iter().map(|&p| layout.piece_len(p as usize));
+    let size = Size {
+        bytes: lens.clone().sum(),
+        piece: lens.max().unwrap_or(0),
+    };
     // Wait for a turn (see `turns`); a stream given up by its reader
     // meanwhile takes none.
     let turn = tokio::select! {
-        turn = state.turns.take(source.ip, TURN_WAIT) => turn,
+        turn = state.turns.take(source.ip, size, TURN_WAIT) => turn,
         _ = send.stopped() => return Ok(()),
     };
     tracing::trace!(ip = %source.ip, pieces = pieces.len(), served = turn.is_some(), "upload turn");
-    let Some(_turn) = turn else {
+    let Some(turn) = turn else {
         let message = "every upload turn is taken: ask again or elsewhere".to_owned();
         return reply_error(send, ErrorCode::Busy, message).await;
     };
-    let layout = Arc::new(game.manifest.layout());
     // Read the next piece on a blocking thread while this one is sent.
     let read = |piece_idx: u32| {
         let (game, layout, buffers) = (game.clone(), layout.clone(), state.buffers.clone());
@@ -754,7 +759,10 @@ async fn send_pieces(
     // The turn lasts until the reader has the bytes, not only until quinn
     // took them: a connection buffers up to `tls::SEND_WINDOW`, so every
     // requester's piece would be written at once and shared the link alike.
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, send.stopped()).await;
+    let acknowledged = tokio::time::timeout(WRITE_TIMEOUT, send.stopped()).await;
+    if matches!(acknowledged, Ok(Ok(None))) {
+        turn.delivered();
+    }
     tracing::trace!(ip = %source.ip, "upload done");
     Ok(())
 }

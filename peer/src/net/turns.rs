@@ -9,10 +9,15 @@
 //! downloaders serve them on. A machine being served takes its further
 //! streams along (a fast downloader pipelines), unless others are waiting:
 //! then its turn ends with its last stream, and the next in line gets it.
-//! A turn counts against [`AT_ONCE`] for at most [`TURN_SPAN`], so a
-//! requester reading slowly (or not at all) holds up the others for no
-//! longer than that. A request that gets no turn within its wait is told
-//! `Busy` and asks elsewhere: its pieces are free for another source.
+//! A turn counts against [`AT_ONCE`] for a span, so a requester reading
+//! slowly (or not at all) holds up the others for no longer than that: twice
+//! the time its longest piece takes at the rate recent turns were delivered
+//! at (the fastest of the last [`RATES_KEPT`]), and at least [`TURN_SPAN`]. A
+//! fixed span shorter than one piece's time let a third and a fourth machine
+//! in at once on a slow link (1 MiB pieces at 5 Mbit/s: 3.4 s each, two at a
+//! time), and the upload was shared alike again. A request that gets no
+//! turn within its wait is told `Busy` and asks elsewhere: its pieces are
+//! free for another source.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -26,8 +31,13 @@ use tokio::time::Instant;
 /// [`TURN_SPAN`]). Two, not one: a slow reader then leaves the upload half
 /// used, not idle.
 pub const AT_ONCE: usize = 2;
-/// A turn counts against [`AT_ONCE`] this long at most; its streams go on.
+/// A turn counts against [`AT_ONCE`] this long at least, and no longer
+/// unless its request needs it (see the module); its streams go on.
 pub const TURN_SPAN: Duration = Duration::from_secs(2);
+/// Nor longer than this, however slow the link.
+pub const TURN_SPAN_MAX: Duration = Duration::from_secs(30);
+/// Delivery rates of this many turns, the latest, size the spans.
+pub const RATES_KEPT: usize = 16;
 /// How long a request waits for a turn before it is told `Busy`.
 pub const TURN_WAIT: Duration = Duration::from_secs(1);
 /// A waiting request looks again this often (a turn may have outlasted its
@@ -44,6 +54,8 @@ pub struct Turns {
 #[derive(Default)]
 struct State {
     serving: HashMap<IpAddr, Serving>,
+    /// Bytes per second of the latest turns delivered whole, newest last.
+    rates: VecDeque<f64>,
     /// Streams being served, every machine's.
     streams: usize,
     queue: VecDeque<Waiter>,
@@ -53,18 +65,47 @@ struct State {
 struct Serving {
     streams: usize,
     since: Instant,
+    /// How long this turn counts against [`AT_ONCE`].
+    span: Duration,
 }
 
 struct Waiter {
     id: u64,
     ip: IpAddr,
+    size: Size,
     admit: oneshot::Sender<()>,
+}
+
+/// How much a request asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    /// Bytes in all.
+    pub bytes: u64,
+    /// Bytes of its longest piece.
+    pub piece: u64,
 }
 
 /// A stream's place among those served; dropping it ends it.
 pub struct Turn {
     turns: Arc<Turns>,
     ip: IpAddr,
+    bytes: u64,
+    admitted: Instant,
+}
+
+impl Turn {
+    /// Its reader acknowledged every byte of the request: the rate it was
+    /// delivered at sizes the spans of turns to come.
+    pub fn delivered(self) {
+        let took = self.admitted.elapsed().as_secs_f64();
+        if self.bytes > 0 && took > 0.0 {
+            let mut state = self.turns.lock();
+            if state.rates.len() == RATES_KEPT {
+                state.rates.pop_front();
+            }
+            state.rates.push_back(self.bytes as f64 / took);
+        }
+    }
 }
 
 impl Drop for Turn {
@@ -95,20 +136,25 @@ impl Turns {
         (state.streams, state.queue.len())
     }
 
-    /// Wait up to `wait` for a turn for a stream of `ip`; `None`: none came
-    /// (the caller answers `Busy`). Cancel-safe.
-    pub async fn take(self: &Arc<Self>, ip: IpAddr, wait: Duration) -> Option<Turn> {
+    /// Wait up to `wait` for a turn for a stream of `ip` asking for `size`;
+    /// `None`: none came (the caller answers `Busy`). Cancel-safe.
+    pub async fn take(self: &Arc<Self>, ip: IpAddr, size: Size, wait: Duration) -> Option<Turn> {
         let (tx, mut rx) = oneshot::channel();
         let id = {
             let mut state = self.lock();
             let now = Instant::now();
             if state.queue.is_empty() && self.admissible(&state, ip, now) {
-                state.admit(ip, now);
-                return Some(self.turn(ip));
+                state.admit(ip, size, now);
+                return Some(self.turn(ip, size));
             }
             let id = state.next_id;
             state.next_id += 1;
-            state.queue.push_back(Waiter { id, ip, admit: tx });
+            state.queue.push_back(Waiter {
+                id,
+                ip,
+                size,
+                admit: tx,
+            });
             id
         };
         let mut queued = Queued {
@@ -135,13 +181,15 @@ impl Turns {
             }
         }
         drop(queued);
-        Some(self.turn(ip))
+        Some(self.turn(ip, size))
     }
 
-    fn turn(self: &Arc<Self>, ip: IpAddr) -> Turn {
+    fn turn(self: &Arc<Self>, ip: IpAddr, size: Size) -> Turn {
         Turn {
             turns: self.clone(),
             ip,
+            bytes: size.bytes,
+            admitted: Instant::now(),
         }
     }
 
@@ -152,7 +200,7 @@ impl Turns {
         }
         match state.serving.get(&ip) {
             Some(s) if s.streams >= self.per_machine => false,
-            Some(s) if now.duration_since(s.since) < TURN_SPAN => true,
+            Some(s) if now.duration_since(s.since) < s.span => true,
             _ => state.current_turns(now) < AT_ONCE,
         }
     }
@@ -167,7 +215,7 @@ impl Turns {
             let ip = state.queue[i].ip;
             if self.admissible(state, ip, now) {
                 let waiter = state.queue.remove(i).expect("in range");
-                state.admit(ip, now);
+                state.admit(ip, waiter.size, now);
                 if waiter.admit.send(()).is_err() {
                     state.release(ip); // its request is gone
                 }
@@ -192,22 +240,41 @@ impl Turns {
 }
 
 impl State {
-    /// Turns that still count: begun within [`TURN_SPAN`].
+    /// Turns that still count: begun within their span.
     fn current_turns(&self, now: Instant) -> usize {
         self.serving
             .values()
-            .filter(|s| now.duration_since(s.since) < TURN_SPAN)
+            .filter(|s| now.duration_since(s.since) < s.span)
             .count()
     }
 
-    fn admit(&mut self, ip: IpAddr, now: Instant) {
+    /// How long a turn counts whose longest piece is `piece` bytes: twice
+    /// that piece's time at the fastest recent delivery rate, within
+    /// [`TURN_SPAN`] and [`TURN_SPAN_MAX`]. The fastest, so one slow reader
+    /// does not lengthen everyone's turns; one piece, not the request, so a
+    /// long request does not either (a downloader asks for about half a
+    /// second of pieces, and for one where that is less than a piece).
+    fn span(&self, piece: u64) -> Duration {
+        let fastest = self.rates.iter().copied().fold(0.0, f64::max);
+        if fastest <= 0.0 {
+            return TURN_SPAN;
+        }
+        Duration::from_secs_f64((2.0 * piece as f64 / fastest).min(TURN_SPAN_MAX.as_secs_f64()))
+            .max(TURN_SPAN)
+    }
+
+    fn admit(&mut self, ip: IpAddr, size: Size, now: Instant) {
         self.streams += 1;
+        let span = self.span(size.piece);
         let serving = self.serving.entry(ip).or_insert(Serving {
             streams: 0,
             since: now,
+            span,
         });
-        if now.duration_since(serving.since) >= TURN_SPAN {
-            serving.since = now; // a new turn
+        if now.duration_since(serving.since) >= serving.span {
+            // A new turn.
+            serving.since = now;
+            serving.span = span;
         }
         serving.streams += 1;
     }
@@ -256,6 +323,11 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
 
+    const PIECE: Size = Size {
+        bytes: 1 << 20,
+        piece: 1 << 20,
+    };
+
     fn turns() -> Arc<Turns> {
         Arc::new(Turns::new(4, 32))
     }
@@ -263,12 +335,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_few_machines_at_a_time_in_the_order_they_asked() {
         let t = turns();
-        let a = t.take(ip(1), TURN_WAIT).await.expect("free");
-        let b = t.take(ip(2), TURN_WAIT).await.expect("free");
+        let a = t.take(ip(1), PIECE, TURN_WAIT).await.expect("free");
+        let b = t.take(ip(2), PIECE, TURN_WAIT).await.expect("free");
         let (c, d) = (t.clone(), t.clone());
-        let third = tokio::spawn(async move { c.take(ip(3), TURN_WAIT).await.is_some() });
+        let third = tokio::spawn(async move { c.take(ip(3), PIECE, TURN_WAIT).await.is_some() });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let fourth = tokio::spawn(async move { d.take(ip(4), TURN_WAIT).await.is_some() });
+        let fourth = tokio::spawn(async move { d.take(ip(4), PIECE, TURN_WAIT).await.is_some() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(t.counts(), (2, 2), "two served, two waiting");
         drop(a);
@@ -280,10 +352,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_with_no_turn_within_its_wait_is_turned_away_and_leaves_the_queue() {
         let t = turns();
-        let _a = t.take(ip(1), TURN_WAIT).await.unwrap();
-        let _b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let _a = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        let _b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
         let started = Instant::now();
-        assert!(t.take(ip(3), Duration::from_millis(600)).await.is_none());
+        assert!(t
+            .take(ip(3), PIECE, Duration::from_millis(600))
+            .await
+            .is_none());
         assert!(started.elapsed() >= Duration::from_millis(600));
         assert_eq!(t.counts(), (2, 0));
     }
@@ -291,14 +366,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_machine_being_served_takes_more_streams_only_while_nobody_waits() {
         let t = turns();
-        let a1 = t.take(ip(1), TURN_WAIT).await.unwrap();
-        let _a2 = t.take(ip(1), TURN_WAIT).await.expect("joins its turn");
-        let _b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let a1 = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        let _a2 = t
+            .take(ip(1), PIECE, TURN_WAIT)
+            .await
+            .expect("joins its turn");
+        let _b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
         let c = t.clone();
-        let third = tokio::spawn(async move { c.take(ip(3), TURN_WAIT).await.map(|_| ()) });
+        let third = tokio::spawn(async move { c.take(ip(3), PIECE, TURN_WAIT).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let e = t.clone();
-        let more = tokio::spawn(async move { e.take(ip(1), TURN_WAIT).await.is_some() });
+        let more = tokio::spawn(async move { e.take(ip(1), PIECE, TURN_WAIT).await.is_some() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(
             t.counts(),
@@ -315,11 +393,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_turn_that_outlasts_its_span_lets_the_next_in() {
         let t = turns();
-        let _slow_a = t.take(ip(1), TURN_WAIT).await.unwrap();
-        let _slow_b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let _slow_a = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        let _slow_b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
         tokio::time::sleep(TURN_SPAN - Duration::from_millis(500)).await;
         let waited = Instant::now();
-        let _c = t.take(ip(3), TURN_WAIT).await.expect("a turn");
+        let _c = t.take(ip(3), PIECE, TURN_WAIT).await.expect("a turn");
         let took = waited.elapsed();
         assert!(
             took >= Duration::from_millis(500) && took <= Duration::from_millis(500) + RECHECK,
@@ -328,18 +406,56 @@ mod tests {
         assert_eq!(t.counts(), (3, 0), "the slow ones still stream");
     }
 
+    /// On a slow link a turn counts as long as its request takes, twice
+    /// over, at the rate turns were delivered at; not a fixed 2 s, after
+    /// which a third machine would share the link.
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_counts_as_long_as_its_request_takes_at_the_delivered_rate() {
+        let t = turns();
+        // Two turns of one piece each delivered in 4 s: 256 KiB/s each.
+        let (a, b) = (
+            t.take(ip(1), PIECE, TURN_WAIT).await.unwrap(),
+            t.take(ip(2), PIECE, TURN_WAIT).await.unwrap(),
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        a.delivered();
+        b.delivered();
+        assert_eq!(t.lock().rates.len(), 2);
+        // The next turns count for 8 s each.
+        let _a = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        let _b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
+        let waited = Instant::now();
+        let c = t.clone();
+        let third =
+            tokio::spawn(async move { c.take(ip(3), PIECE, TURN_SPAN_MAX).await.is_some() });
+        assert!(third.await.unwrap());
+        let took = waited.elapsed();
+        assert!(
+            took >= Duration::from_secs(8) && took <= Duration::from_secs(8) + RECHECK,
+            "the third machine waited for the spans: {took:?}"
+        );
+        // A tiny request still counts for the least span, a huge one for
+        // the most.
+        let state = t.lock();
+        assert_eq!(state.span(1), TURN_SPAN);
+        assert_eq!(state.span(1 << 40), TURN_SPAN_MAX);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_bounds_per_machine_and_in_all_hold_and_leave_no_entries() {
         let t = Arc::new(Turns::new(2, 3));
         let a: Vec<Turn> = vec![
-            t.take(ip(1), TURN_WAIT).await.unwrap(),
-            t.take(ip(1), TURN_WAIT).await.unwrap(),
+            t.take(ip(1), PIECE, TURN_WAIT).await.unwrap(),
+            t.take(ip(1), PIECE, TURN_WAIT).await.unwrap(),
         ];
-        assert!(t.take(ip(1), Duration::from_millis(300)).await.is_none());
-        let b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        assert!(t
+            .take(ip(1), PIECE, Duration::from_millis(300))
+            .await
+            .is_none());
+        let b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
         let later = t.clone();
         let long = 2 * TURN_SPAN;
-        let waiting = tokio::spawn(async move { later.take(ip(3), long).await.is_some() });
+        let waiting = tokio::spawn(async move { later.take(ip(3), PIECE, long).await.is_some() });
         tokio::time::sleep(TURN_SPAN).await;
         assert_eq!(t.counts(), (3, 1), "three in all, however old the turns");
         drop(b);
@@ -355,17 +471,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_dropped_while_waiting_frees_its_place() {
         let t = turns();
-        let a = t.take(ip(1), TURN_WAIT).await.unwrap();
-        let _b = t.take(ip(2), TURN_WAIT).await.unwrap();
+        let a = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        let _b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
         let c = t.clone();
-        let gone = tokio::spawn(async move { c.take(ip(3), TURN_WAIT).await.map(|_| ()) });
+        let gone = tokio::spawn(async move { c.take(ip(3), PIECE, TURN_WAIT).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(10)).await;
         gone.abort();
         let _ = gone.await;
         assert_eq!(t.counts(), (2, 0));
         drop(a);
         assert!(
-            t.take(ip(4), TURN_WAIT).await.is_some(),
+            t.take(ip(4), PIECE, TURN_WAIT).await.is_some(),
             "nobody left ahead"
         );
     }
