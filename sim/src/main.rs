@@ -55,7 +55,7 @@ mod cli {
             #[arg(long, default_value_t = 60)]
             bound: u64,
         },
-        /// One seed, N−1 downloaders starting together over shaped links.
+        /// One seed, N−1 running downloaders starting together on a game that appears on the seed, over shaped links.
         Rush(RushArgs),
         /// The rush with the seed and some downloaders killed and restarted.
         Churn(RushArgs),
@@ -95,7 +95,7 @@ mod cli {
     }
 
     impl RushArgs {
-        fn config(&self, delay: &str) -> lanspread_sim::RushConfig {
+        fn config(&self, delay: &str, warmup: Duration) -> lanspread_sim::RushConfig {
             lanspread_sim::RushConfig {
                 n: self.peers,
                 size: self.size_mib << 20,
@@ -105,6 +105,7 @@ mod cli {
                     delay: delay.to_owned(),
                 },
                 timeout: self.timeout.map(Duration::from_secs),
+                warmup,
             }
         }
     }
@@ -152,12 +153,12 @@ mod cli {
                 Ok(r.complete())
             }
             Scenario::Rush(args) => {
-                let r = lanspread_sim::rush(&bin, &args.config(&cli.delay), false)?;
+                let r = lanspread_sim::rush(&bin, &args.config(&cli.delay, warmup), false)?;
                 println!("{r}");
                 Ok(r.complete())
             }
             Scenario::Churn(args) => {
-                let r = lanspread_sim::churn(&bin, &args.config(&cli.delay))?;
+                let r = lanspread_sim::churn(&bin, &args.config(&cli.delay, warmup))?;
                 println!("{r}");
                 Ok(r.complete())
             }

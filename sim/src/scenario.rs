@@ -479,6 +479,9 @@ pub struct RushConfig {
     pub shape: Shape,
     /// Bound on the whole download phase; `None`: 60 s + 2·(n−1)·F/R.
     pub timeout: Option<Duration>,
+    /// Bound on the wait, before the game appears, for every downloader to
+    /// find the seed.
+    pub warmup: Duration,
 }
 
 impl RushConfig {
@@ -494,7 +497,8 @@ impl RushConfig {
 pub struct RushReport {
     pub config: RushConfig,
     pub churn: bool,
-    /// Seconds from the start of the downloaders to each one's completion.
+    /// Seconds from the game appearing on the seed to each downloader's
+    /// completion.
     pub finish: Vec<f64>,
     /// Downloaders whose files match the seed's.
     pub verified: usize,
@@ -605,7 +609,7 @@ impl std::fmt::Display for RushReport {
         write!(f, "{t}")?;
         writeln!(
             f,
-            "\nFinish times from the start of the downloaders to each one's downloadCompleted; \
+            "\nFinish times from the seed listing the game (the downloaders already running) to each one's downloadCompleted; \
              seed bytes from its veth counter at the first completion; every copy hashed \
              against the seed's.{}",
             delay_note()
@@ -660,7 +664,7 @@ fn download_args(lab: &Lab, i: usize) -> Vec<String> {
         "--peer".into(),
         lab.nodes[0].addr(),
         "--wait".into(),
-        "60".into(),
+        "600".into(),
         "--seed".into(),
     ]
 }
@@ -697,7 +701,8 @@ pub fn churn(bin: &Path, config: &RushConfig) -> anyhow::Result<RushReport> {
     rush(bin, config, true)
 }
 
-/// One seed and `n − 1` downloaders starting together; with `churn`, the
+/// One seed and `n − 1` downloaders, running, that all start on the game
+/// when it appears on the seed; with `churn`, the
 /// seed and a quarter of the downloaders are SIGKILLed at 0.3·F/R and
 /// restarted (same `--data`), another quarter at 0.6·F/R; a downloader that
 /// gives up on its own (every source gone) is started again after a second.
@@ -730,20 +735,12 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
         .timeout
         .unwrap_or_else(|| Duration::from_secs_f64(60.0 + 2.0 * (n - 1) as f64 * ideal));
     let mut lab = Lab::new(n, &config.shape)?;
-    write_game(&lab.nodes[0].games(), RUSH_GAME, config.size, config.files)?;
     let seed_args = serve_args(&lab, 0);
     lab.procs[0] = Some(PeerProc::spawn(bin, &lab.nodes[0].ns, &seed_args, None)?);
-    let seed = lab.procs[0].as_ref().expect("just started");
-    seed.wait_serving(SERVING_WITHIN)?;
-    // Indexed: the seed's catalog lists it as installed.
-    let indexed_by = Instant::now() + Duration::from_secs(120);
-    while !seed.view().listed.contains_key(RUSH_GAME) {
-        crate::check_stop()?;
-        if Instant::now() >= indexed_by {
-            bail!("the seed did not index {RUSH_GAME} within 120 s");
-        }
-        std::thread::sleep(POLL);
-    }
+    let seed_id = lab.procs[0]
+        .as_ref()
+        .expect("just started")
+        .wait_serving(SERVING_WITHIN)?;
 
     // The seed's bytes sent when the first downloader completes.
     let seed_counter = PathBuf::from(format!(
@@ -763,10 +760,9 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
             }
         })
     };
-    let seed_start = lab.counters(0).tx_bytes;
-    let seed_cpu_start = (seed.pid, seed.cpu_time());
-    let machine_start = machine_cpu();
-    let t0 = Instant::now();
+    // The downloaders start first, like apps already running at the party,
+    // and wait for the game: a rush is everyone asking for it at once, not
+    // 31 programs starting and finding each other.
     for i in 1..n {
         let args = download_args(&lab, i);
         lab.procs[i] = Some(PeerProc::spawn(
@@ -776,6 +772,41 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
             Some(on_completed.clone()),
         )?);
     }
+    let met_by = Instant::now() + config.warmup;
+    while !(1..n).all(|i| {
+        lab.procs[i]
+            .as_ref()
+            .is_some_and(|p| p.view().peers.contains(&seed_id))
+    }) {
+        crate::check_stop()?;
+        if Instant::now() >= met_by {
+            bail!(
+                "not every downloader found the seed within {:?}",
+                config.warmup
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    // Then the game appears on the seed at once (`write_game` moves it in
+    // whole), and the rush starts when the seed lists it.
+    write_game(&lab.nodes[0].games(), RUSH_GAME, config.size, config.files)?;
+    let seed = lab.procs[0].as_ref().expect("started");
+    let indexed_by = Instant::now() + Duration::from_secs(120);
+    while !seed.view().listed.contains_key(RUSH_GAME) {
+        crate::check_stop()?;
+        if Instant::now() >= indexed_by {
+            bail!("the seed did not index {RUSH_GAME} within 120 s");
+        }
+        std::thread::sleep(POLL);
+    }
+    let seed_start = lab.counters(0).tx_bytes;
+    let cpu_start: Vec<Option<(u32, Duration)>> = lab
+        .procs
+        .iter()
+        .map(|p| p.as_ref().map(|p| (p.pid, p.cpu_time())))
+        .collect();
+    let machine_start = machine_cpu();
+    let t0 = Instant::now();
 
     // The churn plan: (when, what), in order.
     let mut plan: Vec<(Instant, Action)> = Vec::new();
@@ -963,20 +994,20 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
             .and_then(|((busy0, all0), (busy1, all1))| {
                 (all1 > all0).then(|| (busy1 - busy0) as f64 / (all1 - all0) as f64)
             });
+    // CPU since the rush started: a process's time before it is not the
+    // rush's (one killed and started again counts whole).
     report.peers_cpu = lab
         .procs
         .iter()
-        .flatten()
-        .map(|p| p.cpu_time().as_secs_f64())
+        .zip(&cpu_start)
+        .filter_map(|(p, start)| {
+            let p = p.as_ref()?;
+            let before = start
+                .filter(|(pid, _)| *pid == p.pid)
+                .map_or(Duration::ZERO, |(_, cpu)| cpu);
+            Some(p.cpu_time().saturating_sub(before).as_secs_f64())
+        })
         .sum::<f64>();
-    // The seed's CPU before the rush is not the rush's (unless it was
-    // killed and started again: then its new process counts whole).
-    if lab.procs[0]
-        .as_ref()
-        .is_some_and(|p| p.pid == seed_cpu_start.0)
-    {
-        report.peers_cpu -= seed_cpu_start.1.as_secs_f64();
-    }
     report.finish = finished
         .iter()
         .skip(1)

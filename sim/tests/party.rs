@@ -64,6 +64,7 @@ fn small_party() {
             ..Shape::default()
         },
         timeout: Some(Duration::from_secs(60)),
+        warmup,
     };
     let report = lanspread_sim::rush(&bin, &rush, false).expect("rush");
     println!("{report}");
