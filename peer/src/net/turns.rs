@@ -12,12 +12,12 @@
 //! A turn counts against [`AT_ONCE`] for a span, so a requester reading
 //! slowly (or not at all) holds up the others for no longer than that: twice
 //! the time its longest piece takes at the rate recent turns were delivered
-//! at (the fastest of the last [`RATES_KEPT`]), and at least [`TURN_SPAN`]. A
-//! fixed span shorter than one piece's time let a third and a fourth machine
-//! in at once on a slow link (1 MiB pieces at 5 Mbit/s: 3.4 s each, two at a
-//! time), and the upload was shared alike again. A request that gets no
-//! turn within its wait is told `Busy` and asks elsewhere: its pieces are
-//! free for another source.
+//! at (the fastest of the last [`RATES_KEPT`] within [`RATES_FOR`]), and at
+//! least [`TURN_SPAN`]. A fixed span shorter than one piece's time let a
+//! third and a fourth machine in at once on a slow link (1 MiB pieces at
+//! 5 Mbit/s: 3.4 s each, two at a time), and the upload was shared alike
+//! again. A request that gets no turn within its wait is told `Busy` and
+//! asks elsewhere: its pieces are free for another source.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -27,8 +27,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// Machines served at once (beyond those whose turn outlasted
-/// [`TURN_SPAN`]). Two, not one: a slow reader then leaves the upload half
+/// Machines served at once (beyond those whose turn outlasted its span).
+/// Two, not one: a slow reader then leaves the upload half
 /// used, not idle.
 pub const AT_ONCE: usize = 2;
 /// A turn counts against [`AT_ONCE`] this long at least, and no longer
@@ -36,8 +36,11 @@ pub const AT_ONCE: usize = 2;
 pub const TURN_SPAN: Duration = Duration::from_secs(2);
 /// Nor longer than this, however slow the link.
 pub const TURN_SPAN_MAX: Duration = Duration::from_secs(30);
-/// Delivery rates of this many turns, the latest, size the spans.
+/// Delivery rates of this many turns, the latest, size the spans...
 pub const RATES_KEPT: usize = 16;
+/// ... those of the last minute: a stretch of slow readers long ago does
+/// not lengthen the turns of today's.
+pub const RATES_FOR: Duration = Duration::from_secs(60);
 /// How long a request waits for a turn before it is told `Busy`.
 pub const TURN_WAIT: Duration = Duration::from_secs(1);
 /// A waiting request looks again this often (a turn may have outlasted its
@@ -54,8 +57,9 @@ pub struct Turns {
 #[derive(Default)]
 struct State {
     serving: HashMap<IpAddr, Serving>,
-    /// Bytes per second of the latest turns delivered whole, newest last.
-    rates: VecDeque<f64>,
+    /// When the latest turns delivered whole were, and their bytes per
+    /// second; newest last.
+    rates: VecDeque<(Instant, f64)>,
     /// Streams being served, every machine's.
     streams: usize,
     queue: VecDeque<Waiter>,
@@ -103,7 +107,9 @@ impl Turn {
             if state.rates.len() == RATES_KEPT {
                 state.rates.pop_front();
             }
-            state.rates.push_back(self.bytes as f64 / took);
+            state
+                .rates
+                .push_back((Instant::now(), self.bytes as f64 / took));
         }
     }
 }
@@ -253,9 +259,17 @@ impl State {
     /// [`TURN_SPAN`] and [`TURN_SPAN_MAX`]. The fastest, so one slow reader
     /// does not lengthen everyone's turns; one piece, not the request, so a
     /// long request does not either (a downloader asks for about half a
-    /// second of pieces, and for one where that is less than a piece).
-    fn span(&self, piece: u64) -> Duration {
-        let fastest = self.rates.iter().copied().fold(0.0, f64::max);
+    /// second of pieces, and for one where that is less than a piece). A
+    /// rate is one stream's: a machine reading on several streams at once
+    /// shows less than its share on each, which the fastest of several
+    /// turns makes up for.
+    fn span(&self, piece: u64, now: Instant) -> Duration {
+        let fastest = self
+            .rates
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) < RATES_FOR)
+            .map(|&(_, rate)| rate)
+            .fold(0.0, f64::max);
         if fastest <= 0.0 {
             return TURN_SPAN;
         }
@@ -265,7 +279,7 @@ impl State {
 
     fn admit(&mut self, ip: IpAddr, size: Size, now: Instant) {
         self.streams += 1;
-        let span = self.span(size.piece);
+        let span = self.span(size.piece, now);
         let serving = self.serving.entry(ip).or_insert(Serving {
             streams: 0,
             since: now,
@@ -275,6 +289,9 @@ impl State {
             // A new turn.
             serving.since = now;
             serving.span = span;
+        } else {
+            // A stream joining the turn: as long as the longest it holds.
+            serving.span = serving.span.max(span);
         }
         serving.streams += 1;
     }
@@ -436,9 +453,59 @@ mod tests {
         );
         // A tiny request still counts for the least span, a huge one for
         // the most.
+        let now = Instant::now();
         let state = t.lock();
-        assert_eq!(state.span(1), TURN_SPAN);
-        assert_eq!(state.span(1 << 40), TURN_SPAN_MAX);
+        assert_eq!(state.span(1, now), TURN_SPAN);
+        assert_eq!(state.span(1 << 40, now), TURN_SPAN_MAX);
+    }
+
+    /// The fastest of the recent rates sizes the spans (one slow reader
+    /// does not lengthen everyone's turns), and rates older than
+    /// [`RATES_FOR`] count no more.
+    #[tokio::test(start_paused = true)]
+    async fn the_fastest_recent_rate_sizes_the_spans() {
+        let t = turns();
+        let slow = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        let fast = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fast.delivered(); // 512 KiB/s
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        slow.delivered(); // 128 KiB/s
+        assert_eq!(
+            t.lock().span(PIECE.piece, Instant::now()),
+            Duration::from_secs(4),
+            "twice a piece at the fastest rate"
+        );
+        tokio::time::sleep(RATES_FOR).await;
+        assert_eq!(t.lock().span(PIECE.piece, Instant::now()), TURN_SPAN);
+    }
+
+    /// A stream that joins its machine's turn lengthens the turn to its own
+    /// span: a turn begun with a short piece (or before any rate was known)
+    /// does not let a third machine in halfway through a long one.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_joining_a_turn_lengthens_it_to_its_own_span() {
+        let t = turns();
+        let short = Size {
+            bytes: 1 << 10,
+            piece: 1 << 10,
+        };
+        let first = t.take(ip(1), PIECE, TURN_WAIT).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        first.delivered(); // 256 KiB/s: a 1 MiB piece's span is 8 s
+        let _a = t.take(ip(1), short, TURN_WAIT).await.unwrap();
+        let _a2 = t
+            .take(ip(1), PIECE, TURN_WAIT)
+            .await
+            .expect("joins its turn");
+        let _b = t.take(ip(2), PIECE, TURN_WAIT).await.unwrap();
+        tokio::time::sleep(TURN_SPAN + Duration::from_secs(1)).await;
+        assert!(
+            t.take(ip(3), PIECE, Duration::from_millis(100))
+                .await
+                .is_none(),
+            "machine 1's turn still counts past the short piece's span"
+        );
     }
 
     #[tokio::test(start_paused = true)]
