@@ -701,11 +701,6 @@ pub fn churn(bin: &Path, config: &RushConfig) -> anyhow::Result<RushReport> {
     rush(bin, config, true)
 }
 
-/// One seed and `n − 1` downloaders, running, that all start on the game
-/// when it appears on the seed; with `churn`, the
-/// seed and a quarter of the downloaders are SIGKILLed at 0.3·F/R and
-/// restarted (same `--data`), another quarter at 0.6·F/R; a downloader that
-/// gives up on its own (every source gone) is started again after a second.
 /// The window of the upload cap check: long enough that reading 2·N
 /// counters on a loaded machine does not skew it.
 const CAP_WINDOW: Duration = Duration::from_secs(3);
@@ -726,6 +721,11 @@ fn machine_cpu() -> Option<(u64, u64)> {
     Some((all - idle, all))
 }
 
+/// One seed and `n − 1` downloaders, running, that all start on the game
+/// when it appears on the seed; with `churn`, the seed and a quarter of the
+/// downloaders are SIGKILLed at 0.3·F/R and restarted (same `--data`),
+/// another quarter at 0.6·F/R; a downloader that gives up on its own (every
+/// source gone) is started again after a second.
 pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<RushReport> {
     let n = config.n;
     anyhow::ensure!(n >= 2, "a rush needs a seed and a downloader");
@@ -779,6 +779,19 @@ pub fn rush(bin: &Path, config: &RushConfig, churn: bool) -> anyhow::Result<Rush
             .is_some_and(|p| p.view().peers.contains(&seed_id))
     }) {
         crate::check_stop()?;
+        for i in 1..n {
+            let Some(p) = lab.procs[i].as_ref() else {
+                continue;
+            };
+            let v = p.view();
+            if v.ended {
+                let said: Vec<String> = v.stderr_tail.iter().cloned().collect();
+                bail!(
+                    "downloader {i} ended before the game appeared: {}",
+                    said.join(" | ")
+                );
+            }
+        }
         if Instant::now() >= met_by {
             bail!(
                 "not every downloader found the seed within {:?}",
