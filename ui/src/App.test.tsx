@@ -163,6 +163,21 @@ describe("App", () => {
     expect(bridge.download).toHaveBeenCalledWith(`${disputed.versionId}:saves`);
   });
 
+  it("keeps a catalog event over an older snapshot that answers after it", async () => {
+    // After a restart the snapshot is asked for while the new runtime's
+    // first events are on their way; one answered late must not undo them.
+    const game = entry({ sources: ["p1"] });
+    const { bridge, emit } = fakeBridge([]);
+    let answer: (catalog: CatalogEntry[]) => void = () => {};
+    bridge.catalog = () => new Promise((resolve) => (answer = resolve));
+    render(<App bridge={bridge} />);
+    await act(async () => {});
+    emit({ type: "catalogChanged", catalog: [game] });
+    await screen.findByRole("button", { name: /OpenArena/ });
+    await act(async () => answer([]));
+    expect(screen.getByRole("button", { name: /OpenArena/ })).toBeInTheDocument();
+  });
+
   it("opens a game's page with its facts and downloads it", async () => {
     const game = entry({ description: "Fast arena shooter.", minPlayers: 2, sources: ["p1"] });
     const { bridge, emit } = fakeBridge([game]);

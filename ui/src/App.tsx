@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useReducer, useState } from "react";
+import { useCallback, useEffect, useReducer, useRef, useState } from "react";
 import type { PeerEvent, SettingsView } from "./bindings";
 import type { PeerBridge } from "./bridge";
 import { Downloads } from "./downloads";
@@ -22,19 +22,34 @@ export function App({ bridge }: { bridge: PeerBridge }) {
   const [notice, setNotice] = useState<string | null>(null);
   const [settings, setSettings] = useState<SettingsView | null>(null);
 
+  // Events that carry a whole state (the catalog, the lineups, the board,
+  // game mode), counted by type: a snapshot asked for before one of them
+  // arrived may be older than it, and is then not taken.
+  const seen = useRef<Partial<Record<PeerEvent["type"], number>>>({});
+  const fresh = useCallback((type: PeerEvent["type"]) => {
+    const before = seen.current[type] ?? 0;
+    return () => (seen.current[type] ?? 0) === before;
+  }, []);
+
   // Snapshots first, then events keep the model current. After a settings
   // change restarted the runtime, the snapshots are fetched again.
   const resync = useCallback(
     (live: () => boolean) => {
+      const catalogFresh = fresh("catalogChanged");
+      const lineupsFresh = fresh("lineupChanged");
+      const boardFresh = fresh("readyBoardChanged");
+      const gameModeFresh = fresh("gameModeChanged");
       bridge.health().then((health) => live() && dispatch({ kind: "healthSnapshot", health }));
-      bridge.catalog().then((catalog) => live() && dispatch({ kind: "catalogSnapshot", catalog }));
+      bridge.catalog().then((catalog) => live() && catalogFresh() && dispatch({ kind: "catalogSnapshot", catalog }));
       bridge.peers().then((peers) => live() && dispatch({ kind: "peersSnapshot", peers }));
       bridge.downloads().then((downloads) => live() && dispatch({ kind: "downloadsSnapshot", downloads }));
-      bridge.lineups().then((lineups) => live() && dispatch({ kind: "lineupsSnapshot", lineups }));
-      bridge.readyBoard().then((board) => live() && dispatch({ kind: "boardSnapshot", board }));
-      bridge.gameMode().then((gameMode) => live() && dispatch({ kind: "gameModeSnapshot", gameMode }));
+      bridge.lineups().then((lineups) => live() && lineupsFresh() && dispatch({ kind: "lineupsSnapshot", lineups }));
+      bridge.readyBoard().then((board) => live() && boardFresh() && dispatch({ kind: "boardSnapshot", board }));
+      bridge
+        .gameMode()
+        .then((gameMode) => live() && gameModeFresh() && dispatch({ kind: "gameModeSnapshot", gameMode }));
     },
-    [bridge],
+    [bridge, fresh],
   );
 
   useEffect(() => {
@@ -45,7 +60,10 @@ export function App({ bridge }: { bridge: PeerBridge }) {
       if (cancelled) unlisten();
       else unlisteners.push(unlisten);
     };
-    const fold = (event: PeerEvent) => dispatch({ kind: "event", event });
+    const fold = (event: PeerEvent) => {
+      seen.current[event.type] = (seen.current[event.type] ?? 0) + 1;
+      dispatch({ kind: "event", event });
+    };
     bridge.onEvent(fold).then(keep);
     // A failure comes on its own channel; it shows as the banner.
     bridge.onRuntimeFailed(fold).then(keep);
