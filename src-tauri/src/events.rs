@@ -2,6 +2,7 @@
 //! download ends while the player looks elsewhere.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lanspread_peer::events::LastCopy;
 use lanspread_peer::PeerEvent;
@@ -28,23 +29,55 @@ pub struct QuitRequested {
     pub last_copies: Vec<LastCopy>,
 }
 
-/// Forward events until the runtime drops its event channel.
-pub fn forward(app: AppHandle, mut events: broadcast::Receiver<PeerEvent>) {
-    tauri::async_runtime::spawn(async move {
-        let mut titles = HashMap::new();
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    emit(&app, &event);
-                    notify(&app, &event, &mut titles);
+/// Which runtime's events reach the UI: the latest one's only. When a
+/// settings change restarts the runtime, the old runtime's forwarder and the
+/// new one's run side by side for a moment, and the old one's last events
+/// (its peers gone as it stopped) could reach the UI after the new one's
+/// first catalog and stay on screen until the next change.
+#[derive(Debug, Default)]
+pub struct Relay {
+    current: Mutex<u64>,
+}
+
+impl Relay {
+    /// A new runtime's turn: the ones before it forward nothing more.
+    fn begin(&self) -> u64 {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current += 1;
+        *current
+    }
+
+    /// Held while one event goes out, if `generation` is still the latest:
+    /// nothing of an older runtime goes out after a newer one began.
+    fn admit(&self, generation: u64) -> Option<MutexGuard<'_, u64>> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (*current == generation).then_some(current)
+    }
+
+    /// Forward `events` until their runtime drops its event channel or a
+    /// newer runtime's events are forwarded.
+    pub fn forward(self: &Arc<Self>, app: AppHandle, mut events: broadcast::Receiver<PeerEvent>) {
+        let generation = self.begin();
+        let relay = self.clone();
+        tauri::async_runtime::spawn(async move {
+            let mut titles = HashMap::new();
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        let Some(_latest) = relay.admit(generation) else {
+                            break;
+                        };
+                        emit(&app, &event);
+                        notify(&app, &event, &mut titles);
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "the UI fell behind the peer's events");
+                    }
+                    Err(RecvError::Closed) => break,
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the UI fell behind the peer's events");
-                }
-                Err(RecvError::Closed) => break,
             }
-        }
-    });
+        });
+    }
 }
 
 /// Each event goes out on one channel. `RuntimeFailed` goes on
@@ -104,4 +137,21 @@ fn notify(app: &AppHandle, event: &PeerEvent, titles: &mut HashMap<VersionId, St
             tracing::debug!("no desktop notification: {e}");
         }
     });
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::Relay;
+
+    /// Once a newer runtime's forwarding began, an older one's events are
+    /// held back for good.
+    #[test]
+    fn only_the_latest_runtime_reaches_the_ui() {
+        let relay = Relay::default();
+        let old = relay.begin();
+        assert!(relay.admit(old).is_some());
+        let new = relay.begin();
+        assert!(relay.admit(old).is_none(), "the old runtime is held back");
+        assert!(relay.admit(new).is_some());
+    }
 }

@@ -66,6 +66,8 @@ pub struct AppState {
     settings: Mutex<Settings>,
     problem: Mutex<Option<String>>,
     launcher: Launcher,
+    /// Forwards the current runtime's events to the UI.
+    relay: Arc<events::Relay>,
     /// One settings change at a time.
     restarting: tokio::sync::Mutex<()>,
     exiting: AtomicBool,
@@ -96,8 +98,10 @@ impl AppState {
             Err(e) => (Settings::default(), Some(e.to_string())),
         };
         let (peer, events, missing) = launcher.start(&settings).await?;
-        events::forward(app.clone(), events);
+        let relay = Arc::new(events::Relay::default());
+        relay.forward(app.clone(), events);
         Ok(Self {
+            relay,
             peer: RwLock::new(Arc::new(peer)),
             settings: Mutex::new(settings),
             problem: Mutex::new(unreadable.or(missing)),
@@ -195,7 +199,7 @@ impl AppState {
             }
         };
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        events::forward(app.clone(), events);
+        self.relay.forward(app.clone(), events);
         *self.peer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peer);
         tracing::info!("peer runtime restarted");
         outcome
