@@ -140,6 +140,14 @@ pub fn piece_count(total_size: u64, piece_size: u32) -> u64 {
     total_size.div_ceil(piece_size as u64)
 }
 
+/// The bytes piece `piece_idx` covers of `total_size` bytes laid end to end
+/// in pieces of `piece_size`; what [`Layout::piece_range`] says, without a
+/// layout.
+pub fn piece_range(total_size: u64, piece_size: u32, piece_idx: usize) -> Range<u64> {
+    let start = piece_idx as u64 * piece_size as u64;
+    start..(start + piece_size as u64).min(total_size)
+}
+
 impl Manifest {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
@@ -304,8 +312,7 @@ impl Layout {
 
     /// The bytes piece `piece_idx` covers in the end-to-end layout.
     pub fn piece_range(&self, piece_idx: usize) -> Range<u64> {
-        let start = piece_idx as u64 * self.piece_size as u64;
-        start..(start + self.piece_size as u64).min(self.total_size())
+        piece_range(self.total_size(), self.piece_size, piece_idx)
     }
 
     pub fn piece_len(&self, piece_idx: usize) -> u64 {

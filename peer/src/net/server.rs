@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use lanspread_proto::manifest::piece_range;
 use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
 use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
@@ -686,8 +687,12 @@ async fn send_pieces(
         return reply_error(send, ErrorCode::NotFound, message).await;
     }
     let game = Arc::new(served.game().clone());
-    let layout = Arc::new(game.manifest.layout());
-    let lens = pieces.iter().map(|&p| layout.piece_len(p as usize));
+    // The request's size, without building the layout a `Busy` answer
+    // does not need.
+    let lens = pieces.iter().map(|&p| {
+        let range = piece_range(game.total_size, game.manifest.piece_size, p as usize);
+        range.end - range.start
+    });
     let size = Size {
         bytes: lens.clone().sum(),
         piece: lens.max().unwrap_or(0),
@@ -703,6 +708,7 @@ async fn send_pieces(
         let message = "every upload turn is taken: ask again or elsewhere".to_owned();
         return reply_error(send, ErrorCode::Busy, message).await;
     };
+    let layout = Arc::new(game.manifest.layout());
     // Read the next piece on a blocking thread while this one is sent.
     let read = |piece_idx: u32| {
         let (game, layout, buffers) = (game.clone(), layout.clone(), state.buffers.clone());
