@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use lanspread_proto::wire::games_digest;
 use lanspread_proto::{GameSummary, Hash, PieceSet, VersionId};
+use tokio::sync::watch;
 
 use crate::library::metadata::Thumbnail;
 use crate::library::monitor::Library;
@@ -27,6 +28,9 @@ pub trait PieceStatus: Send + Sync {
     fn fetching(&self) -> PieceSet;
     /// Whether one piece is verified and written.
     fn has(&self, piece: usize) -> bool;
+    /// Changes each time `have` or `fetching` may have changed; closed once
+    /// the download is over.
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 /// A download in progress, as offered.
@@ -63,6 +67,15 @@ impl Served {
         match self {
             Served::Complete(game) => PieceSet::full(game.manifest.n_pieces()),
             Served::Partial(partial) => partial.status.have(),
+        }
+    }
+
+    /// What tells of changes to [`Self::have_set`] and
+    /// [`Self::fetching_set`]; `None` for a complete game, which has none.
+    pub fn changes(&self) -> Option<watch::Receiver<u64>> {
+        match self {
+            Served::Complete(_) => None,
+            Served::Partial(partial) => Some(partial.status.changes()),
         }
     }
 
@@ -113,6 +126,16 @@ impl Offer {
                 .get(version_id)
                 .cloned()
                 .map(Served::Partial),
+        }
+    }
+
+    /// Whether `version_id` is still offered as `served` (the same download
+    /// in progress, or complete as it was).
+    pub fn serves_same(&self, version_id: &VersionId, served: &Served) -> bool {
+        match (self.served(version_id), served) {
+            (Some(Served::Partial(now)), Served::Partial(was)) => Arc::ptr_eq(&now, was),
+            (Some(Served::Complete(_)), Served::Complete(_)) => true,
+            _ => false,
         }
     }
 

@@ -18,7 +18,7 @@ pub use wire::{DecodeError, ErrorCode, GameSummary, Hello, PeerRecord, Request, 
 
 /// Version of the peer-to-peer protocol. Peers only talk to peers with the same
 /// version; the version travels in the QUIC ALPN (see [`alpn`]).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The ALPN identifier for [`PROTOCOL_VERSION`]: `lanspread/<version>`.
 pub fn alpn() -> Vec<u8> {

@@ -33,6 +33,9 @@ pub const MAX_SMALL_FRAME: u32 = 64 << 10;
 /// of data per stream: enough to keep a stream busy, small enough that a
 /// cancelled download wastes little.
 pub const MAX_PIECES_PER_REQUEST: usize = 32;
+/// A `WatchHaveSet` stream carries at most one frame per this many
+/// milliseconds: changes that come faster are sent together.
+pub const WATCH_GAP_MS: u64 = 250;
 /// Longest display name, in bytes of UTF-8: 64 Latin letters, 32 Cyrillic
 /// or Greek ones, 21 Chinese ones; plenty to tell people apart in a list.
 /// Counted in bytes, not characters, because bytes are what a name costs in
@@ -417,8 +420,13 @@ pub enum Request {
     GetThumbnail {
         hash: Hash,
     },
-    /// Which pieces of a version the server has (complete or in progress).
-    GetHaveSet {
+    /// Which pieces of a version the server has (complete or in progress),
+    /// then what changes: answered `HaveSet`, then a `HaveChanges` (or, when
+    /// shorter, a whole `HaveSet` again) each time its pieces change, at
+    /// most one per [`WATCH_GAP_MS`], for as long as the client keeps the
+    /// stream. The stream ends once the version is complete there (after a
+    /// last, full `HaveSet`) or no longer offered.
+    WatchHaveSet {
         version_id: VersionId,
     },
     /// Peer records the sender learnt since it last told us: a new peer, a
@@ -465,6 +473,13 @@ pub enum Response {
         bits: Vec<u8>,
         fetching: Vec<u8>,
     },
+    /// What changed since the last `HaveSet` or `HaveChanges` of a
+    /// `WatchHaveSet`: pieces now present, and every piece being fetched now
+    /// (the whole set, which stays small).
+    HaveChanges {
+        have: Vec<u32>,
+        fetching: Vec<u32>,
+    },
     Ok,
     Pong {
         nonce: u64,
@@ -497,7 +512,7 @@ mod kind {
     pub const GET_MANIFEST: u8 = 3;
     pub const GET_PIECES: u8 = 4;
     pub const GET_THUMBNAIL: u8 = 5;
-    pub const GET_HAVE_SET: u8 = 6;
+    pub const WATCH_HAVE_SET: u8 = 6;
     pub const GOSSIP: u8 = 7;
     pub const GOODBYE: u8 = 8;
     pub const PING: u8 = 9;
@@ -516,6 +531,7 @@ mod kind {
     pub const R_ERROR: u8 = 109;
     pub const R_PEERS: u8 = 110;
     pub const R_LINEUP: u8 = 111;
+    pub const R_HAVE_CHANGES: u8 = 112;
 }
 
 fn frame<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
@@ -590,6 +606,7 @@ pub fn response_limit(kind: u8) -> Option<u32> {
         kind::R_HELLO
         | kind::R_PIECE
         | kind::R_HAVE_SET
+        | kind::R_HAVE_CHANGES
         | kind::R_OK
         | kind::R_PONG
         | kind::R_ERROR
@@ -629,7 +646,7 @@ impl Request {
                 frame(kind::GET_PIECES, &(version_id, pieces))
             }
             Request::GetThumbnail { hash } => frame(kind::GET_THUMBNAIL, hash),
-            Request::GetHaveSet { version_id } => frame(kind::GET_HAVE_SET, version_id),
+            Request::WatchHaveSet { version_id } => frame(kind::WATCH_HAVE_SET, version_id),
             Request::Gossip(records) => frame(kind::GOSSIP, records),
             Request::Goodbye => frame(kind::GOODBYE, &()),
             Request::Ping { nonce } => frame(kind::PING, nonce),
@@ -670,8 +687,8 @@ impl Request {
             kind::GET_THUMBNAIL => Request::GetThumbnail {
                 hash: body("GetThumbnail", bytes)?,
             },
-            kind::GET_HAVE_SET => Request::GetHaveSet {
-                version_id: body("GetHaveSet", bytes)?,
+            kind::WATCH_HAVE_SET => Request::WatchHaveSet {
+                version_id: body("WatchHaveSet", bytes)?,
             },
             kind::GOSSIP => {
                 let records: Vec<PeerRecord> = body("Gossip", bytes)?;
@@ -723,6 +740,9 @@ impl Response {
                 bits,
                 fetching,
             } => frame(kind::R_HAVE_SET, &(n_pieces, bits, fetching)),
+            Response::HaveChanges { have, fetching } => {
+                frame(kind::R_HAVE_CHANGES, &(have, fetching))
+            }
             Response::Ok => frame(kind::R_OK, &()),
             Response::Pong { nonce } => frame(kind::R_PONG, nonce),
             Response::Error { code, message } => frame(kind::R_ERROR, &(code, message)),
@@ -766,6 +786,10 @@ impl Response {
                     bits,
                     fetching,
                 }
+            }
+            kind::R_HAVE_CHANGES => {
+                let (have, fetching) = body("HaveChanges", bytes)?;
+                Response::HaveChanges { have, fetching }
             }
             kind::R_OK => {
                 body::<()>("Ok", bytes)?;
@@ -937,7 +961,7 @@ mod tests {
             )
                 .prop_map(|(version_id, pieces)| Request::GetPieces { version_id, pieces }),
             hash().prop_map(|hash| Request::GetThumbnail { hash }),
-            hash().prop_map(|version_id| Request::GetHaveSet { version_id }),
+            hash().prop_map(|version_id| Request::WatchHaveSet { version_id }),
             proptest::collection::vec(record(), 0..4).prop_map(Request::Gossip),
             Just(Request::Goodbye),
             any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
@@ -1000,6 +1024,11 @@ mod tests {
                 bits: vec![0xa5; (n as usize).div_ceil(8)],
                 fetching: vec![0x18; (n as usize).div_ceil(8)]
             }),
+            (
+                proptest::collection::vec(any::<u32>(), 0..8),
+                proptest::collection::vec(any::<u32>(), 0..8)
+            )
+                .prop_map(|(have, fetching)| Response::HaveChanges { have, fetching }),
             Just(Response::Ok),
             any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
             (codes, ".{0,20}").prop_map(|(code, message)| Response::Error { code, message }),

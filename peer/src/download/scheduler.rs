@@ -59,6 +59,9 @@ pub struct PieceScheduler {
     have: PieceSet,
     in_flight: HashMap<usize, Vec<PeerId>>,
     sources: BTreeMap<PeerId, Source>,
+    /// Raised whenever the pieces present or in flight may have changed
+    /// (see [`Self::generation`]).
+    generation: u64,
     /// Orders pieces of equal rarity. Each downloader uses its own, so a
     /// party that starts together does not ask the seed for the same pieces
     /// in the same order (it would serve them eight times over).
@@ -75,6 +78,7 @@ impl PieceScheduler {
             have,
             in_flight: HashMap::new(),
             sources: BTreeMap::new(),
+            generation: 0,
             tie_seed,
         }
     }
@@ -97,6 +101,12 @@ impl PieceScheduler {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// A number that changes whenever [`Self::have`] or [`Self::fetching`]
+    /// may have: what is served to watchers is sent again only then.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn have(&self) -> &PieceSet {
@@ -138,6 +148,7 @@ impl PieceScheduler {
         }
         self.sources.remove(source);
         self.forget_in_flight(source);
+        self.generation += 1;
     }
 
     fn forget_in_flight(&mut self, source: &PeerId) {
@@ -239,6 +250,9 @@ impl PieceScheduler {
         for &p in &picked {
             self.in_flight.entry(p).or_default().push(source.clone());
         }
+        if !picked.is_empty() {
+            self.generation += 1;
+        }
         picked
     }
 
@@ -246,6 +260,7 @@ impl PieceScheduler {
     pub fn handle_piece_done(&mut self, piece: usize) {
         self.have.insert(piece);
         self.in_flight.remove(&piece);
+        self.generation += 1;
     }
 
     /// The request for `piece` from `source` failed without bad data
@@ -255,6 +270,7 @@ impl PieceScheduler {
             holders.retain(|h| h != source);
             if holders.is_empty() {
                 self.in_flight.remove(&piece);
+                self.generation += 1;
             }
         }
     }
@@ -269,6 +285,7 @@ impl PieceScheduler {
         if src.bad_pieces >= MAX_BAD_PIECES && !src.banned {
             src.banned = true;
             self.forget_in_flight(source);
+            self.generation += 1;
             return Verdict::Banned;
         }
         Verdict::Retry

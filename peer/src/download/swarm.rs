@@ -2,8 +2,8 @@
 //!
 //! [`Swarm`] is the loop's state; each `handle_*` method is one arm of its
 //! `select!`. Sources are the connected peers that list the version,
-//! complete or partial (for partial ones, their have-set, refreshed every
-//! [`REFRESH_EVERY`]). Each source gets one [`Worker`] (two for a fast one,
+//! complete or partial (for partial ones, their have-set, which each one
+//! sends again as it changes: one `WatchHaveSet` stream per partial source). Each source gets one [`Worker`] (two for a fast one,
 //! and two more on a second connection for one faster than a gigabit link)
 //! asking for batches of pieces. Pieces arrive into a bounded channel, are
 //! verified and written on blocking threads, and only then count.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use lanspread_proto::wire::{ErrorCode, Request, Response};
+use lanspread_proto::wire::{ErrorCode, Response};
 use lanspread_proto::{Layout, Manifest, PeerId, PieceSet, VersionId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -61,7 +61,7 @@ pub(super) const FIRST_SOURCE_WAIT: Duration = Duration::from_secs(15);
 const NO_SOURCE_GRACE: Duration = Duration::from_secs(4);
 /// Progress events per download, at most one per this interval (4 per second).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// Source set and have-sets are refreshed this often.
+/// The source set is looked at again this often.
 pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Written data is flushed to disk in the background this often, so the
 /// final flush before install has little left to do (large writes also
@@ -73,22 +73,74 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// to be written, those in the arrivals channel, and one being read by each
 /// stream. A fresh buffer a piece costs the kernel zeroing its pages.
 const POOLED_BUFFERS: usize = 2 * MAX_PENDING_WRITES + 4;
-/// A have-set request gets this long before the source is asked again.
+/// A have-set watch gets this long for its first answer.
 const HAVE_SET_TIMEOUT: Duration = Duration::from_secs(2);
+/// A source whose have-set watch ended is watched again after this long at
+/// the soonest.
+const WATCH_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// A have-set watch is read no faster than one frame per this long: an
+/// honest source sends one per `wire::WATCH_GAP_MS` at most, and a flood from
+/// a hostile one waits in QUIC's flow control, not in the swarm's loop.
+const WATCH_READ_GAP: Duration = Duration::from_millis(lanspread_proto::wire::WATCH_GAP_MS / 2);
+/// Have-sets received and waiting for the swarm's loop, at most.
+const PENDING_HAVE_SETS: usize = 64;
 
 /// The one record of a download's pieces, verified and in flight: the swarm
 /// and its workers schedule from it, and the server answers other
 /// downloaders from it (as [`PieceStatus`]).
-pub(super) struct SharedScheduler(Mutex<PieceScheduler>);
+pub(super) struct SharedScheduler {
+    scheduler: Mutex<PieceScheduler>,
+    /// The scheduler's generation, for those watching what it has.
+    changes: watch::Sender<u64>,
+}
 
 impl SharedScheduler {
     pub(super) fn new(scheduler: PieceScheduler) -> Self {
-        Self(Mutex::new(scheduler))
+        Self {
+            changes: watch::Sender::new(scheduler.generation()),
+            scheduler: Mutex::new(scheduler),
+        }
     }
 
-    /// Held for bookkeeping only, never across an await.
-    fn lock(&self) -> std::sync::MutexGuard<'_, PieceScheduler> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// Held for bookkeeping only, never across an await. Watchers hear of
+    /// what changed when it is let go.
+    fn lock(&self) -> Locked<'_> {
+        let guard = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
+        Locked {
+            before: guard.generation(),
+            guard,
+            changes: &self.changes,
+        }
+    }
+}
+
+/// The scheduler, locked; see [`SharedScheduler::lock`].
+struct Locked<'a> {
+    guard: std::sync::MutexGuard<'a, PieceScheduler>,
+    before: u64,
+    changes: &'a watch::Sender<u64>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = PieceScheduler;
+
+    fn deref(&self) -> &PieceScheduler {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut PieceScheduler {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let now = self.guard.generation();
+        if now != self.before {
+            self.changes.send_replace(now);
+        }
     }
 }
 
@@ -103,6 +155,10 @@ impl PieceStatus for SharedScheduler {
 
     fn has(&self, piece: usize) -> bool {
         self.lock().have().contains(piece)
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 
@@ -145,6 +201,7 @@ struct WriteResult {
 }
 
 /// What a partial source has, and what it is fetching now.
+#[derive(Clone)]
 struct Availability {
     have: PieceSet,
     fetching: PieceSet,
@@ -238,8 +295,13 @@ pub(super) struct Swarm {
     seconds: JoinSet<(PeerId, Option<PeerConnection>)>,
     /// Verify-and-write jobs on the blocking pool (tracked by the runtime).
     writes: FuturesUnordered<JoinHandle<WriteResult>>,
-    haves: JoinSet<ReadySource>,
-    haves_in_flight: HashSet<PeerId>,
+    /// One have-set watch per partial source; each ends with its source's id.
+    watches: JoinSet<PeerId>,
+    watching: HashMap<PeerId, AbortHandle>,
+    /// When a source's watch last ended, to watch it again not too soon.
+    watch_ended: HashMap<PeerId, Instant>,
+    have_sets_tx: mpsc::Sender<ReadySource>,
+    have_sets: mpsc::Receiver<ReadySource>,
     ready: Vec<ReadySource>,
     flushing: Option<JoinHandle<()>>,
     rates: RateMeter,
@@ -275,6 +337,7 @@ impl Swarm {
             .map(|p| layout.piece_len(p))
             .sum();
         let (arrivals_tx, arrivals) = mpsc::channel(MAX_PENDING_WRITES);
+        let (have_sets_tx, have_sets) = mpsc::channel(PENDING_HAVE_SETS);
         Self {
             engine,
             game_id: game_id.to_owned(),
@@ -293,8 +356,11 @@ impl Swarm {
             worker_handles: HashMap::new(),
             seconds: JoinSet::new(),
             writes: FuturesUnordered::new(),
-            haves: JoinSet::new(),
-            haves_in_flight: HashSet::new(),
+            watches: JoinSet::new(),
+            watching: HashMap::new(),
+            watch_ended: HashMap::new(),
+            have_sets_tx,
+            have_sets,
             ready: Vec::new(),
             flushing: None,
             rates: RateMeter::new(std::time::Instant::now()),
@@ -336,10 +402,11 @@ impl Swarm {
                     self.handle_second_connection(peer, conn);
                 }
                 _ = flush.tick() => self.handle_flush_tick(),
-                Some(Ok(source)) = self.haves.join_next() => {
-                    self.haves_in_flight.remove(&source.0);
-                    if source.2.is_some() {
-                        self.ready.push(source);
+                Some(source) = self.have_sets.recv() => self.ready.push(source),
+                Some(ended) = self.watches.join_next() => {
+                    if let Ok(peer) = ended {
+                        self.watching.remove(&peer);
+                        self.watch_ended.insert(peer, Instant::now());
                     }
                 }
                 _ = refresh.tick() => {
@@ -475,19 +542,41 @@ impl Swarm {
             self.stop_workers_of(&id);
             if !current.contains(&id) {
                 self.scheduler.lock().handle_source_gone(&id);
+            } else if let Some(watch) = self.watching.remove(&id) {
+                // Watched again below: its whole set starts new workers.
+                watch.abort();
             }
         }
+        self.watching.retain(|id, watch| {
+            let keep = current.contains(id);
+            if !keep {
+                watch.abort();
+            }
+            keep
+        });
         for (id, conn, complete) in sources {
             if complete {
+                if let Some(watch) = self.watching.remove(&id) {
+                    watch.abort();
+                }
                 self.ready.push((id, conn, None));
-            } else if self.haves_in_flight.insert(id.clone()) {
-                // Have-sets are fetched off the loop: a slow peer never
-                // holds up the pieces arriving from others.
-                let (vid, n_pieces) = (self.vid, self.manifest.n_pieces());
-                self.haves.spawn(async move {
-                    let have = have_set(&conn, &vid, n_pieces).await;
-                    (id, conn, have)
-                });
+            } else if !self.watching.contains_key(&id)
+                && self
+                    .watch_ended
+                    .get(&id)
+                    .is_none_or(|at| at.elapsed() >= WATCH_AGAIN_AFTER)
+            {
+                // Watched off the loop: a slow peer never holds up the
+                // pieces arriving from others.
+                let watch = follow_have_set(
+                    id.clone(),
+                    conn,
+                    self.vid,
+                    self.manifest.n_pieces(),
+                    self.have_sets_tx.clone(),
+                );
+                let handle = self.watches.spawn(watch);
+                self.watching.insert(id, handle);
             }
         }
         let any = self.scheduler.lock().active_sources().next().is_some()
@@ -740,18 +829,91 @@ fn verify_and_write(
     }
 }
 
-async fn have_set(conn: &PeerConnection, vid: &VersionId, n_pieces: usize) -> Option<Availability> {
-    let request = Request::GetHaveSet { version_id: *vid };
-    match tokio::time::timeout(HAVE_SET_TIMEOUT, conn.request(&request)).await {
-        Ok(Ok(Response::HaveSet {
+/// Watch what a partial source has, passing each new state to the swarm
+/// (`have_sets`), until the source ends the watch, sends something wrong,
+/// or the watch is aborted. Returns the source's id.
+async fn follow_have_set(
+    peer: PeerId,
+    conn: PeerConnection,
+    vid: VersionId,
+    n_pieces: usize,
+    have_sets: mpsc::Sender<ReadySource>,
+) -> PeerId {
+    if let Err(e) = follow(&peer, &conn, vid, n_pieces, &have_sets).await {
+        tracing::debug!(%peer, "have-set watch ended: {e}");
+    }
+    peer
+}
+
+async fn follow(
+    peer: &PeerId,
+    conn: &PeerConnection,
+    vid: VersionId,
+    n_pieces: usize,
+    have_sets: &mpsc::Sender<ReadySource>,
+) -> Result<(), RequestError> {
+    let mut watch = conn.watch_have_set(vid).await?;
+    let mut known: Option<Availability> = None;
+    loop {
+        let next = if known.is_none() {
+            tokio::time::timeout(HAVE_SET_TIMEOUT, watch.next())
+                .await
+                .map_err(|_| RequestError::Unexpected("no have-set in time".into()))??
+        } else {
+            watch.next().await?
+        };
+        let Some(response) = next else {
+            return Ok(());
+        };
+        let read_at = Instant::now();
+        known = Some(apply_have_set(known, response, n_pieces)?);
+        if have_sets
+            .send((peer.clone(), conn.clone(), known.clone()))
+            .await
+            .is_err()
+        {
+            return Ok(()); // the download is over
+        }
+        tokio::time::sleep_until(read_at + WATCH_READ_GAP).await;
+    }
+}
+
+/// `known` updated by one frame of a have-set watch.
+fn apply_have_set(
+    known: Option<Availability>,
+    response: Response,
+    n_pieces: usize,
+) -> Result<Availability, RequestError> {
+    let wrong = |what: &str| RequestError::Unexpected(format!("have-set watch: {what}"));
+    let set = |pieces: Vec<u32>, into: &mut PieceSet| -> Result<(), RequestError> {
+        for p in pieces {
+            if p as usize >= n_pieces {
+                return Err(wrong(&format!("piece {p} is outside 0..{n_pieces}")));
+            }
+            into.insert(p as usize);
+        }
+        Ok(())
+    };
+    match response {
+        Response::HaveSet {
             n_pieces: n,
             bits,
             fetching,
-        })) if n as usize == n_pieces => Some(Availability {
-            have: PieceSet::from_bits(n_pieces, bits)?,
-            fetching: PieceSet::from_bits(n_pieces, fetching)?,
+        } if n as usize == n_pieces => Ok(Availability {
+            have: PieceSet::from_bits(n_pieces, bits).ok_or_else(|| wrong("bad bitmap"))?,
+            fetching: PieceSet::from_bits(n_pieces, fetching).ok_or_else(|| wrong("bad bitmap"))?,
         }),
-        _ => None,
+        Response::HaveSet { n_pieces: n, .. } => {
+            Err(wrong(&format!("a set of {n} pieces, not {n_pieces}")))
+        }
+        Response::HaveChanges { have, fetching } => {
+            let mut known = known.ok_or_else(|| wrong("changes before a whole set"))?;
+            set(have, &mut known.have)?;
+            known.fetching = PieceSet::empty(n_pieces);
+            set(fetching, &mut known.fetching)?;
+            Ok(known)
+        }
+        _ => Err(wrong("an answer of another kind")),
     }
 }
 
@@ -866,5 +1028,56 @@ impl Worker {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(n: u32, have: &[usize]) -> Response {
+        let mut set = PieceSet::empty(n as usize);
+        for &p in have {
+            set.insert(p);
+        }
+        Response::HaveSet {
+            n_pieces: n,
+            bits: set.bits().to_vec(),
+            fetching: PieceSet::empty(n as usize).bits().to_vec(),
+        }
+    }
+
+    /// Changes add to the whole set that came first and replace what is
+    /// being fetched; anything a watch cannot mean ends it.
+    #[test]
+    fn a_have_set_watch_builds_on_its_first_whole_set() {
+        let known = apply_have_set(None, whole(16, &[0]), 16).unwrap();
+        let changes = Response::HaveChanges {
+            have: vec![4, 5],
+            fetching: vec![9],
+        };
+        let known = apply_have_set(Some(known), changes, 16).unwrap();
+        assert_eq!(known.have.iter().collect::<Vec<_>>(), vec![0, 4, 5]);
+        assert_eq!(known.fetching.iter().collect::<Vec<_>>(), vec![9]);
+        let fetched = Response::HaveChanges {
+            have: vec![9],
+            fetching: vec![],
+        };
+        let known = apply_have_set(Some(known), fetched, 16).unwrap();
+        assert_eq!(known.have.count(), 4);
+        assert_eq!(known.fetching.count(), 0);
+
+        let early = Response::HaveChanges {
+            have: vec![1],
+            fetching: vec![],
+        };
+        assert!(apply_have_set(None, early, 16).is_err(), "changes first");
+        let outside = Response::HaveChanges {
+            have: vec![16],
+            fetching: vec![],
+        };
+        assert!(apply_have_set(Some(known.clone()), outside, 16).is_err());
+        assert!(apply_have_set(Some(known.clone()), whole(17, &[]), 16).is_err());
+        assert!(apply_have_set(Some(known), Response::Ok, 16).is_err());
     }
 }

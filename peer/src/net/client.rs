@@ -263,6 +263,16 @@ impl PeerConnection {
         Ok(())
     }
 
+    /// Follow which pieces of a version the peer has: the frames of a
+    /// `WatchHaveSet`, one by one (see [`HaveSetWatch::next`]).
+    pub async fn watch_have_set(&self, version_id: Hash) -> Result<HaveSetWatch, RequestError> {
+        let (mut send, recv) = self.connection.open_bi().await?;
+        send.write_all(&Request::WatchHaveSet { version_id }.encode())
+            .await?;
+        let _ = send.finish();
+        Ok(HaveSetWatch { recv })
+    }
+
     /// Ask for `pieces` of the version laid out as `layout` on a new stream;
     /// read them one by one from the returned reader, in the order asked.
     /// Each piece must have the length `layout` gives it.
@@ -297,6 +307,24 @@ impl PeerConnection {
         let _ = self.request(&Request::Goodbye).await;
         self.connection
             .close(VarInt::from_u32(close_code::GOODBYE), b"goodbye");
+    }
+}
+
+/// The answer to one `WatchHaveSet`; dropping it ends the watch.
+pub struct HaveSetWatch {
+    recv: quinn::RecvStream,
+}
+
+impl HaveSetWatch {
+    /// The next frame (`HaveSet` or `HaveChanges`, as the server sends
+    /// them), or `None` once the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Response>, RequestError> {
+        match read_frame(&mut self.recv, Response::decode).await {
+            Ok(Response::Error { code, message }) => Err(RequestError::Remote { code, message }),
+            Ok(response) => Ok(Some(response)),
+            Err(FrameError::Eof) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

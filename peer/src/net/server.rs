@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lanspread_proto::manifest::piece_range;
-use lanspread_proto::wire::{ErrorCode, Hello, Request, Response};
-use lanspread_proto::{Hash, Layout, PROTOCOL_VERSION};
+use lanspread_proto::wire::{ErrorCode, Hello, Request, Response, WATCH_GAP_MS};
+use lanspread_proto::{Hash, Layout, PieceSet, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +53,11 @@ pub const MAX_UPLOADS: usize = 32;
 /// A stream whose reader takes no byte of our answer for this long is
 /// reset: a reader that stops reading holds no buffers for long.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A have-set watcher gets at most one frame per this long.
+const WATCH_GAP: Duration = Duration::from_millis(WATCH_GAP_MS);
+/// A watched download that did not change for this long is looked for again
+/// in the offer (it may have been withdrawn).
+const WATCH_LOOK: Duration = Duration::from_secs(1);
 /// Writes are made in slices of this size, each within [`WRITE_TIMEOUT`].
 const WRITE_SLICE: usize = 64 << 10;
 /// Encoded `Games`, `Manifest` and `Thumbnail` answers kept, shared by every
@@ -565,19 +570,7 @@ async fn serve_stream(
             }
             None => reply_error(&mut send, ErrorCode::NotFound, "no such thumbnail".into()).await,
         },
-        Request::GetHaveSet { version_id } => match state.offer.served(&version_id) {
-            Some(served) => {
-                let have = served.have_set();
-                let fetching = served.fetching_set();
-                let response = Response::HaveSet {
-                    n_pieces: have.len() as u32,
-                    bits: have.bits().to_vec(),
-                    fetching: fetching.bits().to_vec(),
-                };
-                reply(&mut send, response).await
-            }
-            None => reply_unknown_version(&mut send, &version_id).await,
-        },
+        Request::WatchHaveSet { version_id } => watch_have_set(&mut send, &state, version_id).await,
         Request::Gossip(records) => {
             // Its own record carries the address we see it at.
             let from = source.listen.map(|at| (peer, at));
@@ -662,6 +655,106 @@ async fn reply_unknown_version(
         format!("no version {version_id}"),
     )
     .await
+}
+
+/// What a watcher last got: the pieces present and those being fetched.
+type Sent = (PieceSet, PieceSet);
+
+/// Answer a `WatchHaveSet`: the whole set, then each change (at most one
+/// frame per [`WATCH_GAP`]), until every piece is here (told, then the
+/// stream ends), the version is no longer offered, or the reader goes.
+async fn watch_have_set(
+    send: &mut SendStream,
+    state: &ServerState,
+    version_id: Hash,
+) -> Result<(), WriteFailed> {
+    let Some(mut served) = state.offer.served(&version_id) else {
+        return reply_unknown_version(send, &version_id).await;
+    };
+    let mut sent: Option<Sent> = None;
+    loop {
+        let Some(mut changes) = served.changes() else {
+            // Complete: nothing will change.
+            let response = have_changes(sent.as_ref(), &(served.have_set(), served.fetching_set()));
+            if let Some(response) = response {
+                write_timed(send, Bytes::from(response.encode())).await?;
+            }
+            let _ = send.finish();
+            return Ok(());
+        };
+        // The download's own record, held: its last pieces are told even if
+        // it is withdrawn from the offer (to be installed) meanwhile.
+        loop {
+            changes.borrow_and_update();
+            let now = (served.have_set(), served.fetching_set());
+            if let Some(response) = have_changes(sent.as_ref(), &now) {
+                write_timed(send, Bytes::from(response.encode())).await?;
+            }
+            let complete = now.0.count() == now.0.len();
+            sent = Some(now);
+            if complete {
+                let _ = send.finish();
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_GAP) => {}
+                _ = send.stopped() => return Ok(()),
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                // No change for a while: still offered?
+                _ = tokio::time::sleep(WATCH_LOOK) => {
+                    if !state.offer.serves_same(&version_id, &served) {
+                        break;
+                    }
+                }
+                _ = send.stopped() => return Ok(()),
+            }
+        }
+        // Withdrawn: installed (complete), gone, or downloading again.
+        match state.offer.served(&version_id) {
+            Some(next) => served = next,
+            None => {
+                let _ = send.finish();
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What to tell a watcher that got `sent` of `now`: nothing when nothing
+/// changed, else the pieces added with what is fetched now, or the whole
+/// set where that is shorter.
+fn have_changes(sent: Option<&Sent>, now: &Sent) -> Option<Response> {
+    let (have, fetching) = now;
+    let Some((had, fetched)) = sent else {
+        return Some(whole_set(have, fetching));
+    };
+    if had == have && fetched == fetching {
+        return None;
+    }
+    let changes = Response::HaveChanges {
+        have: have
+            .iter()
+            .filter(|&p| !had.contains(p))
+            .map(|p| p as u32)
+            .collect(),
+        fetching: fetching.iter().map(|p| p as u32).collect(),
+    };
+    let whole = whole_set(have, fetching);
+    Some(if changes.encode().len() <= whole.encode().len() {
+        changes
+    } else {
+        whole
+    })
+}
+
+fn whole_set(have: &PieceSet, fetching: &PieceSet) -> Response {
+    Response::HaveSet {
+        n_pieces: have.len() as u32,
+        bits: have.bits().to_vec(),
+        fetching: fetching.bits().to_vec(),
+    }
 }
 
 // Long on purpose: checks, then one send loop that reads the next piece
@@ -875,5 +968,48 @@ impl FrameCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FrameKey, Bytes>> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(len: usize, pieces: &[usize]) -> PieceSet {
+        let mut set = PieceSet::empty(len);
+        for &p in pieces {
+            set.insert(p);
+        }
+        set
+    }
+
+    /// A watcher gets the whole set first, nothing while nothing changes,
+    /// then the pieces added with what is fetched now, or the whole set
+    /// again where that is shorter.
+    #[test]
+    fn a_watcher_is_told_only_what_changed() {
+        let first = (set(1000, &[1, 2]), set(1000, &[3]));
+        assert!(matches!(
+            have_changes(None, &first),
+            Some(Response::HaveSet { n_pieces: 1000, .. })
+        ));
+        assert_eq!(have_changes(Some(&first), &first), None);
+        let next = (set(1000, &[1, 2, 3]), set(1000, &[7, 8]));
+        assert_eq!(
+            have_changes(Some(&first), &next),
+            Some(Response::HaveChanges {
+                have: vec![3],
+                fetching: vec![7, 8],
+            })
+        );
+        let most: Vec<usize> = (0..900).collect();
+        let many = (set(1000, &most), set(1000, &[]));
+        assert!(
+            matches!(
+                have_changes(Some(&next), &many),
+                Some(Response::HaveSet { .. })
+            ),
+            "900 pieces at once: the bitmaps are shorter"
+        );
     }
 }

@@ -547,6 +547,66 @@ async fn a_peer_with_part_of_the_game_serves_what_it_has() {
     stop([&seed.handle, &early.handle, &late.handle]).await;
 }
 
+/// A peer downloading a game tells a watcher of its pieces as they come:
+/// the whole set first, then what changed, and once every piece is there,
+/// the end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_source_tells_its_watchers_of_each_new_piece() {
+    use lanspread_proto::wire::Response;
+    use lanspread_proto::PieceSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = Peer::named(dir.path(), "seed", vec![], 4 * MIB as u64).await;
+    make_game(&seed.games, "arena", 16 * MIB);
+    seed.indexed("arena").await;
+    let version_id = seed.handle.library()["arena"].version_id;
+    let mut early = downloader(
+        dir.path(),
+        "early",
+        vec![seed.addr()],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    early.handle.download("arena").await.unwrap();
+    progressed(&mut early.events, 2 * MIB as u64).await;
+
+    let client = crate::hostile::HostileClient::new();
+    let conn = client
+        .connect(early.addr().parse().unwrap(), None, None, 0)
+        .await
+        .unwrap();
+    let mut watch = conn.watch_have_set(version_id).await.unwrap();
+    let (mut known, mut changes, mut wholes) = (None::<PieceSet>, 0, 0);
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(frame) = watch.next().await.unwrap() {
+            match frame {
+                Response::HaveSet { n_pieces, bits, .. } => {
+                    wholes += 1;
+                    known = PieceSet::from_bits(n_pieces as usize, bits);
+                }
+                Response::HaveChanges { have, .. } => {
+                    changes += 1;
+                    let set = known.as_mut().expect("a whole set comes first");
+                    for p in have {
+                        assert!(!set.contains(p as usize), "piece {p} told twice");
+                        set.insert(p as usize);
+                    }
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch ends once the game is complete");
+    let known = known.expect("a whole set");
+    println!("{wholes} whole sets, {changes} changes");
+    assert_eq!(known.count(), known.len(), "every piece, in the end");
+    assert!(wholes >= 1, "a whole set first");
+    assert!(changes >= 2, "pieces told as they came ({changes} changes)");
+    stop([&seed.handle, &early.handle]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_past_the_parallel_limit_wait_in_the_queue() {
     use lanspread_peer::events::DownloadState;
