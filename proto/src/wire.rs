@@ -424,8 +424,8 @@ pub enum Request {
     /// then what changes: answered `HaveSet`, then a `HaveChanges` (or, when
     /// shorter, a whole `HaveSet` again) each time its pieces change, at
     /// most one per [`WATCH_GAP_MS`], for as long as the client keeps the
-    /// stream. The stream ends once the version is complete there (after a
-    /// last, full `HaveSet`) or no longer offered.
+    /// stream. The stream ends once the server has every piece (told
+    /// first) or no longer offers the version.
     WatchHaveSet {
         version_id: VersionId,
     },
