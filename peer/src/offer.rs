@@ -28,8 +28,12 @@ pub trait PieceStatus: Send + Sync {
     fn fetching(&self) -> PieceSet;
     /// Whether one piece is verified and written.
     fn has(&self, piece: usize) -> bool;
+    /// Both, as of one moment.
+    fn sets(&self) -> (PieceSet, PieceSet) {
+        (self.have(), self.fetching())
+    }
     /// Changes each time `have` or `fetching` may have changed; closed once
-    /// the download is over.
+    /// this record is dropped.
     fn changes(&self) -> watch::Receiver<u64>;
 }
 
@@ -67,6 +71,14 @@ impl Served {
         match self {
             Served::Complete(game) => PieceSet::full(game.manifest.n_pieces()),
             Served::Partial(partial) => partial.status.have(),
+        }
+    }
+
+    /// [`Self::have_set`] and [`Self::fetching_set`] as of one moment.
+    pub fn sets(&self) -> (PieceSet, PieceSet) {
+        match self {
+            Served::Complete(_) => (self.have_set(), self.fetching_set()),
+            Served::Partial(partial) => partial.status.sets(),
         }
     }
 

@@ -157,6 +157,11 @@ impl PieceStatus for SharedScheduler {
         self.lock().have().contains(piece)
     }
 
+    fn sets(&self) -> (PieceSet, PieceSet) {
+        let s = self.lock();
+        (s.have().clone(), s.fetching())
+    }
+
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -403,12 +408,7 @@ impl Swarm {
                 }
                 _ = flush.tick() => self.handle_flush_tick(),
                 Some(source) = self.have_sets.recv() => self.ready.push(source),
-                Some(ended) = self.watches.join_next() => {
-                    if let Ok(peer) = ended {
-                        self.watching.remove(&peer);
-                        self.watch_ended.insert(peer, Instant::now());
-                    }
-                }
+                Some(ended) = self.watches.join_next_with_id() => self.handle_watch_ended(ended),
                 _ = refresh.tick() => {
                     if self.handle_refresh_tick() {
                         break Ok(End::PeersGone);
@@ -592,6 +592,29 @@ impl Swarm {
             FIRST_SOURCE_WAIT
         };
         self.sources.last_seen.elapsed() > grace
+    }
+
+    /// A have-set watch ended (or was aborted): its source is watched again
+    /// at the next look, not sooner than [`WATCH_AGAIN_AFTER`]. An aborted
+    /// watch's entry is already gone, maybe replaced by a newer watch of the
+    /// same source, which stays.
+    fn handle_watch_ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, PeerId), tokio::task::JoinError>,
+    ) {
+        let id = match &ended {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let peer = self
+            .watching
+            .iter()
+            .find(|(_, handle)| handle.id() == id)
+            .map(|(peer, _)| peer.clone());
+        if let Some(peer) = peer {
+            self.watching.remove(&peer);
+            self.watch_ended.insert(peer, Instant::now());
+        }
     }
 
     /// Rates, ETA and a progress event.
@@ -852,7 +875,9 @@ async fn follow(
     n_pieces: usize,
     have_sets: &mpsc::Sender<ReadySource>,
 ) -> Result<(), RequestError> {
-    let mut watch = conn.watch_have_set(vid).await?;
+    let mut watch = tokio::time::timeout(HAVE_SET_TIMEOUT, conn.watch_have_set(vid))
+        .await
+        .map_err(|_| RequestError::Unexpected("no stream for a have-set watch in time".into()))??;
     let mut known: Option<Availability> = None;
     loop {
         let next = if known.is_none() {

@@ -13,6 +13,7 @@ use lanspread_proto::manifest::piece_range;
 use lanspread_proto::wire::{ErrorCode, Hello, Request, Response, WATCH_GAP_MS};
 use lanspread_proto::{Hash, Layout, PieceSet, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,6 +51,10 @@ pub const MAX_UPLOADS_PER_IP: usize = 4;
 /// (one on the wire, the next being read), so piece memory is bounded by
 /// `2 * MAX_UPLOADS * piece size` (64 MiB at 1 MiB pieces).
 pub const MAX_UPLOADS: usize = 32;
+/// `WatchHaveSet` streams of one machine (IP address) open at once. Each
+/// is a task that wakes with its download's changes; a downloader needs one
+/// per download, per source. More are answered `Busy`.
+pub const MAX_WATCHES_PER_IP: usize = 16;
 /// A stream whose reader takes no byte of our answer for this long is
 /// reset: a reader that stops reading holds no buffers for long.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,6 +90,8 @@ pub struct ServerState {
     /// Connections per source IP, entries removed at zero; their sum is all
     /// connections.
     sources: Mutex<HashMap<IpAddr, usize>>,
+    /// Have-set watches per source IP, entries removed at zero.
+    watches: Mutex<HashMap<IpAddr, usize>>,
     /// Whose pieces are sent now.
     turns: Arc<Turns>,
     buffers: Arc<BufferPool>,
@@ -112,6 +119,7 @@ impl ServerState {
             bytes_served: Default::default(),
             connections: Mutex::default(),
             sources: Mutex::default(),
+            watches: Mutex::default(),
             turns: Arc::new(Turns::new(MAX_UPLOADS_PER_IP, MAX_UPLOADS)),
             buffers: Arc::default(),
             frames: FrameCache::default(),
@@ -171,6 +179,37 @@ impl ServerState {
             state: self.clone(),
             ip,
         })
+    }
+}
+
+/// A place for a have-set watch from `ip`, within [`MAX_WATCHES_PER_IP`];
+/// given back on drop.
+struct WatchSlot<'a> {
+    state: &'a ServerState,
+    ip: IpAddr,
+}
+
+impl<'a> WatchSlot<'a> {
+    fn take(state: &'a ServerState, ip: IpAddr) -> Option<Self> {
+        let mut watches = state.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let count = watches.get(&ip).copied().unwrap_or(0);
+        if count >= MAX_WATCHES_PER_IP {
+            return None;
+        }
+        watches.insert(ip, count + 1);
+        Some(Self { state, ip })
+    }
+}
+
+impl Drop for WatchSlot<'_> {
+    fn drop(&mut self) {
+        let mut watches = self.state.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = watches.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                watches.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -570,7 +609,13 @@ async fn serve_stream(
             }
             None => reply_error(&mut send, ErrorCode::NotFound, "no such thumbnail".into()).await,
         },
-        Request::WatchHaveSet { version_id } => watch_have_set(&mut send, &state, version_id).await,
+        Request::WatchHaveSet { version_id } => match WatchSlot::take(&state, source.ip) {
+            Some(_slot) => watch_have_set(&mut send, &state, version_id).await,
+            None => {
+                let message = format!("{MAX_WATCHES_PER_IP} have-set watches from your machine");
+                reply_error(&mut send, ErrorCode::Busy, message).await
+            }
+        },
         Request::Gossip(records) => {
             // Its own record carries the address we see it at.
             let from = source.listen.map(|at| (peer, at));
@@ -672,11 +717,11 @@ async fn watch_have_set(
         return reply_unknown_version(send, &version_id).await;
     };
     let mut sent: Option<Sent> = None;
+    let mut told_at: Option<Instant> = None;
     loop {
         let Some(mut changes) = served.changes() else {
             // Complete: nothing will change.
-            let response = have_changes(sent.as_ref(), &(served.have_set(), served.fetching_set()));
-            if let Some(response) = response {
+            if let Some(response) = have_changes(sent.as_ref(), &served.sets()) {
                 write_timed(send, Bytes::from(response.encode())).await?;
             }
             let _ = send.finish();
@@ -686,9 +731,10 @@ async fn watch_have_set(
         // it is withdrawn from the offer (to be installed) meanwhile.
         loop {
             changes.borrow_and_update();
-            let now = (served.have_set(), served.fetching_set());
+            let now = served.sets();
             if let Some(response) = have_changes(sent.as_ref(), &now) {
                 write_timed(send, Bytes::from(response.encode())).await?;
+                told_at = Some(Instant::now());
             }
             let complete = now.0.count() == now.0.len();
             sent = Some(now);
@@ -696,12 +742,19 @@ async fn watch_have_set(
                 let _ = send.finish();
                 return Ok(());
             }
-            tokio::select! {
-                _ = tokio::time::sleep(WATCH_GAP) => {}
-                _ = send.stopped() => return Ok(()),
+            // One frame per gap: changes within it go out together.
+            if let Some(at) = told_at {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at + WATCH_GAP) => {}
+                    _ = send.stopped() => return Ok(()),
+                }
             }
             tokio::select! {
-                _ = changes.changed() => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break; // the record is gone
+                    }
+                }
                 // No change for a while: still offered?
                 _ = tokio::time::sleep(WATCH_LOOK) => {
                     if !state.offer.serves_same(&version_id, &served) {
@@ -711,9 +764,13 @@ async fn watch_have_set(
                 _ = send.stopped() => return Ok(()),
             }
         }
-        // Withdrawn: installed (complete), gone, or downloading again.
+        // Withdrawn: installed (complete), gone, or downloading again (a
+        // new record, which may hold fewer pieces: told whole).
         match state.offer.served(&version_id) {
-            Some(next) => served = next,
+            Some(next) => {
+                served = next;
+                sent = None;
+            }
             None => {
                 let _ = send.finish();
                 return Ok(());

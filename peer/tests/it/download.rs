@@ -607,6 +607,71 @@ async fn a_partial_source_tells_its_watchers_of_each_new_piece() {
     stop([&seed.handle, &early.handle]).await;
 }
 
+/// Have-set watches cost their server a task each: one machine holds at
+/// most `MAX_WATCHES_PER_IP`; the next is answered `Busy`, and a watch let
+/// go makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_holds_a_bounded_number_of_watches() {
+    use lanspread_peer::net::client::RequestError;
+    use lanspread_peer::net::server::MAX_WATCHES_PER_IP;
+    use lanspread_proto::wire::{ErrorCode, Response};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = Peer::named(dir.path(), "seed", vec![], MIB as u64).await;
+    make_game(&seed.games, "arena", 16 * MIB);
+    seed.indexed("arena").await;
+    let version_id = seed.handle.library()["arena"].version_id;
+    let mut early = downloader(
+        dir.path(),
+        "early",
+        vec![seed.addr()],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    early.handle.download("arena").await.unwrap();
+    progressed(&mut early.events, MIB as u64).await;
+
+    let client = crate::hostile::HostileClient::new();
+    let conn = client
+        .connect(early.addr().parse().unwrap(), None, None, 0)
+        .await
+        .unwrap();
+    let mut watches = Vec::new();
+    for _ in 0..MAX_WATCHES_PER_IP {
+        let mut watch = conn.watch_have_set(version_id).await.unwrap();
+        let first = watch.next().await.unwrap();
+        assert!(matches!(first, Some(Response::HaveSet { .. })), "{first:?}");
+        watches.push(watch);
+    }
+    let mut over = conn.watch_have_set(version_id).await.unwrap();
+    assert!(
+        matches!(
+            over.next().await,
+            Err(RequestError::Remote {
+                code: ErrorCode::Busy,
+                ..
+            })
+        ),
+        "one watch too many"
+    );
+    drop(watches.pop());
+    let freed = async {
+        loop {
+            let mut watch = conn.watch_have_set(version_id).await.unwrap();
+            if let Ok(Some(Response::HaveSet { .. })) = watch.next().await {
+                return watch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let again = tokio::time::timeout(Duration::from_secs(5), freed).await;
+    assert!(again.is_ok(), "a watch let go makes room");
+    drop(again);
+    drop(watches);
+    stop([&seed.handle, &early.handle]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_past_the_parallel_limit_wait_in_the_queue() {
     use lanspread_peer::events::DownloadState;
