@@ -7,9 +7,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use lanspread_peer::net::client::PeerConnection;
 use lanspread_peer::{PeerEvent, PeerRuntimeHandle};
 use tokio::sync::broadcast;
 
+use crate::hostile::HostileClient;
 use crate::support::{
     assert_identical, json_lines, local_config, make_game, named_config, outcome, output_within,
     peer_command, stop, until, wait_event, wait_json, ChildGuard, Peer, ServeChild, MIB,
@@ -547,6 +549,35 @@ async fn a_peer_with_part_of_the_game_serves_what_it_has() {
     stop([&seed.handle, &early.handle, &late.handle]).await;
 }
 
+/// A seed uploading at `seed_rate` bytes a second, a peer downloading its
+/// 16-MiB `arena` that has `done` bytes of it, and a connection to that peer
+/// from a client of its own (a watcher).
+async fn watched_download(
+    root: &Path,
+    seed_rate: u64,
+    done: u64,
+) -> (
+    Peer,
+    Peer,
+    lanspread_proto::VersionId,
+    PeerConnection,
+    HostileClient,
+) {
+    let mut seed = Peer::named(root, "seed", vec![], seed_rate).await;
+    make_game(&seed.games, "arena", 16 * MIB);
+    seed.indexed("arena").await;
+    let version_id = seed.handle.library()["arena"].version_id;
+    let mut early = downloader(root, "early", vec![seed.addr()], 1, Duration::from_secs(10)).await;
+    early.handle.download("arena").await.unwrap();
+    progressed(&mut early.events, done).await;
+    let client = HostileClient::new();
+    let conn = client
+        .connect(early.addr().parse().unwrap(), None, None, 0)
+        .await
+        .unwrap();
+    (seed, early, version_id, conn, client)
+}
+
 /// A peer downloading a game tells a watcher of its pieces as they come:
 /// the whole set first, then what changed, and once every piece is there,
 /// the end of the stream.
@@ -556,26 +587,8 @@ async fn a_partial_source_tells_its_watchers_of_each_new_piece() {
     use lanspread_proto::PieceSet;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = Peer::named(dir.path(), "seed", vec![], 4 * MIB as u64).await;
-    make_game(&seed.games, "arena", 16 * MIB);
-    seed.indexed("arena").await;
-    let version_id = seed.handle.library()["arena"].version_id;
-    let mut early = downloader(
-        dir.path(),
-        "early",
-        vec![seed.addr()],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
-    early.handle.download("arena").await.unwrap();
-    progressed(&mut early.events, 2 * MIB as u64).await;
-
-    let client = crate::hostile::HostileClient::new();
-    let conn = client
-        .connect(early.addr().parse().unwrap(), None, None, 0)
-        .await
-        .unwrap();
+    let (seed, early, version_id, conn, _client) =
+        watched_download(dir.path(), 4 * MIB as u64, 2 * MIB as u64).await;
     let mut watch = conn.watch_have_set(version_id).await.unwrap();
     let (mut known, mut changes, mut wholes) = (None::<PieceSet>, 0, 0);
     let ended = tokio::time::timeout(Duration::from_secs(60), async {
@@ -617,26 +630,8 @@ async fn a_machine_holds_a_bounded_number_of_watches() {
     use lanspread_proto::wire::{ErrorCode, Response};
 
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = Peer::named(dir.path(), "seed", vec![], MIB as u64).await;
-    make_game(&seed.games, "arena", 16 * MIB);
-    seed.indexed("arena").await;
-    let version_id = seed.handle.library()["arena"].version_id;
-    let mut early = downloader(
-        dir.path(),
-        "early",
-        vec![seed.addr()],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
-    early.handle.download("arena").await.unwrap();
-    progressed(&mut early.events, MIB as u64).await;
-
-    let client = crate::hostile::HostileClient::new();
-    let conn = client
-        .connect(early.addr().parse().unwrap(), None, None, 0)
-        .await
-        .unwrap();
+    let (seed, early, version_id, conn, _client) =
+        watched_download(dir.path(), MIB as u64, MIB as u64).await;
     let mut watches = Vec::new();
     for _ in 0..MAX_WATCHES_PER_IP {
         let mut watch = conn.watch_have_set(version_id).await.unwrap();
