@@ -22,18 +22,13 @@ use crate::library::{thumbnail_with_hash, LocalGame};
 
 /// What a download in progress has, asked when a peer asks.
 pub trait PieceStatus: Send + Sync {
-    /// Pieces verified and written (servable).
-    fn have(&self) -> PieceSet;
-    /// Pieces being fetched now (soon servable).
-    fn fetching(&self) -> PieceSet;
+    /// The pieces verified and written (servable), and those being fetched
+    /// now (soon servable), as of one moment.
+    fn sets(&self) -> (PieceSet, PieceSet);
     /// Whether one piece is verified and written.
     fn has(&self, piece: usize) -> bool;
-    /// Both, as of one moment.
-    fn sets(&self) -> (PieceSet, PieceSet) {
-        (self.have(), self.fetching())
-    }
-    /// Changes each time `have` or `fetching` may have changed; closed once
-    /// this record is dropped.
+    /// Changes each time [`Self::sets`] may have; closed once this record is
+    /// dropped.
     fn changes(&self) -> watch::Receiver<u64>;
 }
 
@@ -67,35 +62,24 @@ impl Served {
         }
     }
 
-    pub fn have_set(&self) -> PieceSet {
-        match self {
-            Served::Complete(game) => PieceSet::full(game.manifest.n_pieces()),
-            Served::Partial(partial) => partial.status.have(),
-        }
-    }
-
-    /// [`Self::have_set`] and [`Self::fetching_set`] as of one moment.
+    /// The pieces here and those being fetched (see [`PieceStatus::sets`]);
+    /// a complete game has every piece and fetches none.
     pub fn sets(&self) -> (PieceSet, PieceSet) {
         match self {
-            Served::Complete(_) => (self.have_set(), self.fetching_set()),
+            Served::Complete(game) => {
+                let n = game.manifest.n_pieces();
+                (PieceSet::full(n), PieceSet::empty(n))
+            }
             Served::Partial(partial) => partial.status.sets(),
         }
     }
 
-    /// What tells of changes to [`Self::have_set`] and
-    /// [`Self::fetching_set`]; `None` for a complete game, which has none.
+    /// What tells of changes to [`Self::sets`]; `None` for a complete game,
+    /// which has none.
     pub fn changes(&self) -> Option<watch::Receiver<u64>> {
         match self {
             Served::Complete(_) => None,
             Served::Partial(partial) => Some(partial.status.changes()),
-        }
-    }
-
-    /// Pieces a download is fetching; a complete game fetches none.
-    pub fn fetching_set(&self) -> PieceSet {
-        match self {
-            Served::Complete(game) => PieceSet::empty(game.manifest.n_pieces()),
-            Served::Partial(partial) => partial.status.fetching(),
         }
     }
 }

@@ -145,21 +145,13 @@ impl Drop for Locked<'_> {
 }
 
 impl PieceStatus for SharedScheduler {
-    fn have(&self) -> PieceSet {
-        self.lock().have().clone()
-    }
-
-    fn fetching(&self) -> PieceSet {
-        self.lock().fetching()
+    fn sets(&self) -> (PieceSet, PieceSet) {
+        let s = self.lock();
+        (s.have().clone(), s.fetching())
     }
 
     fn has(&self, piece: usize) -> bool {
         self.lock().have().contains(piece)
-    }
-
-    fn sets(&self) -> (PieceSet, PieceSet) {
-        let s = self.lock();
-        (s.have().clone(), s.fetching())
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
@@ -300,8 +292,8 @@ pub(super) struct Swarm {
     seconds: JoinSet<(PeerId, Option<PeerConnection>)>,
     /// Verify-and-write jobs on the blocking pool (tracked by the runtime).
     writes: FuturesUnordered<JoinHandle<WriteResult>>,
-    /// One have-set watch per partial source; each ends with its source's id.
-    watches: JoinSet<PeerId>,
+    /// One have-set watch per partial source (`watching` says whose).
+    watches: JoinSet<()>,
     watching: HashMap<PeerId, AbortHandle>,
     /// When a source's watch last ended, to watch it again not too soon.
     watch_ended: HashMap<PeerId, Instant>,
@@ -542,9 +534,9 @@ impl Swarm {
             self.stop_workers_of(&id);
             if !current.contains(&id) {
                 self.scheduler.lock().handle_source_gone(&id);
-            } else if let Some(watch) = self.watching.remove(&id) {
+            } else {
                 // Watched again below: its whole set starts new workers.
-                watch.abort();
+                self.stop_watching(&id);
             }
         }
         self.watching.retain(|id, watch| {
@@ -556,9 +548,7 @@ impl Swarm {
         });
         for (id, conn, complete) in sources {
             if complete {
-                if let Some(watch) = self.watching.remove(&id) {
-                    watch.abort();
-                }
+                self.stop_watching(&id);
                 self.ready.push((id, conn, None));
             } else if !self.watching.contains_key(&id)
                 && self
@@ -594,16 +584,19 @@ impl Swarm {
         self.sources.last_seen.elapsed() > grace
     }
 
+    fn stop_watching(&mut self, peer: &PeerId) {
+        if let Some(watch) = self.watching.remove(peer) {
+            watch.abort();
+        }
+    }
+
     /// A have-set watch ended (or was aborted): its source is watched again
     /// at the next look, not sooner than [`WATCH_AGAIN_AFTER`]. An aborted
     /// watch's entry is already gone, maybe replaced by a newer watch of the
     /// same source, which stays.
-    fn handle_watch_ended(
-        &mut self,
-        ended: Result<(tokio::task::Id, PeerId), tokio::task::JoinError>,
-    ) {
-        let id = match &ended {
-            Ok((id, _)) => *id,
+    fn handle_watch_ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match ended {
+            Ok((id, ())) => id,
             Err(e) => e.id(),
         };
         let peer = self
@@ -854,18 +847,17 @@ fn verify_and_write(
 
 /// Watch what a partial source has, passing each new state to the swarm
 /// (`have_sets`), until the source ends the watch, sends something wrong,
-/// or the watch is aborted. Returns the source's id.
+/// or the watch is aborted.
 async fn follow_have_set(
     peer: PeerId,
     conn: PeerConnection,
     vid: VersionId,
     n_pieces: usize,
     have_sets: mpsc::Sender<ReadySource>,
-) -> PeerId {
+) {
     if let Err(e) = follow(&peer, &conn, vid, n_pieces, &have_sets).await {
         tracing::debug!(%peer, "have-set watch ended: {e}");
     }
-    peer
 }
 
 async fn follow(
@@ -875,18 +867,16 @@ async fn follow(
     n_pieces: usize,
     have_sets: &mpsc::Sender<ReadySource>,
 ) -> Result<(), RequestError> {
-    let mut watch = tokio::time::timeout(HAVE_SET_TIMEOUT, conn.watch_have_set(vid))
+    let start = async {
+        let mut watch = conn.watch_have_set(vid).await?;
+        let first = watch.next().await?;
+        Ok::<_, RequestError>((watch, first))
+    };
+    let (mut watch, mut next) = tokio::time::timeout(HAVE_SET_TIMEOUT, start)
         .await
-        .map_err(|_| RequestError::Unexpected("no stream for a have-set watch in time".into()))??;
+        .map_err(|_| RequestError::Unexpected("no have-set in time".into()))??;
     let mut known: Option<Availability> = None;
     loop {
-        let next = if known.is_none() {
-            tokio::time::timeout(HAVE_SET_TIMEOUT, watch.next())
-                .await
-                .map_err(|_| RequestError::Unexpected("no have-set in time".into()))??
-        } else {
-            watch.next().await?
-        };
         let Some(response) = next else {
             return Ok(());
         };
@@ -900,6 +890,7 @@ async fn follow(
             return Ok(()); // the download is over
         }
         tokio::time::sleep_until(read_at + WATCH_READ_GAP).await;
+        next = watch.next().await?;
     }
 }
 

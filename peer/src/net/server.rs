@@ -203,12 +203,17 @@ impl<'a> WatchSlot<'a> {
 
 impl Drop for WatchSlot<'_> {
     fn drop(&mut self) {
-        let mut watches = self.state.watches.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = watches.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                watches.remove(&self.ip);
-            }
+        count_down(&self.state.watches, &self.ip);
+    }
+}
+
+/// One less of `key` in `counts`; an entry is removed at zero.
+fn count_down<K: std::hash::Hash + Eq>(counts: &Mutex<HashMap<K, usize>>, key: &K) {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
         }
     }
 }
@@ -221,13 +226,7 @@ struct SourceSlot {
 
 impl Drop for SourceSlot {
     fn drop(&mut self) {
-        let mut sources = self.state.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = sources.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                sources.remove(&self.ip);
-            }
-        }
+        count_down(&self.state.sources, &self.ip);
     }
 }
 
@@ -239,17 +238,7 @@ struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut connections = self
-            .state
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = connections.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                connections.remove(&self.peer);
-            }
-        }
+        count_down(&self.state.connections, &self.peer);
     }
 }
 
